@@ -1,0 +1,80 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// One module per component; the folders under Sources/ show the architecture.
+// The VFS path (SyndVFS, SyndClient, SyndHTTP2, SyndProtocol) imports no Foundation.
+let package = Package(
+    name: "SyndDB",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SyndDB", targets: ["SyndDB"]),
+        .library(name: "SyndSequencer", targets: ["SyndSequencer"]),
+        .executable(name: "synd", targets: ["synd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.0"),
+    ],
+    targets: [
+        // C shims.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev", "libssl-dev"])]),
+
+        // Wire protocol: messages, protobuf codec, gRPC framing, checksums. No Foundation.
+        .target(name: "SyndProtocol"),
+        // Code generated from proto/ by scripts/generate-proto.sh (server side).
+        .target(
+            name: "SyndGRPC",
+            dependencies: [
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ]
+        ),
+        // HTTP/2 client on libnghttp2 (h2c and TLS via OpenSSL).
+        .target(
+            name: "SyndHTTP2",
+            dependencies: ["CNGHTTP2"],
+            linkerSettings: [.linkedLibrary("nghttp2"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
+        // Typed sequencer client: RPCs, deadlines, retries, idempotent commit.
+        .target(name: "SyndClient", dependencies: ["SyndProtocol", "SyndHTTP2"]),
+        // Small SQLite wrapper shared by the API, the store and the tools.
+        .target(name: "SyndSQLite", dependencies: ["CSQLite"], linkerSettings: [.linkedLibrary("sqlite3")]),
+        // The SQLite VFS.
+        .target(name: "SyndVFS", dependencies: ["CSQLite", "SyndClient"], linkerSettings: [.linkedLibrary("sqlite3")]),
+        // The sequencer's durable store.
+        .target(name: "SyndStorage", dependencies: ["SyndSQLite", "SyndProtocol"]),
+        // The sequencer: gRPC service over the store.
+        .target(
+            name: "SyndSequencer",
+            dependencies: [
+                "SyndStorage", "SyndGRPC", "SyndProtocol",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The Swift API.
+        .target(name: "SyndDB", dependencies: ["SyndSQLite", "SyndVFS"]),
+        // The `synd` command.
+        .executableTarget(
+            name: "synd",
+            dependencies: [
+                "SyndDB", "SyndSequencer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "SyndDBTests",
+            dependencies: ["SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "synd"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

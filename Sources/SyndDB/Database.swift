@@ -1,0 +1,82 @@
+import CSQLite
+import SyndSQLite
+import SyndVFS
+
+/// A SQLite connection whose database lives in a SyndDB sequencer.
+///
+///     let db = try Database.open("app", sequencer: "http://127.0.0.1:8433")
+///     try db.execute("CREATE TABLE IF NOT EXISTS t(x)")
+///     try db.query("INSERT INTO t VALUES (?)", [42])
+///
+/// Every write transaction reaches the sequencer as one atomic batch, and
+/// COMMIT returns once the sequencer has made it durable. Errors are
+/// `SQLiteError`s with SQLite's codes and SyndDB's detail.
+public final class Database {
+    /// The underlying SQLite connection, for anything this type does not wrap.
+    public let connection: Connection
+    public let name: String
+
+    /// Opens (creating if needed, unless read-only) database `name` on the sequencer at `sequencer`.
+    ///
+    /// Read-write opens take the database's writer lease; a second writer gets
+    /// `SQLITE_BUSY` with the holder named in the message.
+    public static func open(_ name: String, sequencer: String, options: DatabaseOptions = DatabaseOptions()) throws -> Database {
+        SyndVFS.register()
+        var uri = "file:\(name)?sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
+        uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
+        if options.readOnly { uri += "&mode=ro" }
+        let connection = try Connection(path: uri, readOnly: options.readOnly, vfs: SyndVFS.name)
+        if options.busyTimeoutMs > 0 { sqlite3_busy_timeout(connection.handle, Int32(options.busyTimeoutMs)) }
+        if !options.readOnly {
+            try connection.execute("PRAGMA journal_mode=\(options.journalMode)")
+            if let size = options.pageSize { try connection.execute("PRAGMA page_size=\(size)") }
+        }
+        return Database(connection: connection, name: name)
+    }
+
+    init(connection: Connection, name: String) {
+        self.connection = connection
+        self.name = name
+    }
+
+    /// Runs statements that return no rows.
+    public func execute(_ sql: String) throws { try connection.execute(sql) }
+
+    /// Runs one statement with bindings and returns its rows.
+    @discardableResult
+    public func query(_ sql: String, _ values: [any SQLiteBindable] = []) throws -> [[Value]] {
+        try connection.query(sql, values)
+    }
+
+    /// The first column of the first row.
+    public func scalar(_ sql: String, _ values: [any SQLiteBindable] = []) throws -> Value? {
+        try connection.scalar(sql, values)
+    }
+
+    /// A prepared statement to run many times with different bindings.
+    public func prepare(_ sql: String) throws -> Statement { try connection.prepare(sql) }
+
+    /// Runs `body` in one transaction: one atomic, durable commit to the sequencer.
+    @discardableResult
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try connection.transaction("IMMEDIATE", body)
+    }
+
+    /// What this connection has done on the network.
+    public var statistics: Statistics {
+        var values = [Int64](repeating: 0, count: 4)
+        _ = values.withUnsafeMutableBufferPointer { sqlite3_file_control(connection.handle, "main", 0x5359_4E01, $0.baseAddress) }
+        return Statistics(requests: Int(values[0]), commits: Int(values[1]), version: UInt64(values[2]), leaseEpoch: UInt64(values[3]))
+    }
+
+    public struct Statistics: Sendable, Equatable {
+        /// Requests this connection's VFS made to the sequencer (lease renewals excluded).
+        public var requests: Int
+        /// Batches committed.
+        public var commits: Int
+        /// The database version this connection last read or committed.
+        public var version: UInt64
+        /// The writer lease epoch (0 when read-only).
+        public var leaseEpoch: UInt64
+    }
+}

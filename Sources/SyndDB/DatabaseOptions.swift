@@ -1,0 +1,23 @@
+/// How `Database.open` connects. Each field becomes a URI parameter of the
+/// `file:` name SQLite opens (see `FileOptions` in the VFS for the list).
+public struct DatabaseOptions: Sendable {
+    /// Open read-only: no writer lease; every read transaction asks the
+    /// sequencer for the latest version.
+    public var readOnly = false
+    /// Page size of a new database (SQLite's `PRAGMA page_size`); nil keeps SQLite's default.
+    public var pageSize: Int?
+    /// Writer lease time-to-live; renewed in the background at a third of it.
+    public var leaseTTLMs = 10_000
+    /// Renew the lease in the background (turn off only to test lapses).
+    public var renewLease = true
+    /// Deadline of one request to the sequencer.
+    public var timeoutMs = 5_000
+    /// Upper bound of the VFS page cache.
+    public var cacheMB = 256
+    /// How long SQLite retries a busy lock (https://www.sqlite.org/c3ref/busy_timeout.html).
+    public var busyTimeoutMs = 0
+    /// SQLite's journal for rollback; kept in memory in every mode.
+    public var journalMode = "MEMORY"
+
+    public init() {}
+}

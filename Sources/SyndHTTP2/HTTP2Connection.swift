@@ -1,0 +1,195 @@
+import CNGHTTP2
+
+/// One HTTP/2 connection to a sequencer on libnghttp2, one request at a time.
+///
+/// Not thread-safe: its owner (`SequencerClient`) serializes access. After any
+/// transport error the connection is closed and must be replaced.
+public final class HTTP2Connection {
+    public let endpoint: Endpoint
+    private let socket: Socket
+    private var session: OpaquePointer?
+    private var stream: StreamState?
+    private var pending: [UInt8] = []
+    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+    public private(set) var isOpen = true
+
+    /// Connects (TCP, then TLS for https) and sends the HTTP/2 preface and SETTINGS.
+    public init(endpoint: Endpoint, deadline: ContinuousClock.Instant) throws(TransportError) {
+        self.endpoint = endpoint
+        self.socket = try Socket(endpoint: endpoint, deadline: deadline)
+        var callbacks: OpaquePointer?
+        nghttp2_session_callbacks_new(&callbacks)
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
+            let connection = Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
+            guard let frame, let stream = connection.stream, frame.pointee.hd.stream_id == stream.id,
+                let name, let value
+            else { return 0 }
+            let n = String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)
+            let v = String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
+            stream.response.headers.append((n, v))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, length, user in
+            let connection = Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
+            guard let stream = connection.stream, stream.id == streamID, let data else { return 0 }
+            stream.response.body.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, user in
+            let connection = Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
+            if let stream = connection.stream, stream.id == streamID {
+                stream.closed = true
+                stream.errorCode = errorCode
+            }
+            return 0
+        }
+        var session: OpaquePointer?
+        guard nghttp2_session_client_new(&session, callbacks, Unmanaged.passUnretained(self).toOpaque()) == 0 else {
+            socket.close()
+            throw TransportError(.http2, "nghttp2: cannot create a client session")
+        }
+        self.session = session
+        // Large windows: a commit of many pages should not wait for WINDOW_UPDATEs.
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 16 << 20),
+        ]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 64 << 20)
+        do throws(TransportError) {
+            try flush(deadline: deadline)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit {
+        close()
+        readBuffer.deallocate()
+    }
+
+    public func close() {
+        if let session { nghttp2_session_del(session) }
+        session = nil
+        socket.close()
+        isOpen = false
+    }
+
+    /// Sends one POST with `body` and waits for the whole response, trailers included.
+    public func post(path: String, headers extra: [(String, String)], body: [UInt8], deadline: ContinuousClock.Instant) throws(TransportError) -> HTTP2Response {
+        guard isOpen, let session else { throw TransportError(.io, "connection to \(endpoint) is closed") }
+        let stream = StreamState(body: body)
+        self.stream = stream
+        defer { self.stream = nil }
+        var headers: [(String, String)] = [
+            (":method", "POST"), (":scheme", endpoint.tls ? "https" : "http"),
+            (":authority", endpoint.authority), (":path", path),
+        ]
+        headers += extra
+        let streamID = Self.withHeaderVector(headers) { nva, count -> Int32 in
+            var provider = nghttp2_data_provider()
+            provider.source.ptr = Unmanaged.passUnretained(stream).toOpaque()
+            provider.read_callback = { _, _, buffer, length, flags, source, _ in
+                let stream = Unmanaged<StreamState>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
+                let n = min(length, stream.body.count - stream.sent)
+                if n > 0 {
+                    stream.body.withUnsafeBytes { src in
+                        UnsafeMutableRawPointer(buffer!).copyMemory(from: src.baseAddress! + stream.sent, byteCount: n)
+                    }
+                }
+                stream.sent += n
+                if stream.sent == stream.body.count { flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+                return n
+            }
+            return nghttp2_submit_request(session, nil, nva, count, &provider, nil)
+        }
+        guard streamID > 0 else {
+            close()
+            throw TransportError(.http2, "nghttp2 refused the request: \(String(cString: nghttp2_strerror(streamID)))")
+        }
+        stream.id = streamID
+        do throws(TransportError) {
+            while !stream.closed {
+                try flush(deadline: deadline)
+                stream.mayHaveBeenSent = true
+                if stream.closed { break }
+                guard nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 else {
+                    throw TransportError(.http2, "the sequencer ended the HTTP/2 connection (GOAWAY)")
+                }
+                let n = try socket.read(into: readBuffer, deadline: deadline)
+                guard n > 0 else { throw TransportError(.io, "the sequencer closed the connection") }
+                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
+                guard consumed >= 0 else {
+                    throw TransportError(.http2, "HTTP/2 protocol error from the sequencer: \(String(cString: nghttp2_strerror(Int32(consumed))))")
+                }
+            }
+            try flush(deadline: deadline)  // WINDOW_UPDATEs and ACKs
+        } catch {
+            close()
+            var e = error
+            e.requestMayHaveBeenSent = stream.mayHaveBeenSent
+            throw e
+        }
+        if stream.errorCode != 0 {
+            throw TransportError(.http2, "the sequencer reset the stream (HTTP/2 error \(stream.errorCode))", requestMayHaveBeenSent: true)
+        }
+        return stream.response
+    }
+
+    /// Writes everything nghttp2 has queued, in one write when it fits.
+    private func flush(deadline: ContinuousClock.Instant) throws(TransportError) {
+        guard let session else { throw TransportError(.io, "connection is closed") }
+        pending.removeAll(keepingCapacity: true)
+        while true {
+            var data: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &data)
+            if n < 0 {
+                throw TransportError(.http2, "nghttp2: \(String(cString: nghttp2_strerror(Int32(n))))")
+            }
+            if n == 0 { break }
+            pending.append(contentsOf: UnsafeBufferPointer(start: data, count: n))
+        }
+        if !pending.isEmpty {
+            let bytes = pending
+            let failure: TransportError? = bytes.withUnsafeBytes { buffer in
+                do throws(TransportError) { try socket.write(buffer, deadline: deadline) } catch { return error }
+                return nil
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    private static func withHeaderVector<R>(_ headers: [(String, String)], _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+        var bytes: [UInt8] = []
+        var spans: [(Int, Int, Int, Int)] = []
+        for (n, v) in headers {
+            let ns = bytes.count
+            bytes += n.utf8
+            let vs = bytes.count
+            bytes += v.utf8
+            spans.append((ns, n.utf8.count, vs, v.utf8.count))
+        }
+        return bytes.withUnsafeMutableBufferPointer { b in
+            let nva = spans.map { s in
+                nghttp2_nv(name: b.baseAddress! + s.0, value: b.baseAddress! + s.2, namelen: s.1, valuelen: s.3,
+                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+        }
+    }
+}
+
+/// The one request in flight: what to send and what came back.
+private final class StreamState {
+    let body: [UInt8]
+    var sent = 0
+    var id: Int32 = 0
+    var response = HTTP2Response()
+    var closed = false
+    var errorCode: UInt32 = 0
+    var mayHaveBeenSent = false
+
+    init(body: [UInt8]) { self.body = body }
+}

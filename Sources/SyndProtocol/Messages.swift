@@ -1,0 +1,348 @@
+// Hand-written mirrors of proto/synddb/v1/sequencer.proto for the Foundation-free
+// client. Tests check them byte for byte against the generated SwiftProtobuf code.
+
+public struct GetCapabilitiesRequest: WireMessage {
+    public init() {}
+    public func encode(to writer: inout ProtoWriter) {}
+    public mutating func decode(field: Int, wire: WireType, from reader: inout ProtoReader) throws {
+        try reader.skip(wire)
+    }
+}
+
+public struct Capabilities: WireMessage {
+    public var protocolVersion: UInt32 = 0
+    public var pageSizes: [UInt32] = []
+    public var maxBatchBytes: UInt64 = 0
+    public var maxPagesPerRead: UInt32 = 0
+    public var features: [String] = []
+    public var defaultLeaseTTLMs: UInt32 = 0
+    public var retainedVersions: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.uint32(1, protocolVersion)
+        w.packedUInt32(2, pageSizes)
+        w.uint64(3, maxBatchBytes)
+        w.uint32(4, maxPagesPerRead)
+        for f in features { w.string(5, f) }
+        w.uint32(6, defaultLeaseTTLMs)
+        w.uint64(7, retainedVersions)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: protocolVersion = try r.uint32()
+        case 2: try r.appendUInt32(wire, to: &pageSizes)
+        case 3: maxBatchBytes = try r.varint()
+        case 4: maxPagesPerRead = try r.uint32()
+        case 5: features.append(try r.string())
+        case 6: defaultLeaseTTLMs = try r.uint32()
+        case 7: retainedVersions = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct OpenDatabaseRequest: WireMessage {
+    public var name = ""
+    public var create = false
+    public init() {}
+    public init(name: String, create: Bool) { self.name = name; self.create = create }
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, name)
+        w.bool(2, create)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: name = try r.string()
+        case 2: create = try r.varint() != 0
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct DatabaseInfo: WireMessage {
+    public var name = ""
+    public var version: UInt64 = 0
+    public var pageSize: UInt32 = 0
+    public var pageCount: UInt32 = 0
+    public var oldestVersion: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, name)
+        w.uint64(2, version)
+        w.uint32(3, pageSize)
+        w.uint32(4, pageCount)
+        w.uint64(5, oldestVersion)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: name = try r.string()
+        case 2: version = try r.varint()
+        case 3: pageSize = try r.uint32()
+        case 4: pageCount = try r.uint32()
+        case 5: oldestVersion = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct AcquireLeaseRequest: WireMessage {
+    public var database = ""
+    public var holder = ""
+    public var ttlMs: UInt32 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.string(2, holder)
+        w.uint32(3, ttlMs)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: holder = try r.string()
+        case 3: ttlMs = try r.uint32()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct Lease: WireMessage {
+    public var database = ""
+    public var holder = ""
+    public var epoch: UInt64 = 0
+    public var ttlMs: UInt32 = 0
+    public var info: DatabaseInfo?
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.string(2, holder)
+        w.uint64(3, epoch)
+        w.uint32(4, ttlMs)
+        w.optionalMessage(5, info)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: holder = try r.string()
+        case 3: epoch = try r.varint()
+        case 4: ttlMs = try r.uint32()
+        case 5: info = try r.message(DatabaseInfo.self)
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct RenewLeaseRequest: WireMessage {
+    public var database = ""
+    public var holder = ""
+    public var epoch: UInt64 = 0
+    public var ttlMs: UInt32 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.string(2, holder)
+        w.uint64(3, epoch)
+        w.uint32(4, ttlMs)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: holder = try r.string()
+        case 3: epoch = try r.varint()
+        case 4: ttlMs = try r.uint32()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct ReleaseLeaseRequest: WireMessage {
+    public var database = ""
+    public var holder = ""
+    public var epoch: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.string(2, holder)
+        w.uint64(3, epoch)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: holder = try r.string()
+        case 3: epoch = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct ReleaseLeaseResponse: WireMessage {
+    public init() {}
+    public func encode(to writer: inout ProtoWriter) {}
+    public mutating func decode(field: Int, wire: WireType, from reader: inout ProtoReader) throws {
+        try reader.skip(wire)
+    }
+}
+
+public struct ReadPagesRequest: WireMessage {
+    public var database = ""
+    public var version: UInt64 = 0
+    public var pageNumbers: [UInt32] = []
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.uint64(2, version)
+        w.packedUInt32(3, pageNumbers)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: version = try r.varint()
+        case 3: try r.appendUInt32(wire, to: &pageNumbers)
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct Page: WireMessage {
+    public var number: UInt32 = 0
+    public var data: [UInt8] = []
+    public var checksum: UInt32 = 0
+    public init() {}
+    /// A page with its CRC-32C computed.
+    public init(number: UInt32, data: [UInt8]) {
+        self.number = number
+        self.data = data
+        self.checksum = CRC32C.checksum(data)
+    }
+    public func encode(to w: inout ProtoWriter) {
+        w.uint32(1, number)
+        w.bytes(2, data)
+        w.uint32(3, checksum)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: number = try r.uint32()
+        case 2: data = try r.bytes()
+        case 3: checksum = try r.uint32()
+        default: try r.skip(wire)
+        }
+    }
+    /// Whether `checksum` matches `data`.
+    public var isIntact: Bool { CRC32C.checksum(data) == checksum }
+}
+
+public struct ReadPagesResponse: WireMessage {
+    public var version: UInt64 = 0
+    public var pageSize: UInt32 = 0
+    public var pageCount: UInt32 = 0
+    public var pages: [Page] = []
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.uint64(1, version)
+        w.uint32(2, pageSize)
+        w.uint32(3, pageCount)
+        for p in pages { w.message(4, p) }
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: version = try r.varint()
+        case 2: pageSize = try r.uint32()
+        case 3: pageCount = try r.uint32()
+        case 4: pages.append(try r.message(Page.self))
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct CommitRequest: WireMessage {
+    public var database = ""
+    public var baseVersion: UInt64 = 0
+    public var leaseEpoch: UInt64 = 0
+    public var txnID: [UInt8] = []
+    public var pages: [Page] = []
+    public var pageCount: UInt32 = 0
+    public var pageSize: UInt32 = 0
+    public var changeset: [UInt8] = []
+    public var holder = ""
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.uint64(2, baseVersion)
+        w.uint64(3, leaseEpoch)
+        w.bytes(4, txnID)
+        for p in pages { w.message(5, p) }
+        w.uint32(6, pageCount)
+        w.uint32(7, pageSize)
+        w.bytes(8, changeset)
+        w.string(9, holder)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: baseVersion = try r.varint()
+        case 3: leaseEpoch = try r.varint()
+        case 4: txnID = try r.bytes()
+        case 5: pages.append(try r.message(Page.self))
+        case 6: pageCount = try r.uint32()
+        case 7: pageSize = try r.uint32()
+        case 8: changeset = try r.bytes()
+        case 9: holder = try r.string()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct CommitResponse: WireMessage {
+    public var version: UInt64 = 0
+    public var duplicate = false
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.uint64(1, version)
+        w.bool(2, duplicate)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: version = try r.varint()
+        case 2: duplicate = try r.varint() != 0
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct GetCommitStatusRequest: WireMessage {
+    public var database = ""
+    public var txnID: [UInt8] = []
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.bytes(2, txnID)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: txnID = try r.bytes()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct GetCommitStatusResponse: WireMessage {
+    public enum State: UInt32, Sendable {
+        case unspecified = 0
+        case committed = 1
+        case notFound = 2
+    }
+    public var state: State = .unspecified
+    public var version: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.uint32(1, state.rawValue)
+        w.uint64(2, version)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: state = State(rawValue: try r.uint32()) ?? .unspecified
+        case 2: version = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import GRPCCore
+import SwiftProtobuf
+import Logging
+import Synchronization
+import SyndGRPC
+import SyndProtocol
+import SyndStorage
+
+/// The gRPC face of the sequencer: decodes requests, calls the store, maps every
+/// refusal to a gRPC status with its message. Nothing a client sends can crash it.
+public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
+    public let store: PageStore
+    public let counters: RequestCounters
+    let logger: Logger
+
+    public init(store: PageStore, counters: RequestCounters = RequestCounters(), logger: Logger = Logger(label: "synd.sequencer")) {
+        self.store = store
+        self.counters = counters
+        self.logger = logger
+    }
+
+    /// Runs one RPC: converts the request, calls `body`, converts the answer.
+    private func handle<In: SwiftProtobuf.Message, Req: WireMessage, Res: WireMessage, Out: SwiftProtobuf.Message>(
+        _ method: SequencerMethod, _ request: In, _ body: (Req) throws(SequencerError) -> Res
+    ) throws -> Out {
+        counters.count(method)
+        let decoded: Req
+        do {
+            decoded = try request.converted()
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "malformed \(Req.self): \(error)")
+        }
+        do {
+            return try body(decoded).converted()
+        } catch let error as SequencerError {
+            if error.code == .internal || error.code == .unavailable || error.code == .dataLoss {
+                logger.error("\(method.rawValue) failed: \(error.message)")
+            }
+            throw RPCError(code: RPCError.Code(Status.Code(rawValue: error.code.rawValue)!)!, message: error.message)
+        } catch {
+            throw RPCError(code: .internalError, message: "encoding the answer failed: \(error)")
+        }
+    }
+
+    public func getCapabilities(request: Synddb_V1_GetCapabilitiesRequest, context: ServerContext) async throws -> Synddb_V1_Capabilities {
+        try handle(.getCapabilities, request) { (_: GetCapabilitiesRequest) in store.capabilities }
+    }
+
+    public func openDatabase(request: Synddb_V1_OpenDatabaseRequest, context: ServerContext) async throws -> Synddb_V1_DatabaseInfo {
+        try handle(.openDatabase, request) { (r: OpenDatabaseRequest) throws(SequencerError) in try store.open(r) }
+    }
+
+    public func acquireLease(request: Synddb_V1_AcquireLeaseRequest, context: ServerContext) async throws -> Synddb_V1_Lease {
+        try handle(.acquireLease, request) { (r: AcquireLeaseRequest) throws(SequencerError) in try store.acquireLease(r) }
+    }
+
+    public func renewLease(request: Synddb_V1_RenewLeaseRequest, context: ServerContext) async throws -> Synddb_V1_Lease {
+        try handle(.renewLease, request) { (r: RenewLeaseRequest) throws(SequencerError) in try store.renewLease(r) }
+    }
+
+    public func releaseLease(request: Synddb_V1_ReleaseLeaseRequest, context: ServerContext) async throws -> Synddb_V1_ReleaseLeaseResponse {
+        try handle(.releaseLease, request) { (r: ReleaseLeaseRequest) throws(SequencerError) in
+            try store.releaseLease(r)
+            return ReleaseLeaseResponse()
+        }
+    }
+
+    public func readPages(request: Synddb_V1_ReadPagesRequest, context: ServerContext) async throws -> Synddb_V1_ReadPagesResponse {
+        try handle(.readPages, request) { (r: ReadPagesRequest) throws(SequencerError) in try store.readPages(r) }
+    }
+
+    public func commit(request: Synddb_V1_CommitRequest, context: ServerContext) async throws -> Synddb_V1_CommitResponse {
+        try handle(.commit, request) { (r: CommitRequest) throws(SequencerError) in try store.commit(r) }
+    }
+
+    public func getCommitStatus(request: Synddb_V1_GetCommitStatusRequest, context: ServerContext) async throws -> Synddb_V1_GetCommitStatusResponse {
+        try handle(.getCommitStatus, request) { (r: GetCommitStatusRequest) throws(SequencerError) in try store.commitStatus(r) }
+    }
+}
+
+/// Requests served, per method: how tests and operators count round trips.
+public final class RequestCounters: Sendable {
+    private let counts = Mutex<[SequencerMethod: Int]>([:])
+    public init() {}
+    func count(_ method: SequencerMethod) { counts.withLock { $0[method, default: 0] += 1 } }
+    public subscript(method: SequencerMethod) -> Int { counts.withLock { $0[method, default: 0] } }
+    public var total: Int { counts.withLock { $0.values.reduce(0, +) } }
+}

@@ -1,0 +1,69 @@
+import SyndProtocol
+
+/// A writer lease as the sequencer holds it. Expiry is on the monotonic clock;
+/// after a restart every lease gets a fresh full time-to-live.
+struct LeaseState {
+    var holder: String
+    var epoch: UInt64
+    var ttlMs: UInt32
+    var expires: ContinuousClock.Instant
+}
+
+/// One database's head state, mirrored in memory from the `databases` table.
+final class DatabaseState {
+    let id: Int64
+    let name: String
+    var version: UInt64
+    var pageSize: UInt32
+    var pageCount: UInt32
+    var oldestVersion: UInt64
+    /// Highest epoch ever granted; never reused.
+    var leaseEpoch: UInt64
+    var lease: LeaseState?
+
+    init(id: Int64, name: String, version: UInt64, pageSize: UInt32, pageCount: UInt32,
+         oldestVersion: UInt64, leaseEpoch: UInt64, lease: LeaseState?) {
+        self.id = id
+        self.name = name
+        self.version = version
+        self.pageSize = pageSize
+        self.pageCount = pageCount
+        self.oldestVersion = oldestVersion
+        self.leaseEpoch = leaseEpoch
+        self.lease = lease
+    }
+
+    var info: DatabaseInfo {
+        var i = DatabaseInfo()
+        i.name = name
+        i.version = version
+        i.pageSize = pageSize
+        i.pageCount = pageCount
+        i.oldestVersion = oldestVersion
+        return i
+    }
+
+    var leaseMessage: Lease {
+        var l = Lease()
+        l.database = name
+        l.holder = lease?.holder ?? ""
+        l.epoch = lease?.epoch ?? 0
+        l.ttlMs = lease?.ttlMs ?? 0
+        l.info = info
+        return l
+    }
+
+    /// Fencing: the caller must hold the live lease of this epoch.
+    func checkLease(holder: String, epoch: UInt64, now: ContinuousClock.Instant) throws(SequencerError) {
+        guard let lease else {
+            throw SequencerError(.failedPrecondition, "writer lease of '\(name)' (epoch \(epoch)) was released or lost; reopen the database to take a new lease")
+        }
+        guard lease.epoch == epoch, lease.holder == holder else {
+            throw SequencerError(.failedPrecondition, "stale lease epoch \(epoch) for '\(name)': writer '\(lease.holder)' took the lease at epoch \(lease.epoch); this writer was fenced off")
+        }
+        guard lease.expires > now else {
+            let ago = (now - lease.expires).milliseconds
+            throw SequencerError(.failedPrecondition, "writer lease of '\(name)' (epoch \(epoch)) lapsed \(ago) ms ago without renewal; the transaction was not applied")
+        }
+    }
+}

@@ -1,0 +1,23 @@
+import SyndProtocol
+
+/// How a `PageStore` keeps data.
+public struct StoreConfiguration: Sendable {
+    /// Folder that holds the store; created if missing.
+    public var directory: String
+    /// Versions behind the head that stay readable (point-in-time reads).
+    public var retainedVersions: UInt64 = 10_000
+    /// Largest batch, in bytes of page data.
+    public var maxBatchBytes: UInt64 = 256 << 20
+    /// Most pages one read may ask for.
+    public var maxPagesPerRead: UInt32 = 4096
+    /// Lease time-to-live when a request asks for 0.
+    public var defaultLeaseTTLMs: UInt32 = 10_000
+    /// Longest lease a writer may ask for.
+    public var maxLeaseTTLMs: UInt32 = 300_000
+    /// Test hook: a commit is refused with the returned error before it is applied.
+    public var commitFault: (@Sendable (CommitRequest) -> SequencerError?)?
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+}

@@ -1,0 +1,60 @@
+import CSQLite
+import SyndClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Per-database settings from URI parameters, with environment variables as
+/// defaults (https://www.sqlite.org/uri.html).
+///
+/// | URI parameter  | environment            | default |
+/// |----------------|------------------------|---------|
+/// | sequencer      | SYNDDB_SEQUENCER       | none (required) |
+/// | lease_ttl_ms   | SYNDDB_LEASE_TTL_MS    | 10000 |
+/// | lease_renew    | SYNDDB_LEASE_RENEW     | 1 (renew in the background) |
+/// | cache_mb       | SYNDDB_CACHE_MB        | 256 |
+/// | timeout_ms     | SYNDDB_TIMEOUT_MS      | 5000 (per request) |
+/// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read ahead on a miss) |
+struct FileOptions {
+    var sequencer: String
+    var leaseTTLMs: UInt32
+    var leaseRenew: Bool
+    var cacheBytes: Int
+    var timeoutMs: Int
+    var prefetch: Int
+
+    init(uriName: UnsafePointer<CChar>?) throws(FileOptionError) {
+        func value(_ key: String, _ env: String) -> String? {
+            if let uriName, let v = sqlite3_uri_parameter(uriName, key) { return String(cString: v) }
+            if let v = getenv(env) { return String(cString: v) }
+            return nil
+        }
+        func number(_ key: String, _ env: String, _ fallback: Int, _ range: ClosedRange<Int>) throws(FileOptionError) -> Int {
+            guard let s = value(key, env) else { return fallback }
+            guard let n = Int(s), range.contains(n) else {
+                throw FileOptionError(message: "\(key)=\(s) is invalid: use a number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return n
+        }
+        guard let url = value("sequencer", "SYNDDB_SEQUENCER"), !url.isEmpty else {
+            throw FileOptionError(message: "no sequencer URL: add ?sequencer=http://HOST:PORT to the file: URI, or set SYNDDB_SEQUENCER")
+        }
+        sequencer = url
+        leaseTTLMs = UInt32(try number("lease_ttl_ms", "SYNDDB_LEASE_TTL_MS", 10_000, 50...300_000))
+        leaseRenew = try number("lease_renew", "SYNDDB_LEASE_RENEW", 1, 0...1) == 1
+        cacheBytes = try number("cache_mb", "SYNDDB_CACHE_MB", 256, 1...1_048_576) << 20
+        timeoutMs = try number("timeout_ms", "SYNDDB_TIMEOUT_MS", 5000, 10...600_000)
+        prefetch = try number("prefetch", "SYNDDB_PREFETCH", 16, 1...1024)
+    }
+
+    var clientOptions: ClientOptions {
+        var o = ClientOptions()
+        o.requestTimeout = .milliseconds(timeoutMs)
+        return o
+    }
+}
+
+struct FileOptionError: Error {
+    var message: String
+}

@@ -1,0 +1,428 @@
+import CSQLite
+import SyndClient
+import SyndProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The main database file, whose pages live in the sequencer.
+///
+/// Between the RESERVED lock and the end of the transaction every page write
+/// (cache spill included) goes to `dirty`, and reads inside the transaction are
+/// served from it. At SQLITE_FCNTL_SYNC, which SQLite sends in every commit even
+/// with synchronous=OFF, the whole transaction goes to the sequencer as one
+/// batch; an unlock below RESERVED without a commit is a rollback and sends
+/// nothing. A writer holds the lease, so its page cache stays valid and a warm
+/// read transaction makes no request.
+final class RemoteFile: OpenFile {
+    let name: String
+    let readOnly: Bool
+    let options: FileOptions
+    let client: SequencerClient
+    let lease: LeaseKeeper?
+
+    // The committed snapshot this connection reads.
+    private var version: UInt64 = 0
+    private var pageSize = 0
+    private var pageCount: UInt32 = 0
+    private var cache: [UInt32: [UInt8]] = [:]
+    private var cacheBytes = 0
+    /// Set when the snapshot may be stale: refresh at the next read transaction.
+    private var needsRefresh = false
+    /// Set when the lease was refused: take a new one at the next transaction.
+    private var needsLease = false
+
+    // The write transaction.
+    private var lockLevel = SQLITE_LOCK_NONE
+    private var dirty: [UInt32: [UInt8]] = [:]
+    private var txnPageSize = 0
+    private var txnPageCount: UInt32 = 0
+    private var txnTouched = false
+
+    // Counters (SYND_FCNTL_STATS).
+    private(set) var requests = 0
+    private(set) var commits = 0
+
+    init(context: VFSContext, name: String, readOnly: Bool, create: Bool, options: FileOptions) throws(VFSOpenError) {
+        self.name = name
+        self.readOnly = readOnly
+        self.options = options
+        do {
+            self.client = try context.client(url: options.sequencer, options: options.clientOptions)
+        } catch {
+            throw VFSOpenError(code: SQLITE_CANTOPEN, message: "\(error)")
+        }
+        if readOnly {
+            lease = nil
+        } else {
+            lease = LeaseKeeper(client: client, database: name, holder: RemoteFile.makeHolderID(), ttlMs: options.leaseTTLMs, renews: options.leaseRenew)
+        }
+        super.init(context: context)
+        do throws(SequencerError) {
+            requests += 1
+            let info = try client.open(name, create: create && !readOnly)
+            adopt(info.version, Int(info.pageSize), info.pageCount)
+            if let lease {
+                requests += 1
+                let granted = try lease.acquire()
+                if let info = granted.info { adopt(info.version, Int(info.pageSize), info.pageCount) }
+            }
+        } catch {
+            let code: Int32 = switch error.code {
+            case .failedPrecondition: SQLITE_BUSY
+            default: SQLITE_CANTOPEN
+            }
+            throw VFSOpenError(code: code, message: "cannot open '\(name)' on \(client.endpoint): \(error.message)")
+        }
+    }
+
+    private static func makeHolderID() -> String {
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        let hostName = host.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return "\(hostName)/\(getpid())/\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
+    }
+
+    /// Moves to another committed snapshot, dropping the cache if it changed.
+    private func adopt(_ newVersion: UInt64, _ newPageSize: Int, _ newPageCount: UInt32) {
+        if newVersion != version || newPageSize != pageSize {
+            cache.removeAll(keepingCapacity: true)
+            cacheBytes = 0
+        }
+        version = newVersion
+        pageSize = newPageSize
+        pageCount = newPageCount
+    }
+
+    private var inWriteTransaction: Bool { lockLevel >= SQLITE_LOCK_RESERVED }
+    private var effectivePageSize: Int { inWriteTransaction && txnPageSize > 0 ? txnPageSize : pageSize }
+    private var effectivePageCount: UInt32 { inWriteTransaction ? txnPageCount : pageCount }
+
+    // MARK: - Reads
+
+    override func read(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Int32 {
+        let size = effectivePageSize
+        guard size > 0, offset >= 0 else {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            return SYND_SQLITE_IOERR_SHORT_READ
+        }
+        var done = 0
+        var short = false
+        while done < buffer.count {
+            let position = Int(offset) + done
+            let pgno = UInt32(position / size + 1)
+            let within = position % size
+            let n = min(size - within, buffer.count - done)
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
+            if pgno > effectivePageCount {
+                target.initializeMemory(as: UInt8.self, repeating: 0)
+                short = true
+            } else {
+                let rc = withPage(pgno) { page in
+                    target.copyMemory(from: UnsafeRawBufferPointer(rebasing: page[within..<(within + n)]))
+                }
+                guard rc == SQLITE_OK else { return rc }
+            }
+            done += n
+        }
+        return short ? SYND_SQLITE_IOERR_SHORT_READ : SQLITE_OK
+    }
+
+    /// Calls `body` with page `pgno` as this transaction sees it.
+    private func withPage(_ pgno: UInt32, _ body: (UnsafeRawBufferPointer) -> Void) -> Int32 {
+        let size = effectivePageSize
+        if let page = dirty[pgno], page.count == size {
+            page.withUnsafeBytes(body)
+            return SQLITE_OK
+        }
+        if size != pageSize || pgno > pageCount {
+            // Grown within this transaction but not written: reads as zeros, like a file.
+            [UInt8](repeating: 0, count: size).withUnsafeBytes(body)
+            return SQLITE_OK
+        }
+        if let page = cache[pgno] {
+            page.withUnsafeBytes(body)
+            return SQLITE_OK
+        }
+        var request = ReadPagesRequest()
+        request.database = name
+        request.version = version
+        let last = min(UInt64(pageCount), UInt64(pgno) + UInt64(options.prefetch) - 1)
+        request.pageNumbers = (UInt64(pgno)...last).map { UInt32($0) }.filter { cache[$0] == nil }
+        do throws(SequencerError) {
+            requests += 1
+            let response = try client.readPages(request)
+            guard response.version == version, Int(response.pageSize) == pageSize else {
+                needsRefresh = true
+                return fail(SQLITE_IOERR_READ_CODE, "read of '\(name)' at version \(version) came back at version \(response.version)")
+            }
+            for page in response.pages { insertCache(page.number, page.data) }
+        } catch {
+            if error.code == .outOfRange { needsRefresh = true }
+            return fail(SQLITE_IOERR_READ_CODE, "reading page \(pgno) of '\(name)' at version \(version) failed: \(error.message)")
+        }
+        guard let page = cache[pgno] else {
+            return fail(SQLITE_IOERR_READ_CODE, "the sequencer did not return page \(pgno) of '\(name)'")
+        }
+        page.withUnsafeBytes(body)
+        return SQLITE_OK
+    }
+
+    private func insertCache(_ pgno: UInt32, _ data: [UInt8]) {
+        if cacheBytes + data.count > options.cacheBytes {
+            // Simple bound: drop everything but what this transaction is about to use.
+            cache.removeAll(keepingCapacity: true)
+            cacheBytes = 0
+        }
+        if let old = cache.updateValue(data, forKey: pgno) { cacheBytes -= old.count }
+        cacheBytes += data.count
+    }
+
+    // MARK: - Writes
+
+    override func write(_ buffer: UnsafeRawBufferPointer, offset: Int64) -> Int32 {
+        guard inWriteTransaction else {
+            return fail(SYND_SQLITE_IOERR_WRITE, "write to '\(name)' outside a write transaction")
+        }
+        let amount = buffer.count
+        if txnPageSize == 0 || (dirty.isEmpty && amount != txnPageSize && offset == 0) {
+            guard amount >= 512, amount <= 65536, amount & (amount - 1) == 0 else {
+                return fail(SYND_SQLITE_IOERR_WRITE, "write of \(amount) bytes to '\(name)' is not a page")
+            }
+            txnPageSize = amount
+        }
+        guard amount == txnPageSize, offset % Int64(amount) == 0 else {
+            return fail(SYND_SQLITE_IOERR_WRITE, "write of \(amount) bytes at offset \(offset) to '\(name)' does not match page size \(txnPageSize); changing the page size inside a transaction is not supported")
+        }
+        let pgno = UInt32(offset / Int64(amount) + 1)
+        dirty[pgno] = Array(buffer)
+        txnPageCount = max(txnPageCount, pgno)
+        txnTouched = true
+        return SQLITE_OK
+    }
+
+    override func truncate(_ size: Int64) -> Int32 {
+        guard inWriteTransaction else {
+            return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' outside a write transaction")
+        }
+        let pageSize = effectivePageSize
+        guard pageSize > 0, size % Int64(pageSize) == 0 else {
+            return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' to \(size) bytes is not a whole number of pages")
+        }
+        txnPageCount = UInt32(size / Int64(pageSize))
+        dirty = dirty.filter { $0.key <= txnPageCount }
+        txnTouched = true
+        return SQLITE_OK
+    }
+
+    override func fileSize() -> Int64 {
+        Int64(effectivePageCount) * Int64(effectivePageSize)
+    }
+
+    override func sync() -> Int32 {
+        // The commit normally happened at SQLITE_FCNTL_SYNC, just before this.
+        inWriteTransaction && txnTouched ? commit() : SQLITE_OK
+    }
+
+    override func fileControl(_ op: Int32, _ arg: UnsafeMutableRawPointer?) -> Int32 {
+        switch op {
+        case SQLITE_FCNTL_SYNC:
+            return inWriteTransaction && txnTouched ? commit() : SQLITE_OK
+        case SQLITE_FCNTL_COMMIT_PHASETWO:
+            return SQLITE_OK
+        case SQLITE_FCNTL_PRAGMA:
+            return pragma(arg)
+        case SQLITE_FCNTL_VFSNAME:
+            if let arg {
+                arg.assumingMemoryBound(to: UnsafeMutablePointer<CChar>?.self).pointee = synd_sqlite_strdup(context.name)
+            }
+            return SQLITE_OK
+        case SYND_FCNTL_STATS:
+            if let arg {
+                let out = arg.assumingMemoryBound(to: Int64.self)
+                out[0] = Int64(requests)
+                out[1] = Int64(commits)
+                out[2] = Int64(version)
+                out[3] = Int64(lease?.status.epoch ?? 0)
+            }
+            return SQLITE_OK
+        default:
+            return SQLITE_NOTFOUND
+        }
+    }
+
+    /// Refuses journal modes that would keep committed data out of the sequencer.
+    private func pragma(_ arg: UnsafeMutableRawPointer?) -> Int32 {
+        guard let arg else { return SQLITE_NOTFOUND }
+        let args = arg.assumingMemoryBound(to: UnsafeMutablePointer<CChar>?.self)
+        guard let namePointer = args[1] else { return SQLITE_NOTFOUND }
+        let pragmaName = String(cString: namePointer).lowercased()
+        let value = args[2].map { String(cString: $0).lowercased() }
+        if pragmaName == "journal_mode", value == "wal" {
+            let message = "synddb: journal_mode=WAL is not supported: the sequencer is the durable log. Use MEMORY (the default), DELETE, TRUNCATE or PERSIST."
+            args[0] = synd_sqlite_strdup(message)
+            context.recordError(SQLITE_ERROR, message)
+            return SQLITE_ERROR
+        }
+        if pragmaName == "synddb_version" {
+            args[0] = synd_sqlite_strdup(String(version))
+            return SQLITE_OK
+        }
+        return SQLITE_NOTFOUND
+    }
+
+    // MARK: - Commit
+
+    private func commit() -> Int32 {
+        guard let lease else {
+            return fail(SQLITE_READONLY, "'\(name)' is open read-only")
+        }
+        let size = txnPageSize > 0 ? txnPageSize : pageSize
+        guard size > 0, txnPageCount > 0 else {
+            return fail(SYND_SQLITE_IOERR_WRITE, "commit of '\(name)' has no page size or no pages")
+        }
+        if let header = dirty[1] {
+            let declared = Int(header[16]) << 8 | Int(header[17])
+            guard (declared == 1 ? 65536 : declared) == size else {
+                return fail(SYND_SQLITE_IOERR_WRITE, "page 1 of '\(name)' declares page size \(declared) but pages are \(size) bytes")
+            }
+        }
+        var request = CommitRequest()
+        request.database = name
+        request.baseVersion = version
+        request.leaseEpoch = lease.status.epoch
+        request.holder = lease.holder
+        request.txnID = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        request.pageCount = txnPageCount
+        request.pageSize = UInt32(size)
+        request.pages = dirty.keys.sorted().map { Page(number: $0, data: dirty[$0]!) }
+        requests += 1
+        do throws(SequencerError) {
+            let response = try client.commit(request)
+            commits += 1
+            if size != pageSize { cache.removeAll(); cacheBytes = 0 }
+            for (pgno, data) in dirty { insertCache(pgno, data) }
+            for pgno in cache.keys where pgno > txnPageCount {
+                cacheBytes -= cache.removeValue(forKey: pgno)?.count ?? 0
+            }
+            version = response.version
+            pageSize = size
+            pageCount = txnPageCount
+            dirty.removeAll()
+            txnTouched = false
+            return SQLITE_OK
+        } catch {
+            // Nothing of the batch is applied (or the outcome is unknown): drop it,
+            // so reads during SQLite's rollback see the committed pages.
+            dirty.removeAll()
+            txnPageSize = pageSize
+            txnPageCount = pageCount
+            txnTouched = false
+            switch error.code {
+            case .failedPrecondition:
+                lease.markLost(error.message)
+                needsLease = true
+                needsRefresh = true
+                return fail(SQLITE_BUSY, "COMMIT refused, transaction rolled back: \(error.message)")
+            case .aborted:
+                needsRefresh = true
+                return fail(SYND_SQLITE_BUSY_SNAPSHOT, "COMMIT refused, transaction rolled back: \(error.message)")
+            case .resourceExhausted:
+                return fail(SQLITE_FULL, "COMMIT refused, transaction rolled back: \(error.message)")
+            default:
+                needsRefresh = true
+                if error.outcomeUnknown {
+                    return fail(SYND_SQLITE_IOERR_FSYNC, "COMMIT of '\(name)' has an unknown outcome: \(error.message). Reopen or retry once the sequencer is reachable; the next transaction re-reads the database state")
+                }
+                return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT failed, transaction rolled back: \(error.message)")
+            }
+        }
+    }
+
+    // MARK: - Locks
+
+    override func lock(_ level: Int32) -> Int32 {
+        if level == SQLITE_LOCK_SHARED && lockLevel == SQLITE_LOCK_NONE {
+            let rc = beginRead()
+            guard rc == SQLITE_OK else { return rc }
+        }
+        if level >= SQLITE_LOCK_RESERVED && lockLevel < SQLITE_LOCK_RESERVED {
+            if readOnly { return fail(SQLITE_READONLY, "'\(name)' is open read-only (mode=ro); open it read-write to change it") }
+            if needsLease || lease?.status.held != true {
+                return fail(SQLITE_BUSY, "this connection no longer holds the writer lease of '\(name)'; retry the transaction to take it again")
+            }
+            dirty.removeAll()
+            txnPageSize = pageSize
+            txnPageCount = pageCount
+            txnTouched = false
+        }
+        lockLevel = max(lockLevel, level)
+        return SQLITE_OK
+    }
+
+    /// Start of a read transaction: a writer with a live lease trusts its cache;
+    /// anyone else learns the latest version first (one request).
+    private func beginRead() -> Int32 {
+        if let lease {
+            let status = lease.status
+            if needsLease || !status.held || status.expires <= .now {
+                let reason = status.lost ?? "it lapsed without renewal"
+                do throws(SequencerError) {
+                    requests += 1
+                    let granted = try lease.acquire()
+                    needsLease = false
+                    if let info = granted.info { adopt(info.version, Int(info.pageSize), info.pageCount) }
+                    needsRefresh = false
+                } catch {
+                    needsLease = true
+                    let code = error.code == .failedPrecondition ? SQLITE_BUSY : SQLITE_IOERR_LOCK_CODE
+                    return fail(code, "writer lease of '\(name)' was lost (\(reason)) and cannot be taken again: \(error.message)")
+                }
+                return SQLITE_OK
+            }
+            if !needsRefresh { return SQLITE_OK }
+        }
+        do throws(SequencerError) {
+            requests += 1
+            let info = try client.open(name, create: false)
+            adopt(info.version, Int(info.pageSize), info.pageCount)
+            needsRefresh = false
+            return SQLITE_OK
+        } catch {
+            return fail(SQLITE_IOERR_LOCK_CODE, "cannot start a read transaction on '\(name)': \(error.message)")
+        }
+    }
+
+    override func unlock(_ level: Int32) -> Int32 {
+        if level < SQLITE_LOCK_RESERVED && lockLevel >= SQLITE_LOCK_RESERVED {
+            // No commit reached the sequencer: a rollback. Nothing to send.
+            dirty.removeAll()
+            txnPageSize = pageSize
+            txnPageCount = pageCount
+            txnTouched = false
+        }
+        lockLevel = min(lockLevel, level)
+        return SQLITE_OK
+    }
+
+    override func checkReservedLock() -> Bool { lockLevel >= SQLITE_LOCK_RESERVED }
+
+    override func close() -> Int32 {
+        lease?.release()
+        return SQLITE_OK
+    }
+
+    override var deviceCharacteristics: Int32 { SQLITE_IOCAP_POWERSAFE_OVERWRITE }
+}
+
+/// Why xOpen failed.
+struct VFSOpenError: Error {
+    var code: Int32
+    var message: String
+}
+
+/// File control that fills four Int64: requests, commits, version, lease epoch.
+let SYND_FCNTL_STATS: Int32 = 0x5359_4E01
+let SQLITE_IOERR_READ_CODE = SYND_SQLITE_IOERR_READ
+let SQLITE_IOERR_LOCK_CODE = SYND_SQLITE_IOERR_LOCK

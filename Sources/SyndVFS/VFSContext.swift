@@ -1,0 +1,50 @@
+import CSQLite
+import Synchronization
+import SyndClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The VFS's shared state: the platform VFS it delegates to, one client per
+/// sequencer URL (one HTTP/2 connection each), and the detail of the last
+/// failure per thread, served by `xGetLastError`.
+final class VFSContext: Sendable {
+    let name: String
+    /// The platform VFS for xDlOpen, xRandomness, xSleep and xCurrentTime.
+    /// Safe to share: SQLite's VFS objects are immutable once registered.
+    nonisolated(unsafe) let platform: UnsafeMutablePointer<sqlite3_vfs>
+    private let clients = Mutex<[String: SequencerClient]>([:])
+    private let errors = Mutex<[UInt: String]>([:])
+
+    init(name: String, platform: UnsafeMutablePointer<sqlite3_vfs>) {
+        self.name = name
+        self.platform = platform
+    }
+
+    func client(url: String, options: ClientOptions) throws -> SequencerClient {
+        try clients.withLock { c in
+            if let existing = c[url] { return existing }
+            let client = try SequencerClient(url: url, options: options)
+            c[url] = client
+            return client
+        }
+    }
+
+    func recordError(_ code: Int32, _ message: String) {
+        let thread = UInt(pthread_self())
+        errors.withLock { $0[thread] = message }
+        synd_sqlite_log(code, "synddb: " + message)
+    }
+
+    /// The last failure's detail on this thread, removed once read.
+    func takeError() -> String? {
+        let thread = UInt(pthread_self())
+        return errors.withLock { $0.removeValue(forKey: thread) }
+    }
+
+    func clearError() {
+        let thread = UInt(pthread_self())
+        _ = errors.withLock { $0.removeValue(forKey: thread) }
+    }
+}

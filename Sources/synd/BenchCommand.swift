@@ -1,0 +1,130 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import SyndDB
+import SyndSQLite
+import SyndSequencer
+import SyndStorage
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure commit and read latency through the VFS, next to local SQLite with the same durability.",
+        discussion: """
+            Baseline: a local SQLite file with journal_mode=WAL and synchronous=FULL (one fsync per commit).
+            SyndDB: the same statements through the synddb VFS against a sequencer on loopback,
+            whose store fsyncs every commit before acknowledging it.
+            """)
+
+    @Option(help: "Transactions per workload.")
+    var transactions: Int = 500
+
+    @Option(help: "Sequencer URL; without it an embedded sequencer runs in this process.")
+    var sequencer: String?
+
+    @Option(help: "Also write the report (Markdown) to this file.")
+    var output: String?
+
+    func run() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("synd-bench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var embedded: SequencerServer?
+        let url: String
+        if let sequencer {
+            url = sequencer
+        } else {
+            embedded = try await SequencerServer.start(store: StoreConfiguration(directory: dir + "/sequencer"))
+            url = embedded!.url
+        }
+        let n = transactions
+        let result: Result<String, any Error> = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: Result { try Self.measure(n: n, dir: dir, url: url) })
+            }
+        }
+        await embedded?.stop()
+        let report = try result.get()
+        print(report)
+        if let output { try report.write(toFile: output, atomically: true, encoding: .utf8) }
+    }
+
+    struct Figures {
+        var samples: [Double]  // microseconds
+        var p50: Double { percentile(0.50) }
+        var p99: Double { percentile(0.99) }
+        var perSecond: Double { Double(samples.count) / (samples.reduce(0, +) / 1e6) }
+        func percentile(_ q: Double) -> Double {
+            let s = samples.sorted()
+            return s[min(s.count - 1, Int(Double(s.count - 1) * q + 0.5))]
+        }
+    }
+
+    static func time(_ n: Int, _ body: (Int) throws -> Void) rethrows -> Figures {
+        var samples: [Double] = []
+        samples.reserveCapacity(n)
+        let clock = ContinuousClock()
+        for i in 0..<n {
+            let d = try clock.measure { try body(i) }
+            let (s, atto) = d.components
+            samples.append(Double(s) * 1e6 + Double(atto) / 1e12)
+        }
+        return Figures(samples: samples)
+    }
+
+    /// Runs the three workloads on one connection; the schema is made first.
+    static func workloads(_ connection: Connection, n: Int) throws -> [String: Figures] {
+        try connection.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, k INTEGER, v TEXT)")
+        let insert = try connection.prepare("INSERT INTO t(k, v) VALUES (?, ?)")
+        let payload = String(repeating: "x", count: 100)
+        // Warm-up: fill a little and settle caches.
+        for i in 0..<20 { try connection.transaction { _ = try insert.run([i, payload]) } }
+        var out: [String: Figures] = [:]
+        out["commit-1"] = try time(n) { i in
+            try connection.transaction { _ = try insert.run([i, payload]) }
+        }
+        out["commit-100"] = try time(n) { i in
+            try connection.transaction { for j in 0..<100 { _ = try insert.run([i * 100 + j, payload]) } }
+        }
+        let point = try connection.prepare("SELECT v FROM t WHERE id = ?")
+        let maxID = try connection.scalar("SELECT max(id) FROM t")?.int64 ?? 1
+        out["read"] = try time(n) { i in
+            _ = try point.run([Int64(i * 7919) % maxID + 1])
+        }
+        return out
+    }
+
+    static func measure(n: Int, dir: String, url: String) throws -> String {
+        let local = try Connection(path: dir + "/local.sqlite")
+        try local.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL")
+        let baseline = try workloads(local, n: n)
+
+        let db = try Database.open("bench-\(getpid())", sequencer: url)
+        let before = db.statistics
+        let synd = try workloads(db.connection, n: n)
+        let after = db.statistics
+
+        var uts = utsname()
+        uname(&uts)
+        let machine = withUnsafeBytes(of: uts.machine) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        func f(_ x: Double) -> String { String(format: "%.0f", x) }
+        func r(_ x: Double) -> String { String(format: "%.2fx", x) }
+        var lines = [
+            "## synd bench (\(n) transactions per workload)",
+            "",
+            "Machine: \(machine), \(cores) cores; sequencer \(url) (loopback).",
+            "Baseline: local SQLite file, journal_mode=WAL, synchronous=FULL. Latencies in microseconds.",
+            "",
+            "| workload | local p50 | local p99 | local tx/s | SyndDB p50 | SyndDB p99 | SyndDB tx/s | p50 ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for (key, label) in [("commit-1", "commit, 1 row"), ("commit-100", "commit, 100 rows"), ("read", "read transaction, warm writer")] {
+            let b = baseline[key]!, s = synd[key]!
+            lines.append("| \(label) | \(f(b.p50)) | \(f(b.p99)) | \(f(b.perSecond)) | \(f(s.p50)) | \(f(s.p99)) | \(f(s.perSecond)) | \(r(s.p50 / b.p50)) |")
+        }
+        lines.append("")
+        lines.append("Requests to the sequencer during the run: \(after.requests - before.requests) for \(after.commits - before.commits) commits and \(n) reads.")
+        return lines.joined(separator: "\n")
+    }
+}

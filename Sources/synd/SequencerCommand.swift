@@ -1,0 +1,39 @@
+import ArgumentParser
+import Logging
+import SyndSequencer
+import SyndStorage
+
+struct SequencerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sequencer", abstract: "Run a sequencer: the durable store of SyndDB databases, over gRPC/HTTP2.")
+
+    @Option(help: "Folder for the durable store (created if missing).")
+    var data: String
+
+    @Option(help: "TCP port (0 picks a free one; the URL is printed).")
+    var port: Int = 8433
+
+    @Option(help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "Versions behind the head kept for point-in-time reads.")
+    var retain: UInt64 = 10_000
+
+    @Option(help: "Largest commit batch, in MiB.")
+    var maxBatchMB: UInt64 = 256
+
+    func run() async throws {
+        var configuration = StoreConfiguration(directory: data)
+        configuration.retainedVersions = retain
+        configuration.maxBatchBytes = maxBatchMB << 20
+        let server: SequencerServer
+        do {
+            server = try await SequencerServer.start(store: configuration, host: host, port: port)
+        } catch {
+            throw ValidationError("cannot start the sequencer: \(error)")
+        }
+        print("synd sequencer listening on \(server.url) (data: \(data))")
+        flushStandardOutput()
+        try await server.wait()
+    }
+}

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct Synd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "synd",
+        abstract: "SyndDB: SQLite whose storage is a remote, auditable sequencer.",
+        subcommands: [SequencerCommand.self, DemoCommand.self, SQLCommand.self, BenchCommand.self])
+}

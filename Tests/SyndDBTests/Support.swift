@@ -1,0 +1,153 @@
+import Dispatch
+import Foundation
+import SyndDB
+import SyndSQLite
+import SyndSequencer
+import SyndStorage
+
+/// A fresh temporary folder, removed when the value is released.
+final class TemporaryDirectory: @unchecked Sendable {
+    // Safe: `path` is immutable.
+    let path: String
+
+    init() {
+        var template = Array((NSTemporaryDirectory() + "synddb-test-XXXXXX").utf8CString)
+        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        path = String(cString: p!)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Where the package's executables are: next to the test bundle.
+enum Products {
+    static var directory: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    }
+
+    static var synd: String {
+        let candidates = [
+            directory.appendingPathComponent("synd").path,
+            directory.deletingLastPathComponent().appendingPathComponent("synd").path,
+        ]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+    }
+}
+
+/// A real `synd sequencer` process on a free loopback port.
+final class SequencerProcess: @unchecked Sendable {
+    // Safe: mutated only by the test that owns it, from one thread at a time.
+    let directory: String
+    private(set) var port: Int
+    private(set) var process: Process
+    private var output: Pipe
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    init(directory: String, port: Int = 0) throws {
+        self.directory = directory
+        (process, output, self.port) = try Self.launch(directory: directory, port: port)
+    }
+
+    private static func launch(directory: String, port: Int) throws -> (Process, Pipe, Int) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Products.synd)
+        process.arguments = ["sequencer", "--data", directory, "--port", String(port)]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        // First line: "synd sequencer listening on http://127.0.0.1:PORT ..."
+        var line = Data()
+        let handle = pipe.fileHandleForReading
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard let range = text.range(of: "http://127.0.0.1:"),
+            let bound = Int(text[range.upperBound...].prefix(while: \.isNumber))
+        else {
+            process.terminate()
+            throw TestFailure("sequencer did not start: \(text)")
+        }
+        return (process, pipe, bound)
+    }
+
+    /// kill -9: no chance to flush or close anything.
+    func kill9() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Starts again on the same port and data.
+    func restart() throws {
+        var lastError: (any Error)?
+        for _ in 0..<50 {
+            do {
+                (process, output, port) = try Self.launch(directory: directory, port: port)
+                return
+            } catch {
+                lastError = error
+                usleep(100_000)
+            }
+        }
+        throw lastError!
+    }
+
+    deinit {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// A sequencer in this process, for tests that need its counters or a fault hook.
+func withEmbeddedSequencer<T: Sendable>(
+    configure: (inout StoreConfiguration) -> Void = { _ in },
+    _ body: @Sendable @escaping (SequencerServer) throws -> T
+) async throws -> T {
+    let dir = TemporaryDirectory()
+    var configuration = StoreConfiguration(directory: dir.path)
+    configure(&configuration)
+    let server = try await SequencerServer.start(store: configuration)
+    let result = await blocking { try body(server) }
+    await server.stop()
+    _ = dir
+    return try result.get()
+}
+
+/// Runs blocking VFS work off Swift's cooperative pool, so an in-process
+/// sequencer's handlers always have threads.
+func blocking<T: Sendable>(_ body: @Sendable @escaping () throws -> T) async -> Result<T, any Error> {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(returning: Result { try body() }) }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Unique database names, so tests can share a sequencer and run in parallel.
+func uniqueName(_ prefix: String) -> String {
+    "\(prefix)-\(UInt32.random(in: 0...UInt32.max))"
+}
+
+/// Runs `synd` with arguments and returns its standard output.
+func runSynd(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String, error: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: Products.synd)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}
