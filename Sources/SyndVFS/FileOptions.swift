@@ -16,6 +16,7 @@ import Glibc
 /// | cache_mb       | SYNDDB_CACHE_MB        | 256 |
 /// | timeout_ms     | SYNDDB_TIMEOUT_MS      | 5000 (per request) |
 /// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read ahead on a miss) |
+/// | trace          | SYNDDB_TRACE           | 0 (1: print every request to stderr) |
 struct FileOptions {
     var sequencer: String
     var leaseTTLMs: UInt32
@@ -23,6 +24,7 @@ struct FileOptions {
     var cacheBytes: Int
     var timeoutMs: Int
     var prefetch: Int
+    var trace: Bool
 
     init(uriName: UnsafePointer<CChar>?) throws(FileOptionError) {
         func value(_ key: String, _ env: String) -> String? {
@@ -46,6 +48,7 @@ struct FileOptions {
         cacheBytes = try number("cache_mb", "SYNDDB_CACHE_MB", 256, 1...1_048_576) << 20
         timeoutMs = try number("timeout_ms", "SYNDDB_TIMEOUT_MS", 5000, 10...600_000)
         prefetch = try number("prefetch", "SYNDDB_PREFETCH", 16, 1...1024)
+        trace = try number("trace", "SYNDDB_TRACE", 0, 0...1) == 1
     }
 
     var clientOptions: ClientOptions {

@@ -40,8 +40,16 @@ final class RemoteFile: OpenFile {
     private var txnPageCount: UInt32 = 0
     private var txnTouched = false
 
-    // Counters (SYND_FCNTL_STATS).
-    private(set) var requests = 0
+    // Counters (SYND_FCNTL_STATS); SYNDDB_TRACE=1 prints each request to stderr.
+    private(set) var requests = 0 {
+        didSet {
+            if options.trace {
+                let line = "synddb[\(name)]: request #\(requests): \(traceContext)\n"
+                _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+            }
+        }
+    }
+    private var traceContext = ""
     private(set) var commits = 0
 
     init(context: VFSContext, name: String, readOnly: Bool, create: Bool, options: FileOptions) throws(VFSOpenError) {
@@ -148,6 +156,7 @@ final class RemoteFile: OpenFile {
         var request = ReadPagesRequest()
         request.database = name
         request.version = version
+        traceContext = "read page \(pgno) at version \(version)"
         let last = min(UInt64(pageCount), UInt64(pgno) + UInt64(options.prefetch) - 1)
         request.pageNumbers = (UInt64(pgno)...last).map { UInt32($0) }.filter { cache[$0] == nil }
         do throws(SequencerError) {
@@ -222,13 +231,21 @@ final class RemoteFile: OpenFile {
 
     override func sync() -> Int32 {
         // The commit normally happened at SQLITE_FCNTL_SYNC, just before this.
-        inWriteTransaction && txnTouched ? commit() : SQLITE_OK
+        inWriteTransaction && txnTouched ? fileControl(SQLITE_FCNTL_SYNC, nil) : SQLITE_OK
     }
 
     override func fileControl(_ op: Int32, _ arg: UnsafeMutableRawPointer?) -> Int32 {
         switch op {
         case SQLITE_FCNTL_SYNC:
-            return inWriteTransaction && txnTouched ? commit() : SQLITE_OK
+            // Also sent after a rollback that had spilled pages: SQLite writes the
+            // original pages back and syncs. Such a "commit" changes nothing.
+            guard inWriteTransaction && txnTouched else { return SQLITE_OK }
+            if restoresCommittedState {
+                dirty.removeAll()
+                txnTouched = false
+                return SQLITE_OK
+            }
+            return commit()
         case SQLITE_FCNTL_COMMIT_PHASETWO:
             return SQLITE_OK
         case SQLITE_FCNTL_PRAGMA:
@@ -274,6 +291,17 @@ final class RemoteFile: OpenFile {
 
     // MARK: - Commit
 
+    /// True when the buffered writes provably equal the committed pages.
+    private var restoresCommittedState: Bool {
+        guard txnPageCount == pageCount, txnPageSize == pageSize else { return false }
+        for (pgno, page) in dirty {
+            guard let committed = cache[pgno], committed.count == page.count else { return false }
+            let same = committed.withUnsafeBytes { a in page.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 } }
+            if !same { return false }
+        }
+        return true
+    }
+
     private func commit() -> Int32 {
         guard let lease else {
             return fail(SQLITE_READONLY, "'\(name)' is open read-only")
@@ -297,6 +325,7 @@ final class RemoteFile: OpenFile {
         request.pageCount = txnPageCount
         request.pageSize = UInt32(size)
         request.pages = dirty.keys.sorted().map { Page(number: $0, data: dirty[$0]!) }
+        traceContext = "commit of \(request.pages.count) pages on version \(version)"
         requests += 1
         do throws(SequencerError) {
             let response = try client.commit(request)
@@ -369,6 +398,7 @@ final class RemoteFile: OpenFile {
             if needsLease || !status.held || status.expires <= .now {
                 let reason = status.lost ?? "it lapsed without renewal"
                 do throws(SequencerError) {
+                    traceContext = "lease acquire (\(reason))"
                     requests += 1
                     let granted = try lease.acquire()
                     needsLease = false
@@ -384,6 +414,7 @@ final class RemoteFile: OpenFile {
             if !needsRefresh { return SQLITE_OK }
         }
         do throws(SequencerError) {
+            traceContext = "refresh of the latest version"
             requests += 1
             let info = try client.open(name, create: false)
             adopt(info.version, Int(info.pageSize), info.pageCount)
