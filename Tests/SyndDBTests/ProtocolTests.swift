@@ -1,0 +1,163 @@
+import Foundation
+import SwiftProtobuf
+import SyndClient
+import SyndGRPC
+import SyndHTTP2
+import SyndProtocol
+import Testing
+
+/// The Foundation-free client codec against the code generated from proto/.
+@Suite struct ProtocolCodecTests {
+    @Test func commitRequestMatchesGeneratedCodeByteForByte() throws {
+        var hand = CommitRequest()
+        hand.database = "app/main"
+        hand.baseVersion = 41
+        hand.leaseEpoch = 7
+        hand.txnID = Array(0..<16)
+        hand.pages = [Page(number: 1, data: [UInt8](repeating: 3, count: 512)), Page(number: 9, data: [UInt8](repeating: 0, count: 512))]
+        hand.pageCount = 9
+        hand.pageSize = 512
+        hand.changeset = [1, 2, 3]
+        hand.holder = "host/1/abc"
+
+        var generated = Synddb_V1_CommitRequest()
+        generated.database = "app/main"
+        generated.baseVersion = 41
+        generated.leaseEpoch = 7
+        generated.txnID = Data(0..<16)
+        generated.pages = hand.pages.map { p in
+            var g = Synddb_V1_Page()
+            g.number = p.number
+            g.data = Data(p.data)
+            g.checksum = p.checksum
+            return g
+        }
+        generated.pageCount = 9
+        generated.pageSize = 512
+        generated.changeset = Data([1, 2, 3])
+        generated.holder = "host/1/abc"
+
+        let generatedBytes: [UInt8] = try generated.serializedBytes()
+        #expect(hand.serializedBytes() == generatedBytes)
+        #expect(try CommitRequest(serializedBytes: generatedBytes) == hand)
+    }
+
+    @Test func everyAnswerDecodesFromGeneratedCode() throws {
+        var lease = Synddb_V1_Lease()
+        lease.database = "d"
+        lease.holder = "h"
+        lease.epoch = 1 << 40
+        lease.ttlMs = 10_000
+        lease.info.version = 12
+        lease.info.pageSize = 65536
+        lease.info.pageCount = 3
+        let decodedLease = try Lease(serializedBytes: try lease.serializedBytes() as [UInt8])
+        #expect(decodedLease.epoch == 1 << 40 && decodedLease.info?.pageSize == 65536 && decodedLease.info?.version == 12)
+
+        var read = Synddb_V1_ReadPagesResponse()
+        read.version = 5
+        read.pageSize = 1024
+        read.pageCount = 2
+        var page = Synddb_V1_Page()
+        page.number = 2
+        page.data = Data(repeating: 9, count: 1024)
+        page.checksum = CRC32C.checksum([UInt8](repeating: 9, count: 1024))
+        read.pages = [page]
+        let decodedRead = try ReadPagesResponse(serializedBytes: try read.serializedBytes() as [UInt8])
+        #expect(decodedRead.pages.count == 1 && decodedRead.pages[0].isIntact && decodedRead.pageCount == 2)
+
+        var caps = Synddb_V1_Capabilities()
+        caps.protocolVersion = 1
+        caps.pageSizes = [512, 65536]
+        caps.features = ["lease-epoch", "crc32c"]
+        let decodedCaps = try Capabilities(serializedBytes: try caps.serializedBytes() as [UInt8])
+        #expect(decodedCaps.pageSizes == [512, 65536] && decodedCaps.features == ["lease-epoch", "crc32c"])
+
+        var status = Synddb_V1_GetCommitStatusResponse()
+        status.state = .committed
+        status.version = 3
+        let decodedStatus = try GetCommitStatusResponse(serializedBytes: try status.serializedBytes() as [UInt8])
+        #expect(decodedStatus.state == .committed && decodedStatus.version == 3)
+    }
+
+    @Test func truncatedInputIsAnErrorNotACrash() {
+        let bytes = CommitRequest().serializedBytes() + [0x2A, 0xFF, 0xFF, 0x03]  // field 5, length past the end
+        #expect(throws: ProtocolError.self) { try CommitRequest(serializedBytes: bytes) }
+        #expect(throws: ProtocolError.self) { try Page(serializedBytes: [0x08, 0x80, 0x80]) }
+    }
+
+    @Test func crc32cKnownAnswer() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+    }
+}
+
+/// The sequencer refuses bad input with a clear status and keeps running.
+@Suite struct SequencerValidationTests {
+    @Test func badRequestsGetClearStatuses() async throws {
+        try await withEmbeddedSequencer(configure: { $0.maxBatchBytes = 64 << 10 }) { server in
+            let client = try SequencerClient(url: server.url)
+            let name = uniqueName("validate")
+            _ = try client.open(name, create: true)
+            var acquire = AcquireLeaseRequest()
+            acquire.database = name
+            acquire.holder = "tester"
+            let lease = try client.acquireLease(acquire)
+
+            func commit(_ edit: (inout CommitRequest) -> Void) -> SequencerError? {
+                var r = CommitRequest()
+                r.database = name
+                r.leaseEpoch = lease.epoch
+                r.holder = "tester"
+                r.txnID = (0..<16).map { _ in UInt8.random(in: 0...255) }
+                r.pageSize = 4096
+                r.pageCount = 1
+                var header = [UInt8](repeating: 0, count: 4096)
+                header[16] = 0x10
+                r.pages = [Page(number: 1, data: header)]
+                edit(&r)
+                do {
+                    _ = try client.commit(r)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            #expect(commit { $0.database = "nope" }?.code == .notFound)
+            #expect(commit { $0.pageSize = 3000 }?.message.contains("page size 3000") == true)
+            #expect(commit { $0.pages = [Page(number: 2, data: [UInt8](repeating: 0, count: 4096))] }?.message.contains("out of range") == true)
+            #expect(commit { $0.pages[0].checksum ^= 1 }?.message.contains("checksum") == true)
+            #expect(commit { $0.pages = [Page(number: 1, data: [1, 2, 3])] }?.code == .invalidArgument)
+            #expect(commit { $0.leaseEpoch += 1 }?.message.contains("stale lease epoch") == true)
+            #expect(commit { $0.baseVersion = 5 }?.code == .aborted)
+            #expect(commit { $0.txnID = [] }?.code == .invalidArgument)
+            #expect(commit { r in
+                r.pageCount = 40
+                r.pages = (1...40).map { Page(number: UInt32($0), data: [UInt8](repeating: 0, count: 4096)) }
+            }?.code == .resourceExhausted)
+            // Still serving, and a good commit goes through at version 1.
+            #expect(commit { _ in } == nil)
+            #expect(try client.open(name, create: false).version == 1)
+            var badRead = ReadPagesRequest()
+            badRead.database = name
+            badRead.version = 99
+            #expect(throws: SequencerError.self) { _ = try client.readPages(badRead) }
+        }
+    }
+
+    @Test func malformedBytesGetInvalidArgumentAndTheServerKeepsRunning() async throws {
+        try await withEmbeddedSequencer { server in
+            let endpoint = try Endpoint(url: server.url)
+            let connection = try HTTP2Connection(endpoint: endpoint, deadline: .now + .seconds(5))
+            let headers = [("content-type", "application/grpc"), ("te", "trailers")]
+            for junk: [UInt8] in [[0, 0, 0, 0, 3, 0xFF, 0xFF, 0xFF], [0, 0, 0, 0, 2, 0x2A, 0x7F], [1, 2, 3]] {
+                let response = try connection.post(path: SequencerMethod.commit.rawValue, headers: headers, body: junk, deadline: .now + .seconds(5))
+                let status = Int(response.header("grpc-status") ?? "") ?? 0
+                #expect(status != 0, "junk \(junk) was accepted")
+            }
+            let unknown = try connection.post(path: "/synddb.v1.Sequencer/Nope", headers: headers, body: GRPCFraming.frame([]), deadline: .now + .seconds(5))
+            #expect(unknown.header("grpc-status") == "12")  // UNIMPLEMENTED
+            let client = try SequencerClient(url: server.url)
+            #expect(try client.capabilities().protocolVersion == 1)
+        }
+    }
+}
