@@ -32,61 +32,63 @@ import Testing
     }
 
     /// kill -9 the sequencer process again and again under a commit load.
-    @Test func acknowledgedCommitsSurviveKillNine() throws {
-        let dir = TemporaryDirectory()
-        let sequencer = try SequencerProcess(directory: dir.path + "/seq")
-        let name = uniqueName("crash")
-        let url = sequencer.url
-        do {
-            let setup = try Database.open(name, sequencer: url)
-            try setup.execute("CREATE TABLE a(id INTEGER PRIMARY KEY, pad BLOB); CREATE TABLE b(id INTEGER PRIMARY KEY, pad BLOB)")
-        }
-
-        let stop = Mutex(false)
-        let outcome = Mutex<(acked: [Int64], uncertain: [Int64], errors: [String])>(([], [], []))
-        let writer = Thread {
-            var options = DatabaseOptions()
-            options.timeoutMs = 1000
-            guard let db = try? Database.open(name, sequencer: url, options: options) else {
-                outcome.withLock { $0.errors.append("writer cannot open") }
-                return
+    @Test func acknowledgedCommitsSurviveKillNine() async throws {
+        try await offPool {
+            let dir = TemporaryDirectory()
+            let sequencer = try SequencerProcess(directory: dir.path + "/seq")
+            let name = uniqueName("crash")
+            let url = sequencer.url
+            do {
+                let setup = try Database.open(name, sequencer: url)
+                try setup.execute("CREATE TABLE a(id INTEGER PRIMARY KEY, pad BLOB); CREATE TABLE b(id INTEGER PRIMARY KEY, pad BLOB)")
             }
-            var i: Int64 = 0
-            while !stop.withLock({ $0 }) {
-                i += 1
-                do {
-                    // Both tables in one transaction: a partial batch would show as a mismatch.
-                    try db.execute("BEGIN; INSERT INTO a VALUES (\(i), randomblob(3000)); INSERT INTO b VALUES (\(i), randomblob(3000)); COMMIT")
-                    outcome.withLock { $0.acked.append(i) }
-                } catch {
-                    if !db.connection.isAutocommit { try? db.execute("ROLLBACK") }
-                    outcome.withLock { $0.uncertain.append(i); $0.errors.append("\(error)") }
-                    usleep(20_000)
+
+            let stop = Mutex(false)
+            let outcome = Mutex<(acked: [Int64], uncertain: [Int64], errors: [String])>(([], [], []))
+            let writer = Thread {
+                var options = DatabaseOptions()
+                options.timeoutMs = 1000
+                guard let db = try? Database.open(name, sequencer: url, options: options) else {
+                    outcome.withLock { $0.errors.append("writer cannot open") }
+                    return
+                }
+                var i: Int64 = 0
+                while !stop.withLock({ $0 }) {
+                    i += 1
+                    do {
+                        // Both tables in one transaction: a partial batch would show as a mismatch.
+                        try db.execute("BEGIN; INSERT INTO a VALUES (\(i), randomblob(3000)); INSERT INTO b VALUES (\(i), randomblob(3000)); COMMIT")
+                        outcome.withLock { $0.acked.append(i) }
+                    } catch {
+                        if !db.connection.isAutocommit { try? db.execute("ROLLBACK") }
+                        outcome.withLock { $0.uncertain.append(i); $0.errors.append("\(error)") }
+                        usleep(20_000)
+                    }
                 }
             }
-        }
-        writer.start()
-        for _ in 0..<8 {
-            usleep(UInt32.random(in: 150_000...400_000))
-            sequencer.kill9()
-            usleep(50_000)
-            try sequencer.restart()
-        }
-        usleep(300_000)
-        stop.withLock { $0 = true }
-        while !writer.isFinished { usleep(10_000) }
+            writer.start()
+            for _ in 0..<8 {
+                usleep(UInt32.random(in: 150_000...400_000))
+                sequencer.kill9()
+                usleep(50_000)
+                try sequencer.restart()
+            }
+            usleep(300_000)
+            stop.withLock { $0 = true }
+            while !writer.isFinished { usleep(10_000) }
 
-        let (acked, uncertain, errors) = outcome.withLock { $0 }
-        print("kill -9 test: \(acked.count) commits acknowledged, \(uncertain.count) failed or unknown across 8 kills")
-        #expect(acked.count > 20, "too few commits got through: \(errors.prefix(3))")
-        var ro = DatabaseOptions()
-        ro.readOnly = true
-        let reader = try Database.open(name, sequencer: url, options: ro)
-        let a = Set(try reader.query("SELECT id FROM a").map { $0[0].int64! })
-        let b = Set(try reader.query("SELECT id FROM b").map { $0[0].int64! })
-        #expect(a == b, "a partial batch is visible")
-        #expect(Set(acked).isSubset(of: a), "acknowledged commits lost: \(Set(acked).subtracting(a).sorted().prefix(10))")
-        #expect(a.isSubset(of: Set(acked).union(uncertain)), "rows that were never written")
-        #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
+            let (acked, uncertain, errors) = outcome.withLock { $0 }
+            print("kill -9 test: \(acked.count) commits acknowledged, \(uncertain.count) failed or unknown across 8 kills")
+            #expect(acked.count > 20, "too few commits got through: \(errors.prefix(3))")
+            var ro = DatabaseOptions()
+            ro.readOnly = true
+            let reader = try Database.open(name, sequencer: url, options: ro)
+            let a = Set(try reader.query("SELECT id FROM a").map { $0[0].int64! })
+            let b = Set(try reader.query("SELECT id FROM b").map { $0[0].int64! })
+            #expect(a == b, "a partial batch is visible")
+            #expect(Set(acked).isSubset(of: a), "acknowledged commits lost: \(Set(acked).subtracting(a).sorted().prefix(10))")
+            #expect(a.isSubset(of: Set(acked).union(uncertain)), "rows that were never written")
+            #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
+        }
     }
 }

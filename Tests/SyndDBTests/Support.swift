@@ -118,11 +118,12 @@ func withEmbeddedSequencer<T: Sendable>(
     return try result.get()
 }
 
-/// Runs blocking VFS work off Swift's cooperative pool, so an in-process
-/// sequencer's handlers always have threads.
+/// Runs blocking VFS work on a thread of its own, off Swift's cooperative pool
+/// (and off Dispatch's, which grows slowly), so an in-process sequencer's
+/// handlers always have threads.
 func blocking<T: Sendable>(_ body: @Sendable @escaping () throws -> T) async -> Result<T, any Error> {
     await withCheckedContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(returning: Result { try body() }) }
+        Thread.detachNewThread { continuation.resume(returning: Result { try body() }) }
     }
 }
 
@@ -150,4 +151,9 @@ func runSynd(_ arguments: [String], environment: [String: String] = [:]) throws 
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}
+
+/// `blocking`, rethrowing: for test bodies that make blocking SQLite calls.
+func offPool<T: Sendable>(_ body: @Sendable @escaping () throws -> T) async throws -> T {
+    try await blocking(body).get()
 }
