@@ -71,9 +71,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // examples/swift-api: the Swift API in a small program (run by the tests).
+        .executableTarget(name: "swift-api-example", dependencies: ["SyndDB", "SyndSQLite"], path: "examples/swift-api"),
         .testTarget(
             name: "SyndDBTests",
-            dependencies: ["SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "synd"]
+            dependencies: ["SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "synd", "swift-api-example"]
         ),
     ],
     swiftLanguageModes: [.v6]

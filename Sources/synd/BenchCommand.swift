@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import SyndClient
 import SyndDB
 import SyndSQLite
 import SyndSequencer
@@ -104,6 +105,11 @@ struct BenchCommand: AsyncParsableCommand {
         let synd = try workloads(db.connection, n: n)
         let after = db.statistics
 
+        // The floor of any remote commit: one empty gRPC round trip.
+        let client = try SequencerClient(url: url)
+        _ = try client.capabilities()
+        let rpc = try time(n) { _ in _ = try client.capabilities() }
+
         var uts = utsname()
         uname(&uts)
         let machine = withUnsafeBytes(of: uts.machine) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
@@ -123,6 +129,7 @@ struct BenchCommand: AsyncParsableCommand {
             let b = baseline[key]!, s = synd[key]!
             lines.append("| \(label) | \(f(b.p50)) | \(f(b.p99)) | \(f(b.perSecond)) | \(f(s.p50)) | \(f(s.p99)) | \(f(s.perSecond)) | \(r(s.p50 / b.p50)) |")
         }
+        lines.append("| empty gRPC round trip (GetCapabilities) | | | | \(f(rpc.p50)) | \(f(rpc.p99)) | \(f(rpc.perSecond)) | |")
         lines.append("")
         lines.append("Requests to the sequencer during the run: \(after.requests - before.requests) for \(after.commits - before.commits) commits and \(n) reads.")
         return lines.joined(separator: "\n")

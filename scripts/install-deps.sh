@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages SyndDB builds against, if any is missing.
+# (The Swift toolchain itself is expected to be installed already.)
+set -euo pipefail
+packages=(libsqlite3-dev libnghttp2-dev libssl-dev pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${missing[@]}"
