@@ -1,6 +1,13 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// synd-sqlite3 links SQLite statically (Debian's libsqlite3.a).
+#if arch(arm64)
+let libDirectory = "/usr/lib/aarch64-linux-gnu"
+#else
+let libDirectory = "/usr/lib/x86_64-linux-gnu"
+#endif
+
 // One module per component; the folders under Sources/ show the architecture.
 // The VFS path (SyndVFS, SyndClient, SyndHTTP2, SyndProtocol) imports no Foundation.
 let package = Package(
@@ -10,6 +17,9 @@ let package = Package(
         .library(name: "SyndDB", targets: ["SyndDB"]),
         .library(name: "SyndSequencer", targets: ["SyndSequencer"]),
         .executable(name: "synd", targets: ["synd"]),
+        // Built with static Swift stdlib by scripts/build-shell.sh and scripts/build-extension.sh.
+        .executable(name: "synd-sqlite3", targets: ["synd-sqlite3"]),
+        .library(name: "syndvfs", type: .dynamic, targets: ["SyndExtension"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -21,7 +31,8 @@ let package = Package(
     ],
     targets: [
         // C shims.
-        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // No pkgConfig: it would add -lsqlite3 to everything, and the extension must link no SQLite.
+        .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev", "libssl-dev"])]),
 
         // Wire protocol: messages, protobuf codec, gRPC framing, checksums. No Foundation.
@@ -46,7 +57,20 @@ let package = Package(
         // Small SQLite wrapper shared by the API, the store and the tools.
         .target(name: "SyndSQLite", dependencies: ["CSQLite"], linkerSettings: [.linkedLibrary("sqlite3")]),
         // The SQLite VFS.
-        .target(name: "SyndVFS", dependencies: ["CSQLite", "SyndClient"], linkerSettings: [.linkedLibrary("sqlite3")]),
+        // Calls SQLite only through `synd_sqlite_api`, so it links no SQLite itself.
+        .target(name: "SyndVFS", dependencies: ["CSQLite", "SyndClient"]),
+        // libsyndvfs.so: the VFS as a loadable extension.
+        .target(name: "SyndExtension", dependencies: ["CSQLite", "SyndVFS"]),
+        // SQLite's shell, from Debian's source package at build time.
+        .target(name: "CSQLiteShell", cSettings: [.unsafeFlags(["-w"])]),
+        .executableTarget(
+            name: "synd-sqlite3",
+            dependencies: ["CSQLite", "CSQLiteShell", "SyndVFS"],
+            linkerSettings: [
+                .unsafeFlags(["-Xlinker", "\(libDirectory)/libsqlite3.a"]),
+                .linkedLibrary("m"), .linkedLibrary("dl"), .linkedLibrary("pthread"),
+            ]
+        ),
         // The sequencer's durable store.
         .target(name: "SyndStorage", dependencies: ["SyndSQLite", "SyndProtocol"]),
         // The sequencer: gRPC service over the store.

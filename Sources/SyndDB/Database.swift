@@ -21,7 +21,8 @@ public final class Database {
     /// Read-write opens take the database's writer lease; a second writer gets
     /// `SQLITE_BUSY` with the holder named in the message.
     public static func open(_ name: String, sequencer: String, options: DatabaseOptions = DatabaseOptions()) throws -> Database {
-        SyndVFS.register()
+        sqlite3_initialize()
+        SyndVFS.register(api: synd_linked_sqlite_api())
         var uri = "file:\(name)?sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
         uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
         if options.readOnly { uri += "&mode=ro" }

@@ -26,9 +26,9 @@ struct FileOptions {
     var prefetch: Int
     var trace: Bool
 
-    init(uriName: UnsafePointer<CChar>?) throws(FileOptionError) {
+    init(uriName: UnsafePointer<CChar>?, api: synd_sqlite_api) throws(FileOptionError) {
         func value(_ key: String, _ env: String) -> String? {
-            if let uriName, let v = sqlite3_uri_parameter(uriName, key) { return String(cString: v) }
+            if let uriName, let v = api.uri_parameter(uriName, key) { return String(cString: v) }
             if let v = getenv(env) { return String(cString: v) }
             return nil
         }

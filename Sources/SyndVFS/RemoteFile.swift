@@ -252,7 +252,7 @@ final class RemoteFile: OpenFile {
             return pragma(arg)
         case SQLITE_FCNTL_VFSNAME:
             if let arg {
-                arg.assumingMemoryBound(to: UnsafeMutablePointer<CChar>?.self).pointee = synd_sqlite_strdup(context.name)
+                arg.assumingMemoryBound(to: UnsafeMutablePointer<CChar>?.self).pointee = synd_api_strdup(context.api, context.name)
             }
             return SQLITE_OK
         case SYND_FCNTL_STATS:
@@ -278,12 +278,12 @@ final class RemoteFile: OpenFile {
         let value = args[2].map { String(cString: $0).lowercased() }
         if pragmaName == "journal_mode", value == "wal" {
             let message = "synddb: journal_mode=WAL is not supported: the sequencer is the durable log. Use MEMORY (the default), DELETE, TRUNCATE or PERSIST."
-            args[0] = synd_sqlite_strdup(message)
+            args[0] = synd_api_strdup(context.api, message)
             context.recordError(SQLITE_ERROR, message)
             return SQLITE_ERROR
         }
         if pragmaName == "synddb_version" {
-            args[0] = synd_sqlite_strdup(String(version))
+            args[0] = synd_api_strdup(context.api, String(version))
             return SQLITE_OK
         }
         return SQLITE_NOTFOUND

@@ -49,29 +49,29 @@ enum VFSMethods {
             let object: OpenFile
             if flags & SQLITE_OPEN_MAIN_DB != 0 {
                 guard let name else {
-                    context.recordError(SQLITE_CANTOPEN, "a synddb database needs a name; temporary databases stay local")
+                    context.recordOpenError(SQLITE_CANTOPEN, "a synddb database needs a name; temporary databases stay local")
                     return SQLITE_CANTOPEN
                 }
                 do {
-                    let options = try FileOptions(uriName: name)
+                    let options = try FileOptions(uriName: name, api: context.api)
                     object = try RemoteFile(
                         context: context, name: String(cString: name), readOnly: flags & SQLITE_OPEN_READONLY != 0,
                         create: flags & SQLITE_OPEN_CREATE != 0, options: options)
                 } catch let error as VFSOpenError {
-                    context.recordError(error.code, error.message)
+                    context.recordOpenError(error.code, error.message)
                     return error.code
                 } catch let error as FileOptionError {
-                    context.recordError(SQLITE_CANTOPEN, error.message)
+                    context.recordOpenError(SQLITE_CANTOPEN, error.message)
                     return SQLITE_CANTOPEN
                 } catch {
-                    context.recordError(SQLITE_CANTOPEN, "\(error)")
+                    context.recordOpenError(SQLITE_CANTOPEN, "\(error)")
                     return SQLITE_CANTOPEN
                 }
             } else {
                 object = MemoryFile(context: context)
             }
             FileSlot.store(object, in: file)
-            file.pointee.pMethods = UnsafePointer(Registration.shared?.methods)
+            file.pointee.pMethods = UnsafePointer(context.methods)
             outFlags?.pointee = flags
             return SQLITE_OK
         }

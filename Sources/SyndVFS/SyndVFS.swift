@@ -1,4 +1,5 @@
 import CSQLite
+import Synchronization
 
 /// The SyndDB SQLite VFS (https://www.sqlite.org/vfs.html).
 ///
@@ -12,14 +13,24 @@ public enum SyndVFS {
     /// The name the VFS registers under.
     public static let name = "synddb"
 
-    /// Registers the VFS with SQLite; safe to call more than once.
+    /// Registers the VFS with SQLite; safe to call more than once. SQLite must
+    /// be initialized (https://www.sqlite.org/c3ref/initialize.html).
     ///
-    /// - Parameter makeDefault: also make it SQLite's default VFS.
+    /// - Parameters:
+    ///   - makeDefault: also make it SQLite's default VFS.
+    ///   - api: the SQLite to register into: `synd_linked_sqlite_api()` for the
+    ///     linked library, `synd_extension_sqlite_api(pApi)` in an extension.
+    ///   - printsOpenErrors: also print why an open failed to stderr, for hosts
+    ///     (shells, Python) that only show SQLite's generic message.
     /// - Returns: SQLite's result code.
     @discardableResult
-    public static func register(makeDefault: Bool = false) -> Int32 {
-        guard let registration = Registration.shared else { return SQLITE_ERROR }
-        return sqlite3_vfs_register(registration.vfs, makeDefault ? 1 : 0)
+    public static func register(makeDefault: Bool = false, api: synd_sqlite_api, printsOpenErrors: Bool = false) -> Int32 {
+        let registration = Registration.holder.withLock { r -> Registration? in
+            if r == nil { r = Registration(api: api, printsOpenErrors: printsOpenErrors) }
+            return r
+        }
+        guard let registration else { return SQLITE_ERROR }
+        return api.vfs_register(registration.vfs, makeDefault ? 1 : 0)
     }
 }
 
@@ -31,13 +42,15 @@ final class Registration: Sendable {
     nonisolated(unsafe) let methods: UnsafeMutablePointer<sqlite3_io_methods>
     let context: VFSContext
 
-    static let shared: Registration? = Registration()
+    /// SQLite's VFS list is process-wide, so the registration is too: made once,
+    /// by the first `register` call, and never changed.
+    static let holder = Mutex<Registration?>(nil)
 
-    private init?() {
-        guard sqlite3_initialize() == SQLITE_OK, let platform = sqlite3_vfs_find(nil) else { return nil }
-        context = VFSContext(name: SyndVFS.name, platform: platform)
+    fileprivate init?(api: synd_sqlite_api, printsOpenErrors: Bool) {
+        guard let platform = api.vfs_find(nil) else { return nil }
         methods = .allocate(capacity: 1)
         methods.initialize(to: IOMethods.table)
+        context = VFSContext(name: SyndVFS.name, platform: platform, api: api, methods: methods, printsOpenErrors: printsOpenErrors)
         vfs = .allocate(capacity: 1)
         vfs.initialize(to: VFSMethods.table(
             name: SyndVFS.name, context: Unmanaged.passUnretained(context).toOpaque(),

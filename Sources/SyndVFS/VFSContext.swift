@@ -14,12 +14,30 @@ final class VFSContext: Sendable {
     /// The platform VFS for xDlOpen, xRandomness, xSleep and xCurrentTime.
     /// Safe to share: SQLite's VFS objects are immutable once registered.
     nonisolated(unsafe) let platform: UnsafeMutablePointer<sqlite3_vfs>
+    /// The SQLite functions to call (see `synd_sqlite_api`). Immutable.
+    nonisolated(unsafe) let api: synd_sqlite_api
+    /// The io_methods every open file points to. Immutable.
+    nonisolated(unsafe) let methods: UnsafeMutablePointer<sqlite3_io_methods>
+    let printsOpenErrors: Bool
     private let clients = Mutex<[String: SequencerClient]>([:])
     private let errors = Mutex<[UInt: String]>([:])
 
-    init(name: String, platform: UnsafeMutablePointer<sqlite3_vfs>) {
+    init(name: String, platform: UnsafeMutablePointer<sqlite3_vfs>, api: synd_sqlite_api,
+         methods: UnsafeMutablePointer<sqlite3_io_methods>, printsOpenErrors: Bool) {
         self.name = name
         self.platform = platform
+        self.api = api
+        self.methods = methods
+        self.printsOpenErrors = printsOpenErrors
+    }
+
+    /// An open failed: record it, and tell the person at the shell why.
+    func recordOpenError(_ code: Int32, _ message: String) {
+        recordError(code, message)
+        if printsOpenErrors {
+            let line = "synddb: \(message)\n"
+            _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+        }
     }
 
     func client(url: String, options: ClientOptions) throws -> SequencerClient {
@@ -34,7 +52,7 @@ final class VFSContext: Sendable {
     func recordError(_ code: Int32, _ message: String) {
         let thread = UInt(pthread_self())
         errors.withLock { $0[thread] = message }
-        synd_sqlite_log(code, "synddb: " + message)
+        synd_api_log(api, code, "synddb: " + message)
     }
 
     /// The last failure's detail on this thread, removed once read.
