@@ -118,12 +118,54 @@ func withEmbeddedSequencer<T: Sendable>(
     return try result.get()
 }
 
-/// Runs blocking VFS work on a thread of its own, off Swift's cooperative pool
-/// (and off Dispatch's, which grows slowly), so an in-process sequencer's
-/// handlers always have threads.
+/// Runs blocking VFS work on a thread of its own, off Swift's cooperative pool,
+/// so an in-process sequencer's handlers always have threads. The body stays in
+/// the calling task (a task executor preference), so `#expect` failures inside
+/// it are reported against the right test.
 func blocking<T: Sendable>(_ body: @Sendable @escaping () throws -> T) async -> Result<T, any Error> {
-    await withCheckedContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(returning: Result { try body() }) }
+    let executor = ThreadExecutor()
+    defer { executor.stop() }
+    return await withTaskExecutorPreference(executor) { Result { try body() } }
+}
+
+/// A task executor with one dedicated thread.
+final class ThreadExecutor: TaskExecutor, @unchecked Sendable {
+    // Safe: `jobs` and `stopped` are only touched with `condition` locked.
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+    private var stopped = false
+
+    init() {
+        Thread.detachNewThread { [self] in run() }
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !stopped { condition.wait() }
+            if jobs.isEmpty {
+                condition.unlock()
+                return
+            }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job.runSynchronously(on: asUnownedTaskExecutor())
+        }
     }
 }
 
