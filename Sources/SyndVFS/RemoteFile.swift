@@ -119,7 +119,8 @@ final class RemoteFile: OpenFile {
         var short = false
         while done < buffer.count {
             let position = Int(offset) + done
-            let pgno = UInt32(position / size + 1)
+            // Past SQLite's largest page number: reads as beyond the end.
+            let pgno = UInt32(clamping: position / size + 1)
             let within = position % size
             let n = min(size - within, buffer.count - done)
             let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
@@ -204,6 +205,9 @@ final class RemoteFile: OpenFile {
         guard amount == txnPageSize, offset % Int64(amount) == 0 else {
             return fail(SYND_SQLITE_IOERR_WRITE, "write of \(amount) bytes at offset \(offset) to '\(name)' does not match page size \(txnPageSize); changing the page size inside a transaction is not supported")
         }
+        guard offset >= 0, offset / Int64(amount) < Int64(UInt32.max) else {
+            return fail(SYND_SQLITE_IOERR_WRITE, "write at offset \(offset) to '\(name)' is beyond the largest page number")
+        }
         let pgno = UInt32(offset / Int64(amount) + 1)
         dirty[pgno] = Array(buffer)
         txnPageCount = max(txnPageCount, pgno)
@@ -216,7 +220,7 @@ final class RemoteFile: OpenFile {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' outside a write transaction")
         }
         let pageSize = effectivePageSize
-        guard pageSize > 0, size % Int64(pageSize) == 0 else {
+        guard pageSize > 0, size >= 0, size % Int64(pageSize) == 0, size / Int64(pageSize) < Int64(UInt32.max) else {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' to \(size) bytes is not a whole number of pages")
         }
         txnPageCount = UInt32(size / Int64(pageSize))
