@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.0"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.0"),
@@ -57,8 +58,10 @@ let package = Package(
         // Small SQLite wrapper shared by the API, the store and the tools.
         .target(name: "SyndSQLite", dependencies: ["CSQLite"], linkerSettings: [.linkedLibrary("sqlite3")]),
         // The SQLite VFS.
+        // Changeset capture: preupdate hook + SQLite's session extension on a scratch connection.
+        .target(name: "SyndCapture", dependencies: ["CSQLite", "SyndProtocol"]),
         // Calls SQLite only through `synd_sqlite_api`, so it links no SQLite itself.
-        .target(name: "SyndVFS", dependencies: ["CSQLite", "SyndClient"]),
+        .target(name: "SyndVFS", dependencies: ["CSQLite", "SyndClient", "SyndCapture"]),
         // libsyndvfs.so: the VFS as a loadable extension.
         .target(name: "SyndExtension", dependencies: ["CSQLite", "SyndVFS"]),
         // SQLite's shell, from Debian's source package at build time.
@@ -71,8 +74,10 @@ let package = Package(
                 .linkedLibrary("m"), .linkedLibrary("dl"), .linkedLibrary("pthread"),
             ]
         ),
+        // Sealed batches: hashes, the hash chain and Ed25519 signatures.
+        .target(name: "SyndLedger", dependencies: ["SyndProtocol", .product(name: "Crypto", package: "swift-crypto")]),
         // The sequencer's durable store.
-        .target(name: "SyndStorage", dependencies: ["SyndSQLite", "SyndProtocol"]),
+        .target(name: "SyndStorage", dependencies: ["SyndSQLite", "SyndProtocol", "SyndLedger"]),
         // The sequencer: gRPC service over the store.
         .target(
             name: "SyndSequencer",
@@ -84,13 +89,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Validation: logical replicas, physical replicas, the checks between them.
+        .target(name: "SyndValidator", dependencies: ["SyndSQLite", "SyndCapture", "SyndLedger", "SyndProtocol"]),
         // The Swift API.
         .target(name: "SyndDB", dependencies: ["SyndSQLite", "SyndVFS"]),
         // The `synd` command.
         .executableTarget(
             name: "synd",
             dependencies: [
-                "SyndDB", "SyndSequencer",
+                "SyndDB", "SyndSequencer", "SyndValidator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -99,7 +106,7 @@ let package = Package(
         .executableTarget(name: "swift-api-example", dependencies: ["SyndDB", "SyndSQLite"], path: "examples/swift-api"),
         .testTarget(
             name: "SyndDBTests",
-            dependencies: ["SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "synd", "swift-api-example"]
+            dependencies: ["SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "SyndValidator", "SyndLedger", "synd", "swift-api-example"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -40,7 +40,7 @@ private func registerExtension(
     _ errorMessage: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
 ) -> Int32 {
     guard let routines else { return SQLITE_ERROR }
-    let api = synd_extension_sqlite_api(routines)
+    let api = synd_extension_sqlite_api(routines, hostSessionAPI(routines))
     let rc = SyndVFS.register(makeDefault: makeDefault, api: api, printsOpenErrors: true)
     guard rc == SQLITE_OK else {
         errorMessage?.pointee = synd_api_strdup(api, "synddb: registering the VFS failed (\(rc))")
@@ -48,4 +48,32 @@ private func registerExtension(
     }
     // Stay loaded after the connection that loaded us closes: the VFS is process-wide.
     return SYND_SQLITE_OK_LOAD_PERMANENTLY
+}
+
+/// The preupdate hook and session functions are not in sqlite3_api_routines:
+/// find them in the same loaded object as the host's routines (its
+/// libsqlite3.so, or an executable that exports them), never in another copy.
+private func hostSessionAPI(_ routines: UnsafePointer<sqlite3_api_routines>) -> synd_session_api {
+    var api = synd_session_api()
+    var info = synd_dl_info()
+    guard let anchor = routines.pointee.libversion_number,
+        synd_dladdr(unsafeBitCast(anchor, to: UnsafeRawPointer.self), &info) != 0
+    else { return api }
+    var handle: UnsafeMutableRawPointer?
+    if let path = info.dli_fname { handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD) }
+    if handle == nil { handle = dlopen(nil, RTLD_NOW) }
+    guard let handle else { return api }
+    func symbol<T>(_ name: String, as type: T.Type) -> T? {
+        guard let p = dlsym(handle, name) else { return nil }
+        return unsafeBitCast(p, to: type)
+    }
+    api.preupdate_hook = symbol("sqlite3_preupdate_hook", as: type(of: api.preupdate_hook!).self)
+    api.preupdate_old = symbol("sqlite3_preupdate_old", as: type(of: api.preupdate_old!).self)
+    api.preupdate_new = symbol("sqlite3_preupdate_new", as: type(of: api.preupdate_new!).self)
+    api.preupdate_count = symbol("sqlite3_preupdate_count", as: type(of: api.preupdate_count!).self)
+    api.session_create = symbol("sqlite3session_create", as: type(of: api.session_create!).self)
+    api.session_attach = symbol("sqlite3session_attach", as: type(of: api.session_attach!).self)
+    api.session_changeset = symbol("sqlite3session_changeset", as: type(of: api.session_changeset!).self)
+    api.session_delete = symbol("sqlite3session_delete", as: type(of: api.session_delete!).self)
+    return api
 }

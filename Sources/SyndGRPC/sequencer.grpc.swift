@@ -141,6 +141,32 @@ public enum Synddb_V1_Sequencer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetSequencerKey" metadata.
+        public enum GetSequencerKey: Sendable {
+            /// Request type for "GetSequencerKey".
+            public typealias Input = Synddb_V1_GetSequencerKeyRequest
+            /// Response type for "GetSequencerKey".
+            public typealias Output = Synddb_V1_SequencerKey
+            /// Descriptor for "GetSequencerKey".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synddb.v1.Sequencer"),
+                method: "GetSequencerKey",
+                type: .unary
+            )
+        }
+        /// Namespace for "StreamBatches" metadata.
+        public enum StreamBatches: Sendable {
+            /// Request type for "StreamBatches".
+            public typealias Input = Synddb_V1_StreamBatchesRequest
+            /// Response type for "StreamBatches".
+            public typealias Output = Synddb_V1_Batch
+            /// Descriptor for "StreamBatches".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synddb.v1.Sequencer"),
+                method: "StreamBatches",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "synddb.v1.Sequencer" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetCapabilities.descriptor,
@@ -150,7 +176,9 @@ public enum Synddb_V1_Sequencer: Sendable {
             ReleaseLease.descriptor,
             ReadPages.descriptor,
             Commit.descriptor,
-            GetCommitStatus.descriptor
+            GetCommitStatus.descriptor,
+            GetSequencerKey.descriptor,
+            StreamBatches.descriptor
         ]
     }
 }
@@ -327,6 +355,43 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.StreamingServerRequest<Synddb_V1_GetCommitStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_GetCommitStatusResponse>
+
+        /// Handle the "GetSequencerKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The public key that signs batches.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Synddb_V1_GetSequencerKeyRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Synddb_V1_SequencerKey` messages.
+        func getSequencerKey(
+            request: GRPCCore.StreamingServerRequest<Synddb_V1_GetSequencerKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_SequencerKey>
+
+        /// Handle the "StreamBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Committed batches in version order from from_version, with their page
+        /// > images, changeset and seal; with follow, keeps streaming new ones.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Synddb_V1_StreamBatchesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Synddb_V1_Batch` messages.
+        func streamBatches(
+            request: GRPCCore.StreamingServerRequest<Synddb_V1_StreamBatchesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_Batch>
     }
 
     /// Service protocol for the "synddb.v1.Sequencer" service.
@@ -487,6 +552,43 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.ServerRequest<Synddb_V1_GetCommitStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Synddb_V1_GetCommitStatusResponse>
+
+        /// Handle the "GetSequencerKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The public key that signs batches.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_GetSequencerKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Synddb_V1_SequencerKey` message.
+        func getSequencerKey(
+            request: GRPCCore.ServerRequest<Synddb_V1_GetSequencerKeyRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Synddb_V1_SequencerKey>
+
+        /// Handle the "StreamBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Committed batches in version order from from_version, with their page
+        /// > images, changeset and seal; with follow, keeps streaming new ones.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_StreamBatchesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Synddb_V1_Batch` messages.
+        func streamBatches(
+            request: GRPCCore.ServerRequest<Synddb_V1_StreamBatchesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_Batch>
     }
 
     /// Simple service protocol for the "synddb.v1.Sequencer" service.
@@ -645,6 +747,44 @@ extension Synddb_V1_Sequencer {
             request: Synddb_V1_GetCommitStatusRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Synddb_V1_GetCommitStatusResponse
+
+        /// Handle the "GetSequencerKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The public key that signs batches.
+        ///
+        /// - Parameters:
+        ///   - request: A `Synddb_V1_GetSequencerKeyRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Synddb_V1_SequencerKey` to respond with.
+        func getSequencerKey(
+            request: Synddb_V1_GetSequencerKeyRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Synddb_V1_SequencerKey
+
+        /// Handle the "StreamBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Committed batches in version order from from_version, with their page
+        /// > images, changeset and seal; with follow, keeps streaming new ones.
+        ///
+        /// - Parameters:
+        ///   - request: A `Synddb_V1_StreamBatchesRequest` message.
+        ///   - response: A response stream of `Synddb_V1_Batch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func streamBatches(
+            request: Synddb_V1_StreamBatchesRequest,
+            response: GRPCCore.RPCWriter<Synddb_V1_Batch>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -735,6 +875,28 @@ extension Synddb_V1_Sequencer.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_GetCommitStatusResponse>(),
             handler: { request, context in
                 try await self.getCommitStatus(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Synddb_V1_Sequencer.Method.GetSequencerKey.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_GetSequencerKeyRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_SequencerKey>(),
+            handler: { request, context in
+                try await self.getSequencerKey(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Synddb_V1_Sequencer.Method.StreamBatches.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_StreamBatchesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_Batch>(),
+            handler: { request, context in
+                try await self.streamBatches(
                     request: request,
                     context: context
                 )
@@ -832,6 +994,28 @@ extension Synddb_V1_Sequencer.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getSequencerKey(
+        request: GRPCCore.StreamingServerRequest<Synddb_V1_GetSequencerKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_SequencerKey> {
+        let response = try await self.getSequencerKey(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func streamBatches(
+        request: GRPCCore.StreamingServerRequest<Synddb_V1_StreamBatchesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_Batch> {
+        let response = try await self.streamBatches(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -939,6 +1123,36 @@ extension Synddb_V1_Sequencer.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func getSequencerKey(
+        request: GRPCCore.ServerRequest<Synddb_V1_GetSequencerKeyRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Synddb_V1_SequencerKey> {
+        return GRPCCore.ServerResponse<Synddb_V1_SequencerKey>(
+            message: try await self.getSequencerKey(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func streamBatches(
+        request: GRPCCore.ServerRequest<Synddb_V1_StreamBatchesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_Batch> {
+        return GRPCCore.StreamingServerResponse<Synddb_V1_Batch>(
+            metadata: [:],
+            producer: { writer in
+                try await self.streamBatches(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -1141,6 +1355,53 @@ extension Synddb_V1_Sequencer {
             deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_GetCommitStatusResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_GetCommitStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetSequencerKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The public key that signs batches.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_GetSequencerKeyRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_GetSequencerKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_SequencerKey` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getSequencerKey<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_GetSequencerKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_GetSequencerKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_SequencerKey>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SequencerKey>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "StreamBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Committed batches in version order from from_version, with their page
+        /// > images, changeset and seal; with follow, keeps streaming new ones.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_StreamBatchesRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_StreamBatchesRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_Batch` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func streamBatches<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_StreamBatchesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_StreamBatchesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_Batch>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_Batch>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1438,6 +1699,73 @@ extension Synddb_V1_Sequencer {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "GetSequencerKey" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The public key that signs batches.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_GetSequencerKeyRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_GetSequencerKeyRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_SequencerKey` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getSequencerKey<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_GetSequencerKeyRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_GetSequencerKeyRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_SequencerKey>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SequencerKey>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Synddb_V1_Sequencer.Method.GetSequencerKey.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "StreamBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Committed batches in version order from from_version, with their page
+        /// > images, changeset and seal; with follow, keeps streaming new ones.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_StreamBatchesRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_StreamBatchesRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_Batch` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func streamBatches<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_StreamBatchesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_StreamBatchesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_Batch>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_Batch>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Synddb_V1_Sequencer.Method.StreamBatches.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1673,6 +2001,63 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_GetCommitStatusRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_GetCommitStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetSequencerKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The public key that signs batches.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Synddb_V1_GetSequencerKeyRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getSequencerKey<Result>(
+        request: GRPCCore.ClientRequest<Synddb_V1_GetSequencerKeyRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SequencerKey>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getSequencerKey(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_GetSequencerKeyRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_SequencerKey>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StreamBatches" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Committed batches in version order from from_version, with their page
+    /// > images, changeset and seal; with follow, keeps streaming new ones.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Synddb_V1_StreamBatchesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func streamBatches<Result>(
+        request: GRPCCore.ClientRequest<Synddb_V1_StreamBatchesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_Batch>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.streamBatches(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_StreamBatchesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_Batch>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1942,6 +2327,71 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             metadata: metadata
         )
         return try await self.getCommitStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetSequencerKey" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The public key that signs batches.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getSequencerKey<Result>(
+        _ message: Synddb_V1_GetSequencerKeyRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SequencerKey>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Synddb_V1_GetSequencerKeyRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getSequencerKey(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StreamBatches" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Committed batches in version order from from_version, with their page
+    /// > images, changeset and seal; with follow, keeps streaming new ones.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func streamBatches<Result>(
+        _ message: Synddb_V1_StreamBatchesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_Batch>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Synddb_V1_StreamBatchesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.streamBatches(
             request: request,
             options: options,
             onResponse: handleResponse

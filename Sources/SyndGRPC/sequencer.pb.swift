@@ -304,11 +304,48 @@ public nonisolated struct Synddb_V1_CommitRequest: Sendable {
   /// Page size of every page in this batch.
   public var pageSize: UInt32 = 0
 
-  /// Reserved for the transaction's logical changeset (SQLite changeset format).
+  /// The transaction's logical record: a SQLite changeset
+  /// (https://www.sqlite.org/sessionintro.html) of every row it changed, relative
+  /// to `schema` when schema_changed is set.
   public var changeset: Data = Data()
 
   /// Holder id of the lease.
   public var holder: String = String()
+
+  /// True when the transaction changed the schema (CREATE, ALTER, DROP);
+  /// changesets do not carry DDL.
+  public var schemaChanged: Bool = false
+
+  /// The whole schema after the transaction, in creation order; set only when
+  /// schema_changed. Validators move their logical replica to it (keeping rows
+  /// of surviving tables by column name) before applying the changeset.
+  public var schema: [Synddb_V1_SchemaObject] = []
+
+  /// Tables the transaction changed that have no PRIMARY KEY. Their rows have no
+  /// stable identity, so they are not in the changeset; validators report them.
+  public var unauditedTables: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One entry of sqlite_master.
+public nonisolated struct Synddb_V1_SchemaObject: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "table", "index", "view" or "trigger".
+  public var type: String = String()
+
+  public var name: String = String()
+
+  /// The table an index or trigger belongs to.
+  public var tableName: String = String()
+
+  /// The CREATE statement.
+  public var sql: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -398,6 +435,109 @@ public nonisolated struct Synddb_V1_GetCommitStatusResponse: Sendable {
     ]
 
   }
+
+  public init() {}
+}
+
+public nonisolated struct Synddb_V1_GetSequencerKeyRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Synddb_V1_SequencerKey: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "ed25519".
+  public var algorithm: String = String()
+
+  /// The raw 32-byte Ed25519 public key.
+  public var publicKey: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Synddb_V1_StreamBatchesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var database: String = String()
+
+  /// First version to send (1 is the first batch; 0 means 1). OUT_OF_RANGE when
+  /// older than the retention window.
+  public var fromVersion: UInt64 = 0
+
+  /// Keep the stream open and send batches as they commit.
+  public var follow: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A committed batch and its seal. The seal, all SHA-256:
+///   pages_hash     = H(for each page by number: u32be number || data)
+///   changeset_hash = H(changeset)
+///   schema_hash    = H(u8 schema_changed || for each object: 4 u32be-length-prefixed
+///                      strings type, name, table_name, sql
+///                      || for each unaudited table: u32be-length-prefixed name)
+///   hash           = H("synddb-batch-v1" || u32be-length-prefixed database ||
+///                      u64be version || u64be committed_at_ms || u32be page_size ||
+///                      u32be page_count || previous_hash || pages_hash ||
+///                      changeset_hash || schema_hash)
+///   signature      = Ed25519(sequencer key, hash)
+/// previous_hash is the hash of version - 1 (32 zero bytes for version 1), so
+/// the batches of a database form one hash chain.
+public nonisolated struct Synddb_V1_Batch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var database: String = String()
+
+  public var version: UInt64 = 0
+
+  /// Commit time, milliseconds since the Unix epoch (informational).
+  public var committedAtMs: UInt64 = 0
+
+  public var pageSize: UInt32 = 0
+
+  /// Page count after the batch (truncation included).
+  public var pageCount: UInt32 = 0
+
+  /// The page images the batch wrote.
+  public var pages: [Synddb_V1_Page] = []
+
+  public var changeset: Data = Data()
+
+  public var schemaChanged: Bool = false
+
+  public var schema: [Synddb_V1_SchemaObject] = []
+
+  public var unauditedTables: [String] = []
+
+  public var previousHash: Data = Data()
+
+  public var pagesHash: Data = Data()
+
+  public var changesetHash: Data = Data()
+
+  public var schemaHash: Data = Data()
+
+  public var hash: Data = Data()
+
+  public var signature: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -895,7 +1035,7 @@ nonisolated extension Synddb_V1_Page: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Synddb_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{3}base_version\0\u{3}lease_epoch\0\u{3}txn_id\0\u{1}pages\0\u{3}page_count\0\u{3}page_size\0\u{1}changeset\0\u{1}holder\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{3}base_version\0\u{3}lease_epoch\0\u{3}txn_id\0\u{1}pages\0\u{3}page_count\0\u{3}page_size\0\u{1}changeset\0\u{1}holder\0\u{3}schema_changed\0\u{1}schema\0\u{3}unaudited_tables\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -912,6 +1052,9 @@ nonisolated extension Synddb_V1_CommitRequest: SwiftProtobuf.Message, SwiftProto
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
       case 8: try { try decoder.decodeSingularBytesField(value: &self.changeset) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.holder) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.schemaChanged) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.schema) }()
+      case 12: try { try decoder.decodeRepeatedStringField(value: &self.unauditedTables) }()
       default: break
       }
     }
@@ -945,6 +1088,15 @@ nonisolated extension Synddb_V1_CommitRequest: SwiftProtobuf.Message, SwiftProto
     if !self.holder.isEmpty {
       try visitor.visitSingularStringField(value: self.holder, fieldNumber: 9)
     }
+    if self.schemaChanged != false {
+      try visitor.visitSingularBoolField(value: self.schemaChanged, fieldNumber: 10)
+    }
+    if !self.schema.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.schema, fieldNumber: 11)
+    }
+    if !self.unauditedTables.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.unauditedTables, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -958,6 +1110,54 @@ nonisolated extension Synddb_V1_CommitRequest: SwiftProtobuf.Message, SwiftProto
     if lhs.pageSize != rhs.pageSize {return false}
     if lhs.changeset != rhs.changeset {return false}
     if lhs.holder != rhs.holder {return false}
+    if lhs.schemaChanged != rhs.schemaChanged {return false}
+    if lhs.schema != rhs.schema {return false}
+    if lhs.unauditedTables != rhs.unauditedTables {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_SchemaObject: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SchemaObject"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}name\0\u{3}table_name\0\u{1}sql\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.tableName) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.sql) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if !self.tableName.isEmpty {
+      try visitor.visitSingularStringField(value: self.tableName, fieldNumber: 3)
+    }
+    if !self.sql.isEmpty {
+      try visitor.visitSingularStringField(value: self.sql, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_SchemaObject, rhs: Synddb_V1_SchemaObject) -> Bool {
+    if lhs.type != rhs.type {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.tableName != rhs.tableName {return false}
+    if lhs.sql != rhs.sql {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1070,4 +1270,203 @@ nonisolated extension Synddb_V1_GetCommitStatusResponse: SwiftProtobuf.Message, 
 
 nonisolated extension Synddb_V1_GetCommitStatusResponse.State: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATE_UNSPECIFIED\0\u{1}STATE_COMMITTED\0\u{1}STATE_NOT_FOUND\0")
+}
+
+nonisolated extension Synddb_V1_GetSequencerKeyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetSequencerKeyRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_GetSequencerKeyRequest, rhs: Synddb_V1_GetSequencerKeyRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_SequencerKey: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SequencerKey"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}algorithm\0\u{3}public_key\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.algorithm) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.publicKey) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.algorithm.isEmpty {
+      try visitor.visitSingularStringField(value: self.algorithm, fieldNumber: 1)
+    }
+    if !self.publicKey.isEmpty {
+      try visitor.visitSingularBytesField(value: self.publicKey, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_SequencerKey, rhs: Synddb_V1_SequencerKey) -> Bool {
+    if lhs.algorithm != rhs.algorithm {return false}
+    if lhs.publicKey != rhs.publicKey {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StreamBatchesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{3}from_version\0\u{1}follow\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.fromVersion) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.database.isEmpty {
+      try visitor.visitSingularStringField(value: self.database, fieldNumber: 1)
+    }
+    if self.fromVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.fromVersion, fieldNumber: 2)
+    }
+    if self.follow != false {
+      try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_StreamBatchesRequest, rhs: Synddb_V1_StreamBatchesRequest) -> Bool {
+    if lhs.database != rhs.database {return false}
+    if lhs.fromVersion != rhs.fromVersion {return false}
+    if lhs.follow != rhs.follow {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_Batch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Batch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}version\0\u{3}committed_at_ms\0\u{3}page_size\0\u{3}page_count\0\u{1}pages\0\u{1}changeset\0\u{3}schema_changed\0\u{1}schema\0\u{3}unaudited_tables\0\u{3}previous_hash\0\u{3}pages_hash\0\u{3}changeset_hash\0\u{3}schema_hash\0\u{1}hash\0\u{1}signature\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.committedAtMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.pageCount) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.pages) }()
+      case 7: try { try decoder.decodeSingularBytesField(value: &self.changeset) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.schemaChanged) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.schema) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.unauditedTables) }()
+      case 11: try { try decoder.decodeSingularBytesField(value: &self.previousHash) }()
+      case 12: try { try decoder.decodeSingularBytesField(value: &self.pagesHash) }()
+      case 13: try { try decoder.decodeSingularBytesField(value: &self.changesetHash) }()
+      case 14: try { try decoder.decodeSingularBytesField(value: &self.schemaHash) }()
+      case 15: try { try decoder.decodeSingularBytesField(value: &self.hash) }()
+      case 16: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.database.isEmpty {
+      try visitor.visitSingularStringField(value: self.database, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    if self.committedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.committedAtMs, fieldNumber: 3)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
+    }
+    if self.pageCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageCount, fieldNumber: 5)
+    }
+    if !self.pages.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.pages, fieldNumber: 6)
+    }
+    if !self.changeset.isEmpty {
+      try visitor.visitSingularBytesField(value: self.changeset, fieldNumber: 7)
+    }
+    if self.schemaChanged != false {
+      try visitor.visitSingularBoolField(value: self.schemaChanged, fieldNumber: 8)
+    }
+    if !self.schema.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.schema, fieldNumber: 9)
+    }
+    if !self.unauditedTables.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.unauditedTables, fieldNumber: 10)
+    }
+    if !self.previousHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.previousHash, fieldNumber: 11)
+    }
+    if !self.pagesHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.pagesHash, fieldNumber: 12)
+    }
+    if !self.changesetHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.changesetHash, fieldNumber: 13)
+    }
+    if !self.schemaHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.schemaHash, fieldNumber: 14)
+    }
+    if !self.hash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.hash, fieldNumber: 15)
+    }
+    if !self.signature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 16)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_Batch, rhs: Synddb_V1_Batch) -> Bool {
+    if lhs.database != rhs.database {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.committedAtMs != rhs.committedAtMs {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageCount != rhs.pageCount {return false}
+    if lhs.pages != rhs.pages {return false}
+    if lhs.changeset != rhs.changeset {return false}
+    if lhs.schemaChanged != rhs.schemaChanged {return false}
+    if lhs.schema != rhs.schema {return false}
+    if lhs.unauditedTables != rhs.unauditedTables {return false}
+    if lhs.previousHash != rhs.previousHash {return false}
+    if lhs.pagesHash != rhs.pagesHash {return false}
+    if lhs.changesetHash != rhs.changesetHash {return false}
+    if lhs.schemaHash != rhs.schemaHash {return false}
+    if lhs.hash != rhs.hash {return false}
+    if lhs.signature != rhs.signature {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }

@@ -263,6 +263,9 @@ public struct CommitRequest: WireMessage {
     public var pageSize: UInt32 = 0
     public var changeset: [UInt8] = []
     public var holder = ""
+    public var schemaChanged = false
+    public var schema: [SchemaObject] = []
+    public var unauditedTables: [String] = []
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, database)
@@ -274,6 +277,9 @@ public struct CommitRequest: WireMessage {
         w.uint32(7, pageSize)
         w.bytes(8, changeset)
         w.string(9, holder)
+        w.bool(10, schemaChanged)
+        for o in schema { w.message(11, o) }
+        for t in unauditedTables { w.string(12, t) }
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
@@ -286,6 +292,9 @@ public struct CommitRequest: WireMessage {
         case 7: pageSize = try r.uint32()
         case 8: changeset = try r.bytes()
         case 9: holder = try r.string()
+        case 10: schemaChanged = try r.varint() != 0
+        case 11: schema.append(try r.message(SchemaObject.self))
+        case 12: unauditedTables.append(try r.string())
         default: try r.skip(wire)
         }
     }
@@ -342,6 +351,139 @@ public struct GetCommitStatusResponse: WireMessage {
         switch field {
         case 1: state = State(rawValue: try r.uint32()) ?? .unspecified
         case 2: version = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+/// One entry of sqlite_master: a table, index, view or trigger.
+public struct SchemaObject: WireMessage, Hashable {
+    public var type = ""
+    public var name = ""
+    public var tableName = ""
+    public var sql = ""
+    public init() {}
+    public init(type: String, name: String, tableName: String, sql: String) {
+        self.type = type
+        self.name = name
+        self.tableName = tableName
+        self.sql = sql
+    }
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, type)
+        w.string(2, name)
+        w.string(3, tableName)
+        w.string(4, sql)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: type = try r.string()
+        case 2: name = try r.string()
+        case 3: tableName = try r.string()
+        case 4: sql = try r.string()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+/// A committed, sealed batch as the sequencer streams it (proto: Batch).
+public struct Batch: WireMessage {
+    public var database = ""
+    public var version: UInt64 = 0
+    public var committedAtMs: UInt64 = 0
+    public var pageSize: UInt32 = 0
+    public var pageCount: UInt32 = 0
+    public var pages: [Page] = []
+    public var changeset: [UInt8] = []
+    public var schemaChanged = false
+    public var schema: [SchemaObject] = []
+    public var unauditedTables: [String] = []
+    public var previousHash: [UInt8] = []
+    public var pagesHash: [UInt8] = []
+    public var changesetHash: [UInt8] = []
+    public var schemaHash: [UInt8] = []
+    public var hash: [UInt8] = []
+    public var signature: [UInt8] = []
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.uint64(2, version)
+        w.uint64(3, committedAtMs)
+        w.uint32(4, pageSize)
+        w.uint32(5, pageCount)
+        for p in pages { w.message(6, p) }
+        w.bytes(7, changeset)
+        w.bool(8, schemaChanged)
+        for o in schema { w.message(9, o) }
+        for t in unauditedTables { w.string(10, t) }
+        w.bytes(11, previousHash)
+        w.bytes(12, pagesHash)
+        w.bytes(13, changesetHash)
+        w.bytes(14, schemaHash)
+        w.bytes(15, hash)
+        w.bytes(16, signature)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: version = try r.varint()
+        case 3: committedAtMs = try r.varint()
+        case 4: pageSize = try r.uint32()
+        case 5: pageCount = try r.uint32()
+        case 6: pages.append(try r.message(Page.self))
+        case 7: changeset = try r.bytes()
+        case 8: schemaChanged = try r.varint() != 0
+        case 9: schema.append(try r.message(SchemaObject.self))
+        case 10: unauditedTables.append(try r.string())
+        case 11: previousHash = try r.bytes()
+        case 12: pagesHash = try r.bytes()
+        case 13: changesetHash = try r.bytes()
+        case 14: schemaHash = try r.bytes()
+        case 15: hash = try r.bytes()
+        case 16: signature = try r.bytes()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct StreamBatchesRequest: WireMessage {
+    public var database = ""
+    public var fromVersion: UInt64 = 0
+    public var follow = false
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.uint64(2, fromVersion)
+        w.bool(3, follow)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: fromVersion = try r.varint()
+        case 3: follow = try r.varint() != 0
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct GetSequencerKeyRequest: WireMessage {
+    public init() {}
+    public func encode(to writer: inout ProtoWriter) {}
+    public mutating func decode(field: Int, wire: WireType, from reader: inout ProtoReader) throws { try reader.skip(wire) }
+}
+
+public struct SequencerKey: WireMessage {
+    public var algorithm = ""
+    public var publicKey: [UInt8] = []
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, algorithm)
+        w.bytes(2, publicKey)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: algorithm = try r.string()
+        case 2: publicKey = try r.bytes()
         default: try r.skip(wire)
         }
     }

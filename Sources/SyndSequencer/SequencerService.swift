@@ -73,6 +73,36 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         try handle(.commit, request) { (r: CommitRequest) throws(SequencerError) in try store.commit(r) }
     }
 
+    public func getSequencerKey(request: Synddb_V1_GetSequencerKeyRequest, context: ServerContext) async throws -> Synddb_V1_SequencerKey {
+        try handle(.getSequencerKey, request) { (_: GetSequencerKeyRequest) in store.sequencerKey }
+    }
+
+    public func streamBatches(
+        request: Synddb_V1_StreamBatchesRequest, response: RPCWriter<Synddb_V1_Batch>, context: ServerContext
+    ) async throws {
+        counters.count(.streamBatches)
+        var next = max(1, request.fromVersion)
+        while true {
+            do {
+                let head = try store.headVersion(of: request.database)
+                while next <= head, let batch = try store.batch(database: request.database, version: next) {
+                    let message: Synddb_V1_Batch
+                    do {
+                        message = try batch.converted()
+                    } catch {
+                        throw RPCError(code: .internalError, message: "encoding batch \(next) failed: \(error)")
+                    }
+                    try await response.write(message)
+                    next += 1
+                }
+            } catch let error as SequencerError {
+                throw RPCError(code: RPCError.Code(Status.Code(rawValue: error.code.rawValue)!)!, message: error.message)
+            }
+            guard request.follow else { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     public func getCommitStatus(request: Synddb_V1_GetCommitStatusRequest, context: ServerContext) async throws -> Synddb_V1_GetCommitStatusResponse {
         try handle(.getCommitStatus, request) { (r: GetCommitStatusRequest) throws(SequencerError) in try store.commitStatus(r) }
     }

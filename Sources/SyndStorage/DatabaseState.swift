@@ -20,6 +20,8 @@ final class DatabaseState {
     /// Highest epoch ever granted; never reused.
     var leaseEpoch: UInt64
     var lease: LeaseState?
+    /// Hash of the latest batch: the next batch's previous_hash.
+    var lastHash = [UInt8](repeating: 0, count: 32)
 
     init(id: Int64, name: String, version: UInt64, pageSize: UInt32, pageCount: UInt32,
          oldestVersion: UInt64, leaseEpoch: UInt64, lease: LeaseState?) {

@@ -1,5 +1,6 @@
 import CSQLite
 import Synchronization
+import SyndLedger
 import SyndProtocol
 import SyndSQLite
 
@@ -16,6 +17,8 @@ import Glibc
 public final class PageStore: Sendable {
     public let configuration: StoreConfiguration
     private let state: Mutex<StoreState>
+    /// Signs every batch (Ed25519); the key lives in the store's folder.
+    public let signingKey: SigningKey
 
     /// Opens (or creates) the store in `configuration.directory`.
     public init(_ configuration: StoreConfiguration) throws {
@@ -54,10 +57,20 @@ public final class PageStore: Sendable {
               bytes INTEGER NOT NULL,
               committed_at_ms INTEGER NOT NULL,
               changeset BLOB,
+              schema_changed INTEGER NOT NULL DEFAULT 0,
+              schema BLOB,
+              unaudited TEXT,
+              previous_hash BLOB NOT NULL,
+              pages_hash BLOB NOT NULL,
+              changeset_hash BLOB NOT NULL,
+              schema_hash BLOB NOT NULL,
+              hash BLOB NOT NULL,
+              signature BLOB NOT NULL,
               PRIMARY KEY(db, version));
             CREATE UNIQUE INDEX IF NOT EXISTS commits_by_txn ON commits(db, txn_id);
             """)
-        let state = try StoreState(connection: connection)
+        signingKey = try SigningKey(path: configuration.directory + "/sequencer.ed25519")
+        let state = try StoreState(connection: connection, signingKey: signingKey)
         self.state = Mutex(state)
     }
 
@@ -67,7 +80,8 @@ public final class PageStore: Sendable {
         c.pageSizes = (9...16).map { UInt32(1) << UInt32($0) }
         c.maxBatchBytes = configuration.maxBatchBytes
         c.maxPagesPerRead = configuration.maxPagesPerRead
-        c.features = ["lease-epoch", "idempotent-commit", "commit-status", "point-in-time-read", "crc32c"]
+        c.features = ["lease-epoch", "idempotent-commit", "commit-status", "point-in-time-read", "crc32c",
+                      "changeset", "sealed-batches", "batch-stream"]
         c.defaultLeaseTTLMs = configuration.defaultLeaseTTLMs
         c.retainedVersions = configuration.retainedVersions
         return c
@@ -199,6 +213,31 @@ public final class PageStore: Sendable {
             }
             return r
         }
+    }
+
+    /// The public half of the signing key.
+    public var sequencerKey: SequencerKey {
+        var k = SequencerKey()
+        k.algorithm = "ed25519"
+        k.publicKey = signingKey.publicKey
+        return k
+    }
+
+    /// Batch `version` of `database` with its pages and seal, or nil past the head.
+    public func batch(database: String, version: UInt64) throws(SequencerError) -> Batch? {
+        try state.withLock { s throws(SequencerError) in
+            let db = try s.database(database)
+            guard version >= 1, version <= db.version else { return nil }
+            guard version >= db.oldestVersion else {
+                throw SequencerError(.outOfRange, "batch \(version) of '\(database)' is older than the retention window (oldest kept: \(db.oldestVersion)); start a validator within it or raise --retain")
+            }
+            return try s.batch(db: db, version: version)
+        }
+    }
+
+    /// The head version of `database`.
+    public func headVersion(of database: String) throws(SequencerError) -> UInt64 {
+        try state.withLock { s throws(SequencerError) in try s.database(database).version }
     }
 
     /// Commits answered from the idempotency record instead of being applied again.

@@ -1,16 +1,23 @@
+import SyndLedger
 import SyndProtocol
 import SyndSQLite
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Everything behind `PageStore`'s mutex: the SQLite connection and the
 /// in-memory mirror of each database's head.
 final class StoreState {
     let connection: Connection
+    let signingKey: SigningKey
     var databases: [String: DatabaseState] = [:]
     var duplicateCommits = 0
     private var statements: [String: Statement] = [:]
 
-    init(connection: Connection) throws {
+    init(connection: Connection, signingKey: SigningKey) throws {
         self.connection = connection
+        self.signingKey = signingKey
         let rows = try connection.query(
             "SELECT id, name, version, page_size, page_count, oldest_version, lease_epoch, lease_holder, lease_ttl_ms FROM databases")
         let now = ContinuousClock.now
@@ -23,6 +30,11 @@ final class StoreState {
             let db = DatabaseState(
                 id: r[0].int64!, name: r[1].string!, version: UInt64(r[2].int64!), pageSize: UInt32(r[3].int64!),
                 pageCount: UInt32(r[4].int64!), oldestVersion: UInt64(r[5].int64!), leaseEpoch: UInt64(r[6].int64!), lease: lease)
+            if let hash = try connection.scalar("SELECT hash FROM commits WHERE db=? AND version=?", [db.id, Int64(db.version)]),
+                case .blob(let h) = hash
+            {
+                db.lastHash = h
+            }
             databases[db.name] = db
         }
     }
@@ -87,9 +99,28 @@ final class StoreState {
         return Page(number: pgno, data: [UInt8](repeating: 0, count: Int(pageSize)))
     }
 
-    /// Applies a validated batch as one durable SQLite transaction.
+    /// Applies a validated batch as one durable SQLite transaction, sealed
+    /// (hash-chained and signed) in the same transaction.
     func apply(_ request: CommitRequest, db: DatabaseState) throws(SequencerError) -> UInt64 {
         let version = db.version + 1
+        var batch = Batch()
+        batch.database = db.name
+        batch.version = version
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        batch.committedAtMs = UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
+        batch.pageSize = request.pageSize
+        batch.pageCount = request.pageCount
+        batch.pages = request.pages
+        batch.changeset = request.changeset
+        batch.schemaChanged = request.schemaChanged
+        batch.schema = request.schema
+        batch.unauditedTables = request.unauditedTables
+        do {
+            try BatchSeal.seal(&batch, previousHash: db.lastHash, key: signingKey)
+        } catch {
+            throw SequencerError(.internal, "sealing the batch failed: \(error)")
+        }
         try run("BEGIN IMMEDIATE", [])
         do throws(SequencerError) {
             var bytes = 0
@@ -106,11 +137,15 @@ final class StoreState {
                 }
             }
             try run("""
-                INSERT INTO commits(db, version, txn_id, page_size, page_count, pages, bytes, committed_at_ms, changeset)
-                VALUES (?,?,?,?,?,?,?,CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),?)
+                INSERT INTO commits(db, version, txn_id, page_size, page_count, pages, bytes, committed_at_ms, changeset,
+                  schema_changed, schema, unaudited, previous_hash, pages_hash, changeset_hash, schema_hash, hash, signature)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                 """,
                 [db.id, Int64(version), request.txnID, Int64(request.pageSize), Int64(request.pageCount),
-                 request.pages.count, bytes, request.changeset.isEmpty ? Value.null : Value.blob(request.changeset)])
+                 request.pages.count, bytes, Int64(batch.committedAtMs), Value.blob(request.changeset),
+                 batch.schemaChanged, Value.blob(Self.encodeSchema(batch.schema)),
+                 batch.unauditedTables.joined(separator: "\u{1F}"), batch.previousHash, batch.pagesHash,
+                 batch.changesetHash, batch.schemaHash, batch.hash, batch.signature])
             try run("UPDATE databases SET version=?, page_size=?, page_count=? WHERE id=?",
                     [Int64(version), Int64(request.pageSize), Int64(request.pageCount), db.id])
             try run("COMMIT", [])
@@ -121,7 +156,59 @@ final class StoreState {
         db.version = version
         db.pageSize = request.pageSize
         db.pageCount = request.pageCount
+        db.lastHash = batch.hash
         return version
+    }
+
+    /// A stored batch, rebuilt from its commit record and its page rows.
+    func batch(db: DatabaseState, version: UInt64) throws(SequencerError) -> Batch? {
+        let rows = try query("""
+            SELECT committed_at_ms, page_size, page_count, changeset, schema_changed, schema, unaudited,
+                   previous_hash, pages_hash, changeset_hash, schema_hash, hash, signature
+            FROM commits WHERE db=? AND version=?
+            """, [db.id, Int64(version)])
+        guard let r = rows.first else { return nil }
+        func blob(_ v: Value) -> [UInt8] { if case .blob(let b) = v { b } else { [] } }
+        var b = Batch()
+        b.database = db.name
+        b.version = version
+        b.committedAtMs = UInt64(r[0].int64 ?? 0)
+        b.pageSize = UInt32(r[1].int64 ?? 0)
+        b.pageCount = UInt32(r[2].int64 ?? 0)
+        b.changeset = blob(r[3])
+        b.schemaChanged = (r[4].int64 ?? 0) != 0
+        b.schema = Self.decodeSchema(blob(r[5]))
+        b.unauditedTables = (r[6].string ?? "").split(separator: "\u{1F}").map(String.init)
+        b.previousHash = blob(r[7])
+        b.pagesHash = blob(r[8])
+        b.changesetHash = blob(r[9])
+        b.schemaHash = blob(r[10])
+        b.hash = blob(r[11])
+        b.signature = blob(r[12])
+        let pages = try query(
+            "SELECT pgno, data, checksum FROM pages WHERE db=? AND version=? AND length(data) > 0 ORDER BY pgno",
+            [db.id, Int64(version)])
+        b.pages = pages.map { p in
+            var page = Page()
+            page.number = UInt32(p[0].int64 ?? 0)
+            page.data = blob(p[1])
+            page.checksum = UInt32(truncatingIfNeeded: p[2].int64 ?? 0)
+            return page
+        }
+        return b
+    }
+
+    static func encodeSchema(_ schema: [SchemaObject]) -> [UInt8] {
+        var w = ProtoWriter()
+        for o in schema { w.message(1, o) }
+        return w.bytes
+    }
+
+    static func decodeSchema(_ bytes: [UInt8]) -> [SchemaObject] {
+        var r = ProtoReader(bytes)
+        var out: [SchemaObject] = []
+        while let (_, _) = try? r.nextField(), let o = try? r.message(SchemaObject.self) { out.append(o) }
+        return out
     }
 
     /// Drops page versions that no read at or after `keepFrom` can see.

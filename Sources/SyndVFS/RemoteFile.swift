@@ -1,4 +1,5 @@
 import CSQLite
+import SyndCapture
 import SyndClient
 import SyndProtocol
 
@@ -21,6 +22,11 @@ final class RemoteFile: OpenFile {
     let options: FileOptions
     let client: SequencerClient
     let lease: LeaseKeeper?
+    /// This file's id in the VFS, for the scratch views changeset capture opens.
+    let id: UInt64
+    /// Rows touched by the transaction (the connection's preupdate hook).
+    let recorder: ChangeRecorder
+    private var capture: ChangesetCapture?
 
     // The committed snapshot this connection reads.
     private var version: UInt64 = 0
@@ -56,6 +62,8 @@ final class RemoteFile: OpenFile {
         self.name = name
         self.readOnly = readOnly
         self.options = options
+        self.id = context.nextFileID()
+        self.recorder = ChangeRecorder(session: context.api.session)
         do {
             self.client = try context.client(url: options.sequencer, options: options.clientOptions)
         } catch {
@@ -67,6 +75,7 @@ final class RemoteFile: OpenFile {
             lease = LeaseKeeper(client: client, database: name, holder: RemoteFile.makeHolderID(), ttlMs: options.leaseTTLMs, renews: options.leaseRenew)
         }
         super.init(context: context)
+        context.register(self)
         do throws(SequencerError) {
             requests += 1
             let info = try client.open(name, create: create && !readOnly)
@@ -77,6 +86,7 @@ final class RemoteFile: OpenFile {
                 if let info = granted.info { adopt(info.version, Int(info.pageSize), info.pageCount) }
             }
         } catch {
+            context.unregister(self)
             let code: Int32 = switch error.code {
             case .failedPrecondition: SQLITE_BUSY
             default: SQLITE_CANTOPEN
@@ -104,8 +114,11 @@ final class RemoteFile: OpenFile {
     }
 
     private var inWriteTransaction: Bool { lockLevel >= SQLITE_LOCK_RESERVED }
-    private var effectivePageSize: Int { inWriteTransaction && txnPageSize > 0 ? txnPageSize : pageSize }
-    private var effectivePageCount: UInt32 { inWriteTransaction ? txnPageCount : pageCount }
+    /// Set while the capture's "before" view reads: the transaction's buffer is invisible.
+    private var viewingCommitted = false
+    private var seesTransaction: Bool { inWriteTransaction && !viewingCommitted }
+    private var effectivePageSize: Int { seesTransaction && txnPageSize > 0 ? txnPageSize : pageSize }
+    private var effectivePageCount: UInt32 { seesTransaction ? txnPageCount : pageCount }
 
     // MARK: - Reads
 
@@ -141,7 +154,7 @@ final class RemoteFile: OpenFile {
     /// Calls `body` with page `pgno` as this transaction sees it.
     private func withPage(_ pgno: UInt32, _ body: (UnsafeRawBufferPointer) -> Void) -> Int32 {
         let size = effectivePageSize
-        if let page = dirty[pgno], page.count == size {
+        if seesTransaction, let page = dirty[pgno], page.count == size {
             page.withUnsafeBytes(body)
             return SQLITE_OK
         }
@@ -329,6 +342,15 @@ final class RemoteFile: OpenFile {
         request.pageCount = txnPageCount
         request.pageSize = UInt32(size)
         request.pages = dirty.keys.sorted().map { Page(number: $0, data: dirty[$0]!) }
+        do throws(CaptureError) {
+            let batch = try captureBatch()
+            request.changeset = batch.changeset
+            request.schemaChanged = batch.schema != nil
+            request.schema = batch.schema ?? []
+            request.unauditedTables = batch.tablesWithoutPrimaryKey
+        } catch {
+            return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT of '\(name)' failed, transaction rolled back: \(error.message)")
+        }
         traceContext = "commit of \(request.pages.count) pages on version \(version)"
         requests += 1
         do throws(SequencerError) {
@@ -342,6 +364,7 @@ final class RemoteFile: OpenFile {
             version = response.version
             pageSize = size
             pageCount = txnPageCount
+            recorder.reset()
             dirty.removeAll()
             txnTouched = false
             return SQLITE_OK
@@ -373,6 +396,37 @@ final class RemoteFile: OpenFile {
         }
     }
 
+    // MARK: - Changeset capture
+
+    /// The transaction's logical record, built before the batch leaves.
+    private func captureBatch() throws(CaptureError) -> CapturedBatch {
+        let schemaChanged = schemaCookieChanged
+        guard recorder.hasEvents || schemaChanged else { return CapturedBatch() }
+        guard recorder.isInstalled, let routines = recorder.routines else {
+            throw CaptureError(code: SQLITE_ERROR, message: "changeset capture is not available in this SQLite host (no preupdate hook or session extension), so the commit was refused")
+        }
+        if capture == nil {
+            capture = try ChangesetCapture(database: name, fileID: id, vfs: context.name, routines: routines, session: recorder.session)
+        }
+        return try capture!.build(from: recorder, schemaChanged: schemaChanged)
+    }
+
+    /// Whether page 1's schema cookie (offset 40) moved in this transaction.
+    private var schemaCookieChanged: Bool {
+        guard let after = dirty[1] else { return false }
+        guard let before = cache[1] else { return pageCount == 0 }
+        return after[40..<44] != before[40..<44]
+    }
+
+    /// A page of the committed snapshot (the "before" view of capture).
+    func readCommitted(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Int32 {
+        viewingCommitted = true
+        defer { viewingCommitted = false }
+        return read(buffer, offset: offset)
+    }
+
+    var committedSize: (pageSize: Int, pageCount: UInt32) { (pageSize, pageCount) }
+
     // MARK: - Locks
 
     override func lock(_ level: Int32) -> Int32 {
@@ -389,6 +443,7 @@ final class RemoteFile: OpenFile {
             txnPageSize = pageSize
             txnPageCount = pageCount
             txnTouched = false
+            recorder.reset()
         }
         lockLevel = max(lockLevel, level)
         return SQLITE_OK
@@ -432,6 +487,7 @@ final class RemoteFile: OpenFile {
     override func unlock(_ level: Int32) -> Int32 {
         if level < SQLITE_LOCK_RESERVED && lockLevel >= SQLITE_LOCK_RESERVED {
             // No commit reached the sequencer: a rollback. Nothing to send.
+            recorder.reset()
             dirty.removeAll()
             txnPageSize = pageSize
             txnPageCount = pageCount
@@ -444,6 +500,8 @@ final class RemoteFile: OpenFile {
     override func checkReservedLock() -> Bool { lockLevel >= SQLITE_LOCK_RESERVED }
 
     override func close() -> Int32 {
+        capture = nil
+        context.unregister(self)
         lease?.release()
         return SQLITE_OK
     }

@@ -52,6 +52,19 @@ enum VFSMethods {
                     context.recordOpenError(SQLITE_CANTOPEN, "a synddb database needs a name; temporary databases stay local")
                     return SQLITE_CANTOPEN
                 }
+                if let view = context.api.uri_parameter(name, "synddb_view") {
+                    guard let idText = context.api.uri_parameter(name, "synddb_file"),
+                        let id = UInt64(String(cString: idText)), let base = context.file(id: id)
+                    else {
+                        context.recordError(SQLITE_CANTOPEN, "no open synddb database for this capture view")
+                        return SQLITE_CANTOPEN
+                    }
+                    let kind: SnapshotFile.Kind = String(cString: view) == "after" ? .after : .before
+                    FileSlot.store(SnapshotFile(context: context, base: base, kind: kind), in: file)
+                    file.pointee.pMethods = UnsafePointer(context.methods)
+                    outFlags?.pointee = flags
+                    return SQLITE_OK
+                }
                 do {
                     let options = try FileOptions(uriName: name, api: context.api)
                     object = try RemoteFile(

@@ -30,8 +30,30 @@ public enum SyndVFS {
             return r
         }
         guard let registration else { return SQLITE_ERROR }
-        return api.vfs_register(registration.vfs, makeDefault ? 1 : 0)
+        let rc = api.vfs_register(registration.vfs, makeDefault ? 1 : 0)
+        guard rc == SQLITE_OK else { return rc }
+        // Every new connection passes through here; those whose main database is
+        // a synddb writer get the preupdate hook that changeset capture needs.
+        // (SQLite ignores a second registration of the same entry point.)
+        return api.auto_extension?(unsafeBitCast(connectionOpened, to: (@convention(c) () -> Void).self)) ?? SQLITE_ERROR
     }
+}
+
+/// The auto-extension entry point (https://www.sqlite.org/c3ref/auto_extension.html).
+/// SQLite passes its own sqlite3_api_routines, whichever copy of SQLite it is.
+private let connectionOpened: @convention(c) (
+    OpaquePointer?, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, UnsafePointer<sqlite3_api_routines>?
+) -> Int32 = { db, _, routines in
+    guard let db, let routines,
+        let methods = Registration.holder.withLock({ $0?.context.methods })
+    else { return SQLITE_OK }
+    var file: UnsafeMutablePointer<sqlite3_file>?
+    guard routines.pointee.file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &file) == SQLITE_OK,
+        let file, file.pointee.pMethods == UnsafePointer(methods),
+        let remote = FileSlot.object(file) as? RemoteFile, !remote.readOnly
+    else { return SQLITE_OK }
+    _ = remote.recorder.install(on: db, routines: routines)
+    return SQLITE_OK
 }
 
 /// The registered sqlite3_vfs and io_methods: built once, at stable addresses,

@@ -20,6 +20,8 @@ final class VFSContext: Sendable {
     nonisolated(unsafe) let methods: UnsafeMutablePointer<sqlite3_io_methods>
     let printsOpenErrors: Bool
     private let clients = Mutex<[String: SequencerClient]>([:])
+    /// Open writer files by id, for the views changeset capture opens.
+    private let files = Mutex<(next: UInt64, byID: [UInt64: WeakFile])>((1, [:]))
     private let errors = Mutex<[UInt: String]>([:])
 
     init(name: String, platform: UnsafeMutablePointer<sqlite3_vfs>, api: synd_sqlite_api,
@@ -49,6 +51,14 @@ final class VFSContext: Sendable {
         }
     }
 
+    func nextFileID() -> UInt64 {
+        files.withLock { f in defer { f.next += 1 }; return f.next }
+    }
+
+    func register(_ file: RemoteFile) { files.withLock { $0.byID[file.id] = WeakFile(file: file) } }
+    func unregister(_ file: RemoteFile) { _ = files.withLock { $0.byID.removeValue(forKey: file.id) } }
+    func file(id: UInt64) -> RemoteFile? { files.withLock { $0.byID[id]?.file } }
+
     func recordError(_ code: Int32, _ message: String) {
         let thread = UInt(pthread_self())
         errors.withLock { $0[thread] = message }
@@ -65,4 +75,10 @@ final class VFSContext: Sendable {
         let thread = UInt(pthread_self())
         _ = errors.withLock { $0.removeValue(forKey: thread) }
     }
+}
+
+/// A reference that does not keep a file open. Only dereferenced on the thread
+/// of the connection that owns the file (SQLite serializes a connection).
+struct WeakFile: @unchecked Sendable {
+    weak var file: RemoteFile?
 }

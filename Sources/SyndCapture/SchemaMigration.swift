@@ -1,0 +1,82 @@
+import SyndProtocol
+
+/// Moves a database's schema to a target schema, keeping the rows of tables
+/// that exist in both (by column name). The writer (before building a
+/// changeset) and the validator (before applying it) run this same procedure on
+/// the same starting schema, so their tables agree column for column.
+public enum SchemaMigration {
+    /// The schema query: user objects in creation order.
+    public static let schemaQuery =
+        "SELECT type, name, tbl_name, sql FROM %@sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
+
+    public static func query(schema: String) -> String {
+        schemaQuery.replacingFirst("%@", with: schema.isEmpty ? "" : schema.quotedIdentifier + ".")
+    }
+
+    /// The statements that turn `current` into `target`. `columns` gives a
+    /// table's column names in the current schema (after renames, by old name).
+    public static func statements(
+        from current: [SchemaObject], to target: [SchemaObject], columnsOfCurrent: (String) throws -> [String],
+        columnsOfTarget: (SchemaObject) throws -> [String]
+    ) rethrows -> [String] {
+        var out: [String] = []
+        let currentTables = Dictionary(current.filter { $0.type == "table" }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let targetTables = Dictionary(target.filter { $0.type == "table" }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let targetSQL = Set(target.map { "\($0.type)\u{1F}\($0.name)\u{1F}\($0.sql)" })
+        // Views and triggers are recreated; indexes only when they changed.
+        for o in current.reversed() where o.type == "view" || o.type == "trigger" {
+            out.append("DROP \(o.type.uppercased()) IF EXISTS \(o.name.quotedIdentifier)")
+        }
+        for o in current where o.type == "index" && !targetSQL.contains("\(o.type)\u{1F}\(o.name)\u{1F}\(o.sql)") {
+            out.append("DROP INDEX IF EXISTS \(o.name.quotedIdentifier)")
+        }
+        for o in current where o.type == "table" && targetTables[o.name] == nil {
+            out.append("DROP TABLE IF EXISTS \(o.name.quotedIdentifier)")
+        }
+        for t in target where t.type == "table" {
+            guard let c = currentTables[t.name] else {
+                out.append(t.sql)
+                continue
+            }
+            guard c.sql != t.sql else { continue }
+            let old = "synddb_migrating_" + t.name
+            out.append("ALTER TABLE \(t.name.quotedIdentifier) RENAME TO \(old.quotedIdentifier)")
+            out.append(t.sql)
+            let newColumns = try columnsOfTarget(t)
+            let common = try columnsOfCurrent(t.name).filter { newColumns.contains($0) }.map(\.quotedIdentifier).joined(separator: ", ")
+            if !common.isEmpty {
+                out.append("INSERT INTO \(t.name.quotedIdentifier)(\(common)) SELECT \(common) FROM \(old.quotedIdentifier)")
+            }
+            out.append("DROP TABLE \(old.quotedIdentifier)")
+        }
+        let currentSQL = Set(current.map { "\($0.type)\u{1F}\($0.name)\u{1F}\($0.sql)" })
+        for t in target where t.type == "index" && !currentSQL.contains("\(t.type)\u{1F}\(t.name)\u{1F}\(t.sql)") {
+            out.append(t.sql)
+        }
+        for t in target where t.type == "index" && currentSQL.contains("\(t.type)\u{1F}\(t.name)\u{1F}\(t.sql)") {
+            if let table = currentTables[t.tableName], table.sql != targetTables[t.tableName]?.sql {
+                out.append(t.sql)  // dropped with its rebuilt table
+            }
+        }
+        for t in target where t.type == "view" || t.type == "trigger" {
+            out.append(t.sql)
+        }
+        return out
+    }
+}
+
+extension String {
+    func replacingFirst(_ target: String, with replacement: String) -> String {
+        guard let r = firstRange(of: target) else { return self }
+        return String(self[..<r.lowerBound]) + replacement + String(self[r.upperBound...])
+    }
+
+    func firstRange(of target: String) -> Range<String.Index>? {
+        var i = startIndex
+        while i < endIndex {
+            if self[i...].hasPrefix(target) { return i..<index(i, offsetBy: target.count) }
+            i = index(after: i)
+        }
+        return nil
+    }
+}

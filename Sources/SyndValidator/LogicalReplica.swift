@@ -1,0 +1,117 @@
+import CSQLite
+import Foundation
+import SyndCapture
+import SyndProtocol
+import SyndSQLite
+
+/// A database rebuilt from changesets alone: each batch's schema (when it
+/// changed) and then its changeset, applied with sqlite3changeset_apply
+/// (https://www.sqlite.org/session/sqlite3changeset_apply.html). Any conflict
+/// means the changeset does not describe the database it claims to change.
+public final class LogicalReplica {
+    public let connection: Connection
+
+    public init(path: String) throws {
+        connection = try Connection(path: path)
+        // The changesets already hold what triggers and cascades did.
+        _ = synd_linked_enable_triggers(connection.handle, 0)
+        try connection.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
+    }
+
+    /// Applies one batch; throws a `ReplicaConflict` at the first conflict.
+    public func apply(schemaChanged: Bool, schema: [SchemaObject], changeset: [UInt8]) throws {
+        try connection.execute("BEGIN")
+        do {
+            if schemaChanged { try migrate(to: schema) }
+            if !changeset.isEmpty { try applyChangeset(changeset) }
+            try connection.execute("COMMIT")
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    public func apply(_ batch: Batch) throws {
+        try apply(schemaChanged: batch.schemaChanged, schema: batch.schema, changeset: batch.changeset)
+    }
+
+    /// The current schema (user objects, creation order).
+    public func schema(of connection: Connection? = nil) throws -> [SchemaObject] {
+        try (connection ?? self.connection).query(SchemaMigration.query(schema: "")).map {
+            SchemaObject(type: $0[0].string ?? "", name: $0[1].string ?? "", tableName: $0[2].string ?? "", sql: $0[3].string ?? "")
+        }
+    }
+
+    private func migrate(to target: [SchemaObject]) throws {
+        let current = try schema()
+        // Column names of a target table: create it in a scratch in-memory database.
+        let scratch = try Connection(path: ":memory:")
+        func columns(_ db: Connection, _ table: String) throws -> [String] {
+            try db.query("PRAGMA table_info(\"\(table.replacingOccurrences(of: "\"", with: "\"\""))\")").compactMap { $0[1].string }
+        }
+        let statements = try SchemaMigration.statements(
+            from: current, to: target,
+            columnsOfCurrent: { try columns(self.connection, $0) },
+            columnsOfTarget: { object in
+                try scratch.execute(object.sql)
+                return try columns(scratch, object.name)
+            })
+        for sql in statements { try connection.execute(sql) }
+    }
+
+    private func applyChangeset(_ changeset: [UInt8]) throws {
+        let conflicts = ConflictLog()
+        let rc = changeset.withUnsafeBytes { bytes in
+            sqlite3changeset_apply(
+                connection.handle, Int32(bytes.count), UnsafeMutableRawPointer(mutating: bytes.baseAddress), nil,
+                { context, kind, iterator in
+                    let log = Unmanaged<ConflictLog>.fromOpaque(context!).takeUnretainedValue()
+                    log.record(kind, iterator)
+                    return SQLITE_CHANGESET_ABORT
+                }, Unmanaged.passUnretained(conflicts).toOpaque())
+        }
+        if let first = conflicts.first { throw first }
+        guard rc == SQLITE_OK else {
+            throw ReplicaConflict(table: "?", description: "sqlite3changeset_apply failed: \(String(cString: sqlite3_errmsg(connection.handle))) (\(rc))")
+        }
+    }
+}
+
+/// A changeset that does not fit the replica it is applied to.
+public struct ReplicaConflict: Error, CustomStringConvertible {
+    public var table: String
+    public var description: String
+}
+
+private final class ConflictLog {
+    var first: ReplicaConflict?
+
+    func record(_ kind: Int32, _ iterator: OpaquePointer?) {
+        guard first == nil, let iterator else { return }
+        var table: UnsafePointer<CChar>?
+        var columns: Int32 = 0
+        var op: Int32 = 0
+        var indirect: Int32 = 0
+        sqlite3changeset_op(iterator, &table, &columns, &op, &indirect)
+        let name = table.map { String(cString: $0) } ?? "?"
+        let what = switch kind {
+        case SQLITE_CHANGESET_DATA: "the row's current values differ from the changeset's old values"
+        case SQLITE_CHANGESET_NOTFOUND: "the row to change does not exist"
+        case SQLITE_CHANGESET_CONFLICT: "a row with this key already exists"
+        case SQLITE_CHANGESET_CONSTRAINT: "a constraint failed"
+        case SQLITE_CHANGESET_FOREIGN_KEY: "a foreign key constraint failed"
+        default: "conflict \(kind)"
+        }
+        let opName = op == SQLITE_INSERT ? "INSERT" : op == SQLITE_DELETE ? "DELETE" : "UPDATE"
+        var key: [String] = []
+        var pk: UnsafeMutablePointer<UInt8>?
+        var n: Int32 = 0
+        sqlite3changeset_pk(iterator, &pk, &n)
+        for i in 0..<n where pk?[Int(i)] != 0 {
+            var v: OpaquePointer?
+            if op == SQLITE_INSERT { sqlite3changeset_new(iterator, i, &v) } else { sqlite3changeset_old(iterator, i, &v) }
+            key.append(v.flatMap { sqlite3_value_text($0) }.map { String(cString: $0) } ?? "NULL")
+        }
+        first = ReplicaConflict(table: name, description: "\(opName) on \(name) key (\(key.joined(separator: ", "))): \(what)")
+    }
+}
