@@ -97,7 +97,10 @@ let package = Package(
         .executableTarget(
             name: "synd",
             dependencies: [
-                "SyndDB", "SyndSequencer", "SyndValidator",
+                "SyndDB", "SyndSequencer", "SyndValidator", "SyndGRPC", "SyndHTTP2", "SyndLedger", "SyndSQLite", "CSQLite",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

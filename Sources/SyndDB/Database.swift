@@ -26,6 +26,7 @@ public final class Database {
         var uri = "file:\(name)?sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
         uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
         if options.readOnly { uri += "&mode=ro" }
+        if !options.captureChangesets { uri += "&capture=0" }
         let connection = try Connection(path: uri, readOnly: options.readOnly, vfs: SyndVFS.name)
         if options.busyTimeoutMs > 0 { sqlite3_busy_timeout(connection.handle, Int32(options.busyTimeoutMs)) }
         if !options.readOnly {

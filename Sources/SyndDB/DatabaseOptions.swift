@@ -16,6 +16,9 @@ public struct DatabaseOptions: Sendable {
     public var cacheMB = 256
     /// How long SQLite retries a busy lock (https://www.sqlite.org/c3ref/busy_timeout.html).
     public var busyTimeoutMs = 0
+    /// Seal each transaction's changeset into its commit. Turn off only to
+    /// measure its cost: validators reject a history without changesets.
+    public var captureChangesets = true
     /// SQLite's journal for rollback; kept in memory in every mode.
     public var journalMode = "MEMORY"
 

@@ -17,6 +17,7 @@ import Glibc
 /// | timeout_ms     | SYNDDB_TIMEOUT_MS      | 5000 (per request) |
 /// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read ahead on a miss) |
 /// | trace          | SYNDDB_TRACE           | 0 (1: print every request to stderr) |
+/// | capture        | SYNDDB_CAPTURE         | 1 (0: send no changesets; for measuring only, validators reject such history) |
 struct FileOptions {
     var sequencer: String
     var leaseTTLMs: UInt32
@@ -25,6 +26,7 @@ struct FileOptions {
     var timeoutMs: Int
     var prefetch: Int
     var trace: Bool
+    var capture: Bool
 
     init(uriName: UnsafePointer<CChar>?, api: synd_sqlite_api) throws(FileOptionError) {
         func value(_ key: String, _ env: String) -> String? {
@@ -49,6 +51,7 @@ struct FileOptions {
         timeoutMs = try number("timeout_ms", "SYNDDB_TIMEOUT_MS", 5000, 10...600_000)
         prefetch = try number("prefetch", "SYNDDB_PREFETCH", 16, 1...1024)
         trace = try number("trace", "SYNDDB_TRACE", 0, 0...1) == 1
+        capture = try number("capture", "SYNDDB_CAPTURE", 1, 0...1) == 1
     }
 
     var clientOptions: ClientOptions {

@@ -401,7 +401,7 @@ final class RemoteFile: OpenFile {
     /// The transaction's logical record, built before the batch leaves.
     private func captureBatch() throws(CaptureError) -> CapturedBatch {
         let schemaChanged = schemaCookieChanged
-        guard recorder.hasEvents || schemaChanged else { return CapturedBatch() }
+        guard options.capture, recorder.hasEvents || schemaChanged else { return CapturedBatch() }
         guard recorder.isInstalled, let routines = recorder.routines else {
             throw CaptureError(code: SQLITE_ERROR, message: "changeset capture is not available in this SQLite host (no preupdate hook or session extension), so the commit was refused")
         }

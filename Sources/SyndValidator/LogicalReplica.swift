@@ -23,7 +23,7 @@ public final class LogicalReplica {
         try connection.execute("BEGIN")
         do {
             if schemaChanged { try migrate(to: schema) }
-            if !changeset.isEmpty { try applyChangeset(changeset) }
+            if !changeset.isEmpty { try Self.apply(changeset, to: connection) }
             try connection.execute("COMMIT")
         } catch {
             try? connection.execute("ROLLBACK")
@@ -59,7 +59,9 @@ public final class LogicalReplica {
         for sql in statements { try connection.execute(sql) }
     }
 
-    private func applyChangeset(_ changeset: [UInt8]) throws {
+    /// Applies `changeset` to `connection`, aborting at the first conflict
+    /// (thrown as a `ReplicaConflict` that names the table, key and kind).
+    public static func apply(_ changeset: [UInt8], to connection: Connection) throws {
         let conflicts = ConflictLog()
         let rc = changeset.withUnsafeBytes { bytes in
             sqlite3changeset_apply(

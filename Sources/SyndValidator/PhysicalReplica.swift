@@ -1,0 +1,32 @@
+import Foundation
+import SyndProtocol
+import SyndSQLite
+
+/// The database rebuilt from page images alone: each batch's pages written at
+/// their offsets, the file cut to the batch's page count.
+public final class PhysicalReplica {
+    public let path: String
+    private let handle: FileHandle
+
+    public init(path: String) throws {
+        self.path = path
+        FileManager.default.createFile(atPath: path, contents: nil)
+        handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+    }
+
+    deinit { try? handle.close() }
+
+    public func apply(_ batch: Batch) throws {
+        for page in batch.pages {
+            try handle.seek(toOffset: UInt64(page.number - 1) * UInt64(batch.pageSize))
+            try handle.write(contentsOf: page.data)
+        }
+        try handle.truncate(atOffset: UInt64(batch.pageCount) * UInt64(batch.pageSize))
+        try handle.synchronize()
+    }
+
+    /// A read-only connection to the replica as it is now.
+    public func open() throws -> Connection {
+        try Connection(path: "file:\(path)?mode=ro&immutable=1", readOnly: true)
+    }
+}

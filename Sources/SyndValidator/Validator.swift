@@ -1,0 +1,135 @@
+import Foundation
+import SyndLedger
+import SyndProtocol
+import SyndSQLite
+
+/// Checks a database's history batch by batch: the seal (signature, hash
+/// chain, content hashes), then that the page images and the changesets
+/// describe the same database, then the user's rules.
+public final class Validator {
+    public let publicKey: [UInt8]
+    public let rules: [String]
+    public private(set) var version: UInt64 = 0
+    public private(set) var unauditedTables: Set<String> = []
+    private var previousHash = BatchSeal.genesis
+    private let physical: PhysicalReplica
+    private let logical: LogicalReplica
+
+    /// - Parameter directory: where the two replicas are kept (created if missing).
+    public init(directory: String, publicKey: [UInt8], rules: [String] = []) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        self.publicKey = publicKey
+        self.rules = rules
+        physical = try PhysicalReplica(path: directory + "/physical.sqlite")
+        logical = try LogicalReplica(path: directory + "/logical.sqlite")
+    }
+
+    /// Checks the next batch; throws the first problem found.
+    public func process(_ batch: Batch) throws(ValidationFailure) {
+        let expected = version + 1
+        if let problem = BatchSeal.problem(with: batch, expectedVersion: expected, previousHash: previousHash, publicKey: publicKey) {
+            throw ValidationFailure(version: expected, reason: problem)
+        }
+        do {
+            try physical.apply(batch)
+        } catch {
+            throw ValidationFailure(version: batch.version, reason: "cannot write the physical replica: \(error)")
+        }
+        do {
+            try logical.apply(batch)
+        } catch let conflict as ReplicaConflict {
+            throw ValidationFailure(version: batch.version, reason: "the changeset does not apply to the logical replica: \(conflict)", table: conflict.table)
+        } catch {
+            throw ValidationFailure(version: batch.version, reason: "the changeset does not apply to the logical replica: \(error)")
+        }
+        unauditedTables.formUnion(batch.unauditedTables)
+        try compare(at: batch.version)
+        previousHash = batch.hash
+        version = batch.version
+    }
+
+    private func compare(at version: UInt64) throws(ValidationFailure) {
+        do {
+            let pages = try physical.open()
+            if pages.isAutocommit, try pages.scalar("PRAGMA quick_check")?.string != "ok" {
+                throw ValidationFailure(version: version, reason: "the page images do not form a valid SQLite database (quick_check failed)")
+            }
+            let physicalSchema = try logical.schema(of: pages)
+            let logicalSchema = try logical.schema()
+            if physicalSchema != logicalSchema {
+                let p = Set(physicalSchema.map(\.sql)), l = Set(logicalSchema.map(\.sql))
+                throw ValidationFailure(
+                    version: version, reason: "schemas differ",
+                    expected: p.subtracting(l).sorted().joined(separator: "; "), actual: l.subtracting(p).sorted().joined(separator: "; "))
+            }
+            for table in physicalSchema where table.type == "table" && !unauditedTables.contains(table.name) {
+                try compareTable(table.name, pages, at: version)
+            }
+            for rule in rules {
+                let ok = try pages.scalar(rule)
+                if ok != .integer(1) {
+                    throw ValidationFailure(version: version, reason: "rule failed: \(rule) returned \(ok?.description ?? "no row")")
+                }
+            }
+        } catch let failure as ValidationFailure {
+            throw failure
+        } catch {
+            throw ValidationFailure(version: version, reason: "comparing the replicas failed: \(error)")
+        }
+    }
+
+    private func compareTable(_ table: String, _ pages: Connection, at version: UInt64) throws {
+        let quoted = "\"" + table.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        let info = try pages.query("PRAGMA table_info(\(quoted))")
+        let pk = info.filter { ($0[5].int64 ?? 0) > 0 }.sorted { ($0[5].int64 ?? 0) < ($1[5].int64 ?? 0) }.map { Int($0[0].int64!) }
+        let columns = info.map { $0[1].string ?? "?" }
+        let order = (pk.isEmpty ? Array(0..<columns.count) : pk).map { String($0 + 1) }.joined(separator: ", ")
+        let sql = "SELECT * FROM \(quoted) ORDER BY \(order)"
+        let expected = try pages.query(sql)
+        let actual = try logical.connection.query(sql)
+        guard expected != actual else { return }
+        func key(_ row: [Value]) -> [Value] { pk.isEmpty ? row : pk.map { row[$0] } }
+        let e = Dictionary(expected.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+        let a = Dictionary(actual.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+        let keys = (expected + actual).map(key)
+        for k in keys where e[k] != a[k] {
+            func show(_ row: [Value]?) -> String {
+                guard let row else { return "no row" }
+                return "(" + zip(columns, row).map { "\($0)=\($1)" }.joined(separator: ", ") + ")"
+            }
+            throw ValidationFailure(
+                version: version, reason: "page images and changesets disagree", table: table,
+                key: k.map(\.description).joined(separator: ", "), expected: show(e[k]), actual: show(a[k]))
+        }
+    }
+}
+
+/// Where and why a history failed validation.
+public struct ValidationFailure: Error, CustomStringConvertible {
+    public var version: UInt64
+    public var reason: String
+    public var table: String?
+    public var key: String?
+    /// From the page images (the physical replica).
+    public var expected: String?
+    /// From the changesets (the logical replica).
+    public var actual: String?
+
+    public init(version: UInt64, reason: String, table: String? = nil, key: String? = nil, expected: String? = nil, actual: String? = nil) {
+        self.version = version
+        self.reason = reason
+        self.table = table
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+    }
+
+    public var description: String {
+        var s = "version \(version): \(reason)"
+        if let table { s += "\n  table:    \(table)" }
+        if let key { s += "\n  key:      \(key)" }
+        if let expected { s += "\n  expected: \(expected)  (page images)" }
+        if let actual { s += "\n  actual:   \(actual)  (changesets)" }
+        return s
+    }
+}
