@@ -63,17 +63,17 @@ private func hostSessionAPI(_ routines: UnsafePointer<sqlite3_api_routines>) -> 
     if let path = info.dli_fname { handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD) }
     if handle == nil { handle = dlopen(nil, RTLD_NOW) }
     guard let handle else { return api }
-    func symbol<T>(_ name: String, as type: T.Type) -> T? {
+    func symbol<T>(_ name: String) -> T? {
         guard let p = dlsym(handle, name) else { return nil }
-        return unsafeBitCast(p, to: type)
+        return unsafeBitCast(p, to: T.self)
     }
-    api.preupdate_hook = symbol("sqlite3_preupdate_hook", as: type(of: api.preupdate_hook!).self)
-    api.preupdate_old = symbol("sqlite3_preupdate_old", as: type(of: api.preupdate_old!).self)
-    api.preupdate_new = symbol("sqlite3_preupdate_new", as: type(of: api.preupdate_new!).self)
-    api.preupdate_count = symbol("sqlite3_preupdate_count", as: type(of: api.preupdate_count!).self)
-    api.session_create = symbol("sqlite3session_create", as: type(of: api.session_create!).self)
-    api.session_attach = symbol("sqlite3session_attach", as: type(of: api.session_attach!).self)
-    api.session_changeset = symbol("sqlite3session_changeset", as: type(of: api.session_changeset!).self)
-    api.session_delete = symbol("sqlite3session_delete", as: type(of: api.session_delete!).self)
+    api.preupdate_hook = symbol("sqlite3_preupdate_hook")
+    api.preupdate_old = symbol("sqlite3_preupdate_old")
+    api.preupdate_new = symbol("sqlite3_preupdate_new")
+    api.preupdate_count = symbol("sqlite3_preupdate_count")
+    api.session_create = symbol("sqlite3session_create")
+    api.session_attach = symbol("sqlite3session_attach")
+    api.session_changeset = symbol("sqlite3session_changeset")
+    api.session_delete = symbol("sqlite3session_delete")
     return api
 }

@@ -72,6 +72,9 @@ import Testing
             // Another process, another client: every transaction is in the sequencer.
             let check = try runSynd(["sql", "--sequencer", url, "--read-only", "examples/python", "SELECT count(*) FROM events"])
             #expect(check.output == "1000\n", "\(check.error)")
+            // Captured inside Python too: every batch's changeset agrees with its pages.
+            let validate = try runSynd(["validate", "--sequencer", url, "--db", "examples/python"])
+            #expect(validate.status == 0 && validate.output.hasPrefix("ok: 1001 batches"), "\(validate.output)")
         }
     }
 
@@ -83,6 +86,10 @@ import Testing
             #expect(first.output == "notes: 2\nok\n", "\(first.error)")
             let second = try run(Self.shell, ["--sequencer", url, "examples/notes"], input: session)
             #expect(second.output == "notes: 4\nok\n", "\(second.error)")
+            let validate = try runSynd(["validate", "--sequencer", url, "--db", "examples/notes"])
+            #expect(validate.status == 0, "the static shell's changesets: \(validate.output)")
+            let log = try runSynd(["log", "--sequencer", url, "examples/notes"])
+            #expect(log.output.contains("INSERT INTO \"notes\"(id, body) VALUES (4, 'one transaction, one atomic commit')"), "\(log.output)")
         }
     }
 
