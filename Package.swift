@@ -36,8 +36,10 @@ let package = Package(
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev", "libssl-dev"])]),
 
+        // Hardware CRC-32C (SSE4.2) for page checksums.
+        .systemLibrary(name: "CCRC32C"),
         // Wire protocol: messages, protobuf codec, gRPC framing, checksums. No Foundation.
-        .target(name: "SyndProtocol"),
+        .target(name: "SyndProtocol", dependencies: ["CCRC32C"]),
         // Code generated from proto/ by scripts/generate-proto.sh (server side).
         .target(
             name: "SyndGRPC",

@@ -56,7 +56,7 @@ public final class ChangesetCapture {
                 if events_[e.table] == nil { order.append(e.table) }
                 events_[e.table, default: []].append(e)
             }
-            var work: [(table: String, where_: String, keys: [[CapturedValue]])] = []
+            var work: [(table: String, where_: String, singleColumn: String?, keys: [[CapturedValue]])] = []
             for table in order {
                 let info = try scratch.query("PRAGMA after.table_info(\(table.quotedIdentifier))")
                 guard !info.isEmpty else { continue }  // dropped by this transaction
@@ -79,18 +79,26 @@ public final class ChangesetCapture {
                     }
                 }
                 let where_ = pk.enumerated().map { "\($1.name.quotedIdentifier) IS ?\($0 + 1)" }.joined(separator: " AND ")
-                work.append((table, where_, keys))
+                work.append((table, where_, pk.count == 1 ? pk[0].name.quotedIdentifier : nil, keys))
             }
             // All deletes first, then all inserts: a swap of unique values between
-            // two rows must not collide halfway.
+            // two rows must not collide halfway. A single-column key of integers
+            // or text goes in one statement (a JSON array), others key by key.
             for w in work {
-                let sql = "DELETE FROM main.\(w.table.quotedIdentifier) WHERE \(w.where_)"
-                for key in w.keys { try scratch.query(sql, key) }
+                let t = w.table.quotedIdentifier
+                if let list = w.singleColumn, let json = Self.jsonArray(w.keys) {
+                    try scratch.query("DELETE FROM main.\(t) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
+                } else {
+                    for key in w.keys { try scratch.query("DELETE FROM main.\(t) WHERE \(w.where_)", key) }
+                }
             }
             for w in work {
                 let t = w.table.quotedIdentifier
-                let sql = "INSERT INTO main.\(t) SELECT * FROM after.\(t) WHERE \(w.where_)"
-                for key in w.keys { try scratch.query(sql, key) }
+                if let list = w.singleColumn, let json = Self.jsonArray(w.keys) {
+                    try scratch.query("INSERT INTO main.\(t) SELECT * FROM after.\(t) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
+                } else {
+                    for key in w.keys { try scratch.query("INSERT INTO main.\(t) SELECT * FROM after.\(t) WHERE \(w.where_)", key) }
+                }
             }
             var n: Int32 = 0
             var p: UnsafeMutableRawPointer?
@@ -106,6 +114,24 @@ public final class ChangesetCapture {
         }
         try scratch.execute("ROLLBACK")
         return batch
+    }
+
+    /// `[k1, k2, ...]` when every key is one integer or one plain text, else nil.
+    static func jsonArray(_ keys: [[CapturedValue]]) -> String? {
+        guard keys.count > 1 else { return nil }
+        var out = "["
+        for (i, key) in keys.enumerated() {
+            if i > 0 { out += "," }
+            switch key.first {
+            case .integer(let v): out += String(v)
+            case .text(let bytes):
+                // Only text that needs no JSON escaping and compares equal as JSON text.
+                guard bytes.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }) else { return nil }
+                out += "\"" + String(decoding: bytes, as: UTF8.self) + "\""
+            default: return nil
+            }
+        }
+        return out + "]"
     }
 
     private func schema(_ database: String) throws(CaptureError) -> [SchemaObject] {

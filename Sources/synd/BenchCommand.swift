@@ -105,6 +105,32 @@ struct BenchCommand: AsyncParsableCommand {
         let synd = try workloads(db.connection, n: n)
         let after = db.statistics
 
+        // The cost of sealing each transaction's changeset into its commit:
+        // the same transactions with and without capture, interleaved so that
+        // machine noise falls on both alike.
+        var noCapture = DatabaseOptions()
+        noCapture.captureChangesets = false
+        let plain = try Database.open("bench-nocapture-\(getpid())", sequencer: url, options: noCapture)
+        let captured = try Database.open("bench-capture-\(getpid())", sequencer: url)
+        var capture: [String: (without: Figures, with: Figures)] = [:]
+        for rows in [1, 100] {
+            var a: [Double] = [], b: [Double] = []
+            let statements = try [plain, captured].map { db in
+                try db.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, k INTEGER, v TEXT)")
+                return try db.prepare("INSERT INTO t(k, v) VALUES (?, ?)")
+            }
+            let payload = String(repeating: "x", count: 100)
+            for i in 0..<n {
+                for (index, db) in [plain, captured].enumerated() {
+                    let f = try time(1) { _ in
+                        try db.transaction { for j in 0..<rows { _ = try statements[index].run([i * rows + j, payload]) } }
+                    }
+                    if index == 0 { a += f.samples } else { b += f.samples }
+                }
+            }
+            capture["commit-\(rows)"] = (Figures(samples: a), Figures(samples: b))
+        }
+
         // The floor of any remote commit: one empty gRPC round trip.
         let client = try SequencerClient(url: url)
         _ = try client.capabilities()
@@ -130,6 +156,15 @@ struct BenchCommand: AsyncParsableCommand {
             lines.append("| \(label) | \(f(b.p50)) | \(f(b.p99)) | \(f(b.perSecond)) | \(f(s.p50)) | \(f(s.p99)) | \(f(s.perSecond)) | \(r(s.p50 / b.p50)) |")
         }
         lines.append("| empty gRPC round trip (GetCapabilities) | | | | \(f(rpc.p50)) | \(f(rpc.p99)) | \(f(rpc.perSecond)) | |")
+        lines.append("")
+        lines.append("Changeset capture on the commit path (SyndDB with capture vs. without, same run):")
+        lines.append("")
+        lines.append("| workload | without p50 | with p50 | ratio |")
+        lines.append("|---|---:|---:|---:|")
+        for (key, label) in [("commit-1", "commit, 1 row"), ("commit-100", "commit, 100 rows")] {
+            let (a, b) = capture[key]!
+            lines.append("| \(label) | \(f(a.p50)) | \(f(b.p50)) | \(r(b.p50 / a.p50)) |")
+        }
         lines.append("")
         lines.append("Requests to the sequencer during the run: \(after.requests - before.requests) for \(after.commits - before.commits) commits and \(n) reads.")
         return lines.joined(separator: "\n")

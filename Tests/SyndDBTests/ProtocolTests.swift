@@ -88,6 +88,11 @@ import Testing
 
     @Test func crc32cKnownAnswer() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        var rng = SplitMix(seed: 1)
+        for length in [0, 1, 7, 8, 9, 4096, 4099] {
+            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            #expect(bytes.withUnsafeBytes { CRC32C.checksum($0) == CRC32C.software($0) })
+        }
     }
 }
 
