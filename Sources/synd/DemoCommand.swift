@@ -35,6 +35,9 @@ struct DemoCommand: AsyncParsableCommand {
             }
         }
         await embedded?.stop()
+        if sequencer == nil {
+            try? FileManager.default.removeItem(atPath: FileManager.default.temporaryDirectory.appendingPathComponent("synd-demo-\(getpid())").path)
+        }
         try result.get()
     }
 

@@ -32,7 +32,7 @@ struct SQLCommand: ParsableCommand {
                 }
             }
         } catch let error as SQLiteError {
-            throw ValidationError(error.description)
+            throw CLIError(error.description)
         }
     }
 }
