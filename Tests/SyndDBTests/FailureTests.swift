@@ -89,6 +89,9 @@ import Testing
             #expect(Set(acked).isSubset(of: a), "acknowledged commits lost: \(Set(acked).subtracting(a).sorted().prefix(10))")
             #expect(a.isSubset(of: Set(acked).union(uncertain)), "rows that were never written")
             #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
+            // The hash chain and every seal survive the crashes too.
+            let validate = try runSynd(["validate", "--sequencer", url, "--db", name])
+            #expect(validate.status == 0, "\(validate.output)")
         }
     }
 }
