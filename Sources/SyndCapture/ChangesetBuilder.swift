@@ -40,15 +40,6 @@ public final class ChangesetCapture {
                 try migrate(to: target)
                 batch.schema = target
             }
-            var pSession: OpaquePointer?
-            guard let create = session.session_create, let attach = session.session_attach,
-                let changeset = session.session_changeset, let delete = session.session_delete
-            else { throw CaptureError(code: SQLITE_ERROR, message: "the session extension is not available") }
-            let rc = create(scratch.db, "main", &pSession)
-            guard rc == SQLITE_OK, let pSession else { throw scratch.error(rc, "sqlite3session_create") }
-            defer { delete(pSession) }
-            _ = attach(pSession, nil)
-
             // Touched keys per table, in first-touch order.
             var order: [String] = []
             var events_: [String: [ChangeRecorder.Event]] = [:]
@@ -56,7 +47,7 @@ public final class ChangesetCapture {
                 if events_[e.table] == nil { order.append(e.table) }
                 events_[e.table, default: []].append(e)
             }
-            var work: [(table: String, where_: String, singleColumn: String?, keys: [[CapturedValue]])] = []
+            var work: [(table: String, where_: String, singleColumn: String?, anyColumn: String, keys: [[CapturedValue]], oldKeys: [[CapturedValue]])] = []
             for table in order {
                 let info = try scratch.query("PRAGMA after.table_info(\(table.quotedIdentifier))")
                 guard !info.isEmpty else { continue }  // dropped by this transaction
@@ -69,18 +60,42 @@ public final class ChangesetCapture {
                     batch.tablesWithoutPrimaryKey.append(table)
                     continue
                 }
-                var seen = Set<[CapturedValue]>()
-                var keys: [[CapturedValue]] = []
+                var seen = Set<[CapturedValue]>(), seenOld = Set<[CapturedValue]>()
+                var keys: [[CapturedValue]] = [], oldKeys: [[CapturedValue]] = []
                 for e in events_[table]! {
-                    for values in [e.old, e.new] {
+                    for (isOld, values) in [(true, e.old), (false, e.new)] {
                         guard let values, pk.allSatisfy({ $0.cid < values.count }) else { continue }
                         let key = pk.map { values[$0.cid] }
                         if seen.insert(key).inserted { keys.append(key) }
+                        if isOld, seenOld.insert(key).inserted { oldKeys.append(key) }
                     }
                 }
+                var anyColumn = pk[0].name
+                if case .text(let first) = info[0][1] { anyColumn = String(decoding: first, as: UTF8.self) }
                 let where_ = pk.enumerated().map { "\($1.name.quotedIdentifier) IS ?\($0 + 1)" }.joined(separator: " AND ")
-                work.append((table, where_, pk.count == 1 ? pk[0].name.quotedIdentifier : nil, keys))
+                work.append((table, where_, pk.count == 1 ? pk[0].name.quotedIdentifier : nil, anyColumn, keys, oldKeys))
             }
+            // Rows stored before an ALTER TABLE ADD COLUMN are short, and SQLite
+            // 3.40's preupdate hook reports NULL, not the default, for the missing
+            // columns. Rewrite the rows about to change (no session attached yet)
+            // so their old values are what a reader sees.
+            for w in work where !w.oldKeys.isEmpty {
+                let t = w.table.quotedIdentifier, c = w.anyColumn.quotedIdentifier
+                if let list = w.singleColumn, let json = Self.jsonArray(w.oldKeys) {
+                    try scratch.query("UPDATE main.\(t) SET \(c) = \(c) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
+                } else {
+                    for key in w.oldKeys { try scratch.query("UPDATE main.\(t) SET \(c) = \(c) WHERE \(w.where_)", key) }
+                }
+            }
+            var pSession: OpaquePointer?
+            guard let create = session.session_create, let attach = session.session_attach,
+                let changeset = session.session_changeset, let delete = session.session_delete
+            else { throw CaptureError(code: SQLITE_ERROR, message: "the session extension is not available") }
+            let rc = create(scratch.db, "main", &pSession)
+            guard rc == SQLITE_OK, let pSession else { throw scratch.error(rc, "sqlite3session_create") }
+            defer { delete(pSession) }
+            _ = attach(pSession, nil)
+
             // All deletes first, then all inserts: a swap of unique values between
             // two rows must not collide halfway. A single-column key of integers
             // or text goes in one statement (a JSON array), others key by key.
@@ -145,24 +160,27 @@ public final class ChangesetCapture {
     }
 
     private func migrate(to target: [SchemaObject]) throws(CaptureError) {
-        let current = try schema("main")
         func columns(_ schemaName: String, _ table: String) throws(CaptureError) -> [String] {
             try scratch.query("PRAGMA \(schemaName).table_info(\(table.quotedIdentifier))").compactMap { row in
                 if case .text(let t) = row[1] { return String(decoding: t, as: UTF8.self) }
                 return nil
             }
         }
-        let statements: [String]
         do {
-            statements = try SchemaMigration.statements(
-                from: current, to: target,
+            let renames = try SchemaMigration.renames(
+                from: try schema("main"), to: target,
                 columnsOfCurrent: { table in try columns("main", table) },
                 columnsOfTarget: { object in try columns("after", object.name) })
+            for sql in renames { try scratch.execute(sql) }
+            let statements = try SchemaMigration.statements(
+                from: try schema("main"), to: target,
+                columnsOfCurrent: { table in try columns("main", table) },
+                columnsOfTarget: { object in try columns("after", object.name) })
+            for sql in statements { try scratch.execute(sql) }
         } catch let error as CaptureError {
             throw error
         } catch {
             throw CaptureError(code: SQLITE_ERROR, message: "\(error)")
         }
-        for sql in statements { try scratch.execute(sql) }
     }
 }

@@ -13,6 +13,27 @@ public enum SchemaMigration {
         schemaQuery.replacingFirst("%@", with: schema.isEmpty ? "" : schema.quotedIdentifier + ".")
     }
 
+    /// Tables the target renamed (ALTER TABLE ... RENAME TO): a table that
+    /// disappears while one with the same columns appears. Run these first, then
+    /// re-read the schema and run `statements`.
+    public static func renames(
+        from current: [SchemaObject], to target: [SchemaObject], columnsOfCurrent: (String) throws -> [String],
+        columnsOfTarget: (SchemaObject) throws -> [String]
+    ) rethrows -> [String] {
+        let currentNames = Set(current.filter { $0.type == "table" }.map(\.name))
+        let targetNames = Set(target.filter { $0.type == "table" }.map(\.name))
+        var gone = current.filter { $0.type == "table" && !targetNames.contains($0.name) }
+        var out: [String] = []
+        for t in target where t.type == "table" && !currentNames.contains(t.name) {
+            let columns = try columnsOfTarget(t)
+            if let i = try gone.firstIndex(where: { try columnsOfCurrent($0.name) == columns }) {
+                out.append("ALTER TABLE \(gone[i].name.quotedIdentifier) RENAME TO \(t.name.quotedIdentifier)")
+                gone.remove(at: i)
+            }
+        }
+        return out
+    }
+
     /// The statements that turn `current` into `target`. `columns` gives a
     /// table's column names in the current schema (after renames, by old name).
     public static func statements(
@@ -39,13 +60,29 @@ public enum SchemaMigration {
                 continue
             }
             guard c.sql != t.sql else { continue }
+            if let added = addedColumns(from: c.sql, to: t.sql) {
+                // ALTER TABLE ADD COLUMN leaves stored rows short, and SQLite reads
+                // the default for them: do the same, not a rebuild that stores it.
+                for definition in added {
+                    out.append("ALTER TABLE \(t.name.quotedIdentifier) ADD COLUMN \(definition)")
+                }
+                continue
+            }
             let old = "synddb_migrating_" + t.name
             out.append("ALTER TABLE \(t.name.quotedIdentifier) RENAME TO \(old.quotedIdentifier)")
             out.append(t.sql)
             let newColumns = try columnsOfTarget(t)
-            let common = try columnsOfCurrent(t.name).filter { newColumns.contains($0) }.map(\.quotedIdentifier).joined(separator: ", ")
-            if !common.isEmpty {
-                out.append("INSERT INTO \(t.name.quotedIdentifier)(\(common)) SELECT \(common) FROM \(old.quotedIdentifier)")
+            let oldColumns = try columnsOfCurrent(t.name)
+            if oldColumns.count == newColumns.count && oldColumns != newColumns {
+                // Same shape, other names: a RENAME COLUMN keeps positions.
+                let to = newColumns.map(\.quotedIdentifier).joined(separator: ", ")
+                let from = oldColumns.map(\.quotedIdentifier).joined(separator: ", ")
+                out.append("INSERT INTO \(t.name.quotedIdentifier)(\(to)) SELECT \(from) FROM \(old.quotedIdentifier)")
+            } else {
+                let common = oldColumns.filter { newColumns.contains($0) }.map(\.quotedIdentifier).joined(separator: ", ")
+                if !common.isEmpty {
+                    out.append("INSERT INTO \(t.name.quotedIdentifier)(\(common)) SELECT \(common) FROM \(old.quotedIdentifier)")
+                }
             }
             out.append("DROP TABLE \(old.quotedIdentifier)")
         }
@@ -63,6 +100,39 @@ public enum SchemaMigration {
         }
         return out
     }
+}
+
+/// The column definitions ALTER TABLE ADD COLUMN appended to `old` to make
+/// `new` (SQLite appends ", <definition>" before the final parenthesis).
+func addedColumns(from old: String, to new: String) -> [String]? {
+    guard old.hasSuffix(")"), new.hasSuffix(")") else { return nil }
+    let base = String(old.dropLast())
+    guard new.hasPrefix(base) else { return nil }
+    let tail = new.dropFirst(base.count).dropLast()
+    guard tail.hasPrefix(",") else { return nil }
+    var definitions: [String] = []
+    var current = ""
+    var depth = 0
+    var quote: Character?
+    for c in tail.dropFirst() {
+        if let q = quote {
+            if c == q { quote = nil }
+            current.append(c)
+            continue
+        }
+        switch c {
+        case "'", "\"", "`", "[": quote = c == "[" ? "]" : c; current.append(c)
+        case "(": depth += 1; current.append(c)
+        case ")": depth -= 1; current.append(c)
+        case "," where depth == 0:
+            definitions.append(current)
+            current = ""
+        default: current.append(c)
+        }
+    }
+    definitions.append(current)
+    let trimmed = definitions.map { $0.drop(while: { $0 == " " }) }.map(String.init)
+    return trimmed.contains(where: \.isEmpty) ? nil : trimmed
 }
 
 extension String {

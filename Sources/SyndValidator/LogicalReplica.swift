@@ -44,18 +44,21 @@ public final class LogicalReplica {
 
     private func migrate(to target: [SchemaObject]) throws {
         let current = try schema()
-        // Column names of a target table: create it in a scratch in-memory database.
+        // Column names of the target tables: create them in a scratch in-memory database.
         let scratch = try Connection(path: ":memory:")
         func columns(_ db: Connection, _ table: String) throws -> [String] {
             try db.query("PRAGMA table_info(\"\(table.replacingOccurrences(of: "\"", with: "\"\""))\")").compactMap { $0[1].string }
         }
-        let statements = try SchemaMigration.statements(
+        for object in target where object.type == "table" { try scratch.execute(object.sql) }
+        let renames = try SchemaMigration.renames(
             from: current, to: target,
             columnsOfCurrent: { try columns(self.connection, $0) },
-            columnsOfTarget: { object in
-                try scratch.execute(object.sql)
-                return try columns(scratch, object.name)
-            })
+            columnsOfTarget: { try columns(scratch, $0.name) })
+        for sql in renames { try connection.execute(sql) }
+        let statements = try SchemaMigration.statements(
+            from: try schema(), to: target,
+            columnsOfCurrent: { try columns(self.connection, $0) },
+            columnsOfTarget: { try columns(scratch, $0.name) })
         for sql in statements { try connection.execute(sql) }
     }
 

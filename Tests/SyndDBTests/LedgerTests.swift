@@ -138,6 +138,32 @@ import Testing
         }
     }
 
+    @Test func schemaChangesReachValidators() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("ddl")
+            let db = try Database.open(name, sequencer: server.url)
+            for sql in [
+                "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT)",
+                "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, NULL)",
+                "ALTER TABLE t ADD COLUMN b INTEGER DEFAULT 7",
+                "UPDATE t SET b = 1 WHERE id = 1",
+                "ALTER TABLE t RENAME COLUMN a TO name",
+                "ALTER TABLE t RENAME TO people",
+                "CREATE INDEX people_b ON people(b)",
+                "BEGIN; CREATE TABLE tmp(x INTEGER PRIMARY KEY); INSERT INTO tmp VALUES (1), (2); DROP INDEX people_b; ALTER TABLE people DROP COLUMN b; UPDATE people SET name = 'uno' WHERE id = 1; COMMIT",
+                "CREATE VIEW named AS SELECT name FROM people WHERE name IS NOT NULL",
+                "DROP TABLE tmp",
+                "INSERT INTO people VALUES (4, 'four')",
+            ] {
+                try db.execute(sql)
+            }
+            let failure = try Self.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+            let last = try #require(try server.service.store.batch(database: name, version: db.statistics.version - 1))
+            #expect(last.schemaChanged && last.schema.map(\.name) == ["people", "named"])
+        }
+    }
+
     @Test func rulesRunOnEveryVersion() async throws {
         try await withEmbeddedSequencer { server in
             let name = uniqueName("rules")
