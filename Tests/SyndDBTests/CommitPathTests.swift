@@ -87,13 +87,16 @@ import Testing
     @Test func lapsedLeaseFailsTheNextCommitAndSaysWhy() async throws {
         try await withEmbeddedSequencer { server in
             let name = uniqueName("lapse")
+            do {
+                let setup = try Database.open(name, sequencer: server.url)
+                try setup.execute("CREATE TABLE t(x)")
+            }
             var options = DatabaseOptions()
-            options.leaseTTLMs = 200
+            options.leaseTTLMs = 500
             options.renewLease = false
             let a = try Database.open(name, sequencer: server.url, options: options)
-            try a.execute("CREATE TABLE t(x)")
             try a.execute("BEGIN IMMEDIATE; INSERT INTO t VALUES ('a1')")
-            usleep(400_000)
+            usleep(800_000)
             // The lapse alone fails the commit...
             #expect {
                 try a.execute("COMMIT")
@@ -105,7 +108,7 @@ import Testing
             // ...and so does a takeover by another writer.
             try a.execute("INSERT INTO t VALUES ('a2')")  // takes a new lease
             try a.execute("BEGIN IMMEDIATE; INSERT INTO t VALUES ('a3')")
-            usleep(400_000)
+            usleep(800_000)
             let b = try Database.open(name, sequencer: server.url)
             try b.execute("INSERT INTO t VALUES ('b1')")
             #expect {
@@ -137,12 +140,12 @@ import Testing
             }
             // A writer whose lease is taken over mid-way loses its transaction, never an update.
             var short = DatabaseOptions()
-            short.leaseTTLMs = 150
+            short.leaseTTLMs = 500
             short.renewLease = false
             let a = try Database.open(name, sequencer: server.url, options: short)
             try a.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
             expected += 1
-            usleep(300_000)
+            usleep(800_000)
             let b = try Database.open(name, sequencer: server.url)
             try b.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
             expected += 1

@@ -91,7 +91,7 @@ import Testing
             #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
             // The hash chain and every seal survive the crashes too.
             let validate = try runSynd(["validate", "--sequencer", url, "--db", name])
-            #expect(validate.status == 0, "\(validate.output)")
+            #expect(validate.status == 0, "\(validate.output) \(validate.error)")
         }
     }
 }
