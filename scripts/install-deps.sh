@@ -2,8 +2,8 @@
 # Installs the Debian packages SyndDB builds against, if any is missing.
 # (The Swift toolchain itself is expected to be installed already.)
 set -euo pipefail
-# sqlite3, python3, tcl, xz-utils: the shells the tests drive and the shell build.
-packages=(libsqlite3-dev libnghttp2-dev libssl-dev pkg-config sqlite3 python3 tcl xz-utils)
+# sqlite3, python3, tcl, xz-utils, openssl: the shells the tests drive, the shell build, test certificates.
+packages=(libsqlite3-dev libnghttp2-dev libssl-dev pkg-config sqlite3 python3 tcl xz-utils openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

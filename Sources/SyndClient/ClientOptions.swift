@@ -8,6 +8,8 @@ public struct ClientOptions: Sendable {
     /// First backoff; doubles per attempt up to `maxBackoff`, with jitter.
     public var initialBackoff: Duration = .milliseconds(20)
     public var maxBackoff: Duration = .seconds(1)
+    /// PEM file of the CA to trust for https sequencers (default: the system store).
+    public var tlsCAFile: String?
 
     public init() {}
 }

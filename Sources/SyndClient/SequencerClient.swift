@@ -125,7 +125,7 @@ public final class SequencerClient: Sendable {
         let response: HTTP2Response = try connection.withLock { (slot) throws(SequencerError) -> HTTP2Response in
             do throws(TransportError) {
                 if slot == nil || !slot!.isOpen {
-                    slot = try HTTP2Connection(endpoint: endpoint, deadline: deadline)
+                    slot = try HTTP2Connection(endpoint: endpoint, caFile: options.tlsCAFile, deadline: deadline)
                 }
                 counts.withLock { $0[method, default: 0] += 1 }
                 let ms = max(1, (deadline - .now).milliseconds)

@@ -27,6 +27,7 @@ public final class Database {
         uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
         if options.readOnly { uri += "&mode=ro" }
         if !options.captureChangesets { uri += "&capture=0" }
+        if let ca = options.tlsCAFile { uri += "&tls_ca=\(ca)" }
         let connection = try Connection(path: uri, readOnly: options.readOnly, vfs: SyndVFS.name)
         if options.busyTimeoutMs > 0 { sqlite3_busy_timeout(connection.handle, Int32(options.busyTimeoutMs)) }
         if !options.readOnly {

@@ -19,6 +19,8 @@ public struct DatabaseOptions: Sendable {
     /// Seal each transaction's changeset into its commit. Turn off only to
     /// measure its cost: validators reject a history without changesets.
     public var captureChangesets = true
+    /// PEM file of the CA that signed an https sequencer's certificate (default: the system store).
+    public var tlsCAFile: String?
     /// SQLite's journal for rollback; kept in memory in every mode.
     public var journalMode = "MEMORY"
 

@@ -14,9 +14,10 @@ public final class HTTP2Connection {
     public private(set) var isOpen = true
 
     /// Connects (TCP, then TLS for https) and sends the HTTP/2 preface and SETTINGS.
-    public init(endpoint: Endpoint, deadline: ContinuousClock.Instant) throws(TransportError) {
+    /// - Parameter caFile: PEM file of the CA to trust for https (default: the system store).
+    public init(endpoint: Endpoint, caFile: String? = nil, deadline: ContinuousClock.Instant) throws(TransportError) {
         self.endpoint = endpoint
-        self.socket = try Socket(endpoint: endpoint, deadline: deadline)
+        self.socket = try Socket(endpoint: endpoint, caFile: caFile, deadline: deadline)
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         defer { nghttp2_session_callbacks_del(callbacks) }

@@ -11,11 +11,11 @@ final class Socket {
     private var ssl: OpaquePointer?
     private var sslContext: OpaquePointer?
 
-    init(endpoint: Endpoint, deadline: ContinuousClock.Instant) throws(TransportError) {
+    init(endpoint: Endpoint, caFile: String?, deadline: ContinuousClock.Instant) throws(TransportError) {
         fd = try Socket.connect(endpoint, deadline: deadline)
         if endpoint.tls {
             do {
-                try startTLS(endpoint, deadline: deadline)
+                try startTLS(endpoint, caFile: caFile, deadline: deadline)
             } catch {
                 close()
                 throw error
@@ -80,13 +80,13 @@ final class Socket {
         throw TransportError(.connect, "cannot connect to sequencer at \(endpoint): \(lastError); is `synd sequencer` running there?")
     }
 
-    private func startTLS(_ endpoint: Endpoint, deadline: ContinuousClock.Instant) throws(TransportError) {
+    private func startTLS(_ endpoint: Endpoint, caFile: String?, deadline: ContinuousClock.Instant) throws(TransportError) {
         guard let ctx = SSL_CTX_new(TLS_client_method()) else { throw TransportError(.tls, "OpenSSL: cannot create a TLS context") }
         sslContext = ctx
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
-        if let ca = getenv("SYNDDB_TLS_CA_FILE") {
+        if let ca = caFile {
             guard SSL_CTX_load_verify_locations(ctx, ca, nil) == 1 else {
-                throw TransportError(.tls, "cannot load CA file \(String(cString: ca)) (SYNDDB_TLS_CA_FILE)")
+                throw TransportError(.tls, "cannot load the CA certificate file \(ca) (tls_ca / SYNDDB_TLS_CA_FILE)")
             }
         } else {
             SSL_CTX_set_default_verify_paths(ctx)
@@ -107,7 +107,7 @@ final class Socket {
             let why = verify != X509_V_OK
                 ? String(cString: X509_verify_cert_error_string(verify))
                 : String(cString: buffer)
-            throw TransportError(.tls, "TLS handshake with \(endpoint) failed: \(why); set SYNDDB_TLS_CA_FILE to the sequencer's CA certificate if it is self-signed")
+            throw TransportError(.tls, "TLS handshake with \(endpoint) failed: \(why); give the sequencer's CA certificate with tls_ca=FILE or SYNDDB_TLS_CA_FILE if it is not in the system store")
         }
         var proto: UnsafePointer<UInt8>?
         var protoLen: UInt32 = 0

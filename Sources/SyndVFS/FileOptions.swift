@@ -18,6 +18,7 @@ import Glibc
 /// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read ahead on a miss) |
 /// | trace          | SYNDDB_TRACE           | 0 (1: print every request to stderr) |
 /// | capture        | SYNDDB_CAPTURE         | 1 (0: send no changesets; for measuring only, validators reject such history) |
+/// | tls_ca         | SYNDDB_TLS_CA_FILE     | system store (PEM CA for https sequencers) |
 struct FileOptions {
     var sequencer: String
     var leaseTTLMs: UInt32
@@ -27,6 +28,7 @@ struct FileOptions {
     var prefetch: Int
     var trace: Bool
     var capture: Bool
+    var tlsCAFile: String?
 
     init(uriName: UnsafePointer<CChar>?, api: synd_sqlite_api) throws(FileOptionError) {
         func value(_ key: String, _ env: String) -> String? {
@@ -52,11 +54,13 @@ struct FileOptions {
         prefetch = try number("prefetch", "SYNDDB_PREFETCH", 16, 1...1024)
         trace = try number("trace", "SYNDDB_TRACE", 0, 0...1) == 1
         capture = try number("capture", "SYNDDB_CAPTURE", 1, 0...1) == 1
+        tlsCAFile = value("tls_ca", "SYNDDB_TLS_CA_FILE")
     }
 
     var clientOptions: ClientOptions {
         var o = ClientOptions()
         o.requestTimeout = .milliseconds(timeoutMs)
+        o.tlsCAFile = tlsCAFile
         return o
     }
 }

@@ -44,9 +44,10 @@ final class VFSContext: Sendable {
 
     func client(url: String, options: ClientOptions) throws -> SequencerClient {
         try clients.withLock { c in
-            if let existing = c[url] { return existing }
+            let key = url + "\u{0}" + (options.tlsCAFile ?? "")
+            if let existing = c[key] { return existing }
             let client = try SequencerClient(url: url, options: options)
-            c[url] = client
+            c[key] = client
             return client
         }
     }

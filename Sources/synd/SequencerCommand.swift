@@ -22,13 +22,21 @@ struct SequencerCommand: AsyncParsableCommand {
     @Option(help: "Largest commit batch, in MiB.")
     var maxBatchMB: UInt64 = 256
 
+    @Option(help: "PEM certificate chain: serve https (HTTP/2 over TLS) instead of h2c.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+
     func run() async throws {
         var configuration = StoreConfiguration(directory: data)
         configuration.retainedVersions = retain
         configuration.maxBatchBytes = maxBatchMB << 20
         let server: SequencerServer
         do {
-            server = try await SequencerServer.start(store: configuration, host: host, port: port)
+            guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("give both --tls-cert and --tls-key") }
+            let tls = tlsCert.flatMap { cert in tlsKey.map { (certificateChain: cert, privateKey: $0) } }
+            server = try await SequencerServer.start(store: configuration, host: host, port: port, tls: tls)
         } catch {
             throw ValidationError("cannot start the sequencer: \(error)")
         }

@@ -44,15 +44,18 @@ final class SequencerProcess: @unchecked Sendable {
 
     var url: String { "http://127.0.0.1:\(port)" }
 
-    init(directory: String, port: Int = 0) throws {
+    private let extraArguments: [String]
+
+    init(directory: String, port: Int = 0, extraArguments: [String] = []) throws {
         self.directory = directory
-        (process, output, self.port) = try Self.launch(directory: directory, port: port)
+        self.extraArguments = extraArguments
+        (process, output, self.port) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
     }
 
-    private static func launch(directory: String, port: Int) throws -> (Process, Pipe, Int) {
+    private static func launch(directory: String, port: Int, extraArguments: [String] = []) throws -> (Process, Pipe, Int) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Products.synd)
-        process.arguments = ["sequencer", "--data", directory, "--port", String(port)]
+        process.arguments = ["sequencer", "--data", directory, "--port", String(port)] + extraArguments
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
@@ -65,7 +68,7 @@ final class SequencerProcess: @unchecked Sendable {
             line.append(chunk)
         }
         let text = String(decoding: line, as: UTF8.self)
-        guard let range = text.range(of: "http://127.0.0.1:"),
+        guard let range = text.range(of: "://127.0.0.1:"),
             let bound = Int(text[range.upperBound...].prefix(while: \.isNumber))
         else {
             process.terminate()
@@ -85,7 +88,7 @@ final class SequencerProcess: @unchecked Sendable {
         var lastError: (any Error)?
         for _ in 0..<50 {
             do {
-                (process, output, port) = try Self.launch(directory: directory, port: port)
+                (process, output, port) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
                 return
             } catch {
                 lastError = error
