@@ -16,6 +16,7 @@ import SyndProtocol
 public final class ChangesetCapture {
     private let scratch: HostConnection
     private let session: synd_session_api
+    private let attachAfter: String
 
     /// Opens the scratch connection over the two views of file `fileID`.
     public init(database: String, fileID: UInt64, vfs: String, routines: UnsafePointer<sqlite3_api_routines>,
@@ -26,13 +27,18 @@ public final class ChangesetCapture {
         self.session = session
         _ = synd_db_enable_triggers(routines, scratch.db, 0)
         try scratch.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
-        try scratch.execute("ATTACH '\(afterURI.replacingFirst("'", with: "''"))' AS after")
+        attachAfter = "ATTACH '\(afterURI.replacingFirst("'", with: "''"))' AS after"
     }
 
     /// The changeset of the rows `recorder` saw touched, and the schema if it changed.
     public func build(from recorder: ChangeRecorder, schemaChanged: Bool) throws(CaptureError) -> CapturedBatch {
         let events = recorder.events
         var batch = CapturedBatch()
+        // The after image is attached anew for every commit: two transactions on
+        // the same base carry the same file change counter, so SQLite would
+        // otherwise trust pages it cached from an earlier, failed commit.
+        try scratch.execute(attachAfter)
+        defer { try? scratch.execute("DETACH after") }
         try scratch.execute("BEGIN IMMEDIATE")
         do throws(CaptureError) {
             if schemaChanged {

@@ -66,6 +66,9 @@ import Testing
             let reader = try Database.open(name, sequencer: server.url, options: ro)
             #expect(try reader.query("SELECT v FROM t ORDER BY id") == [[.text("kept")], [.text("after")]])
             #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
+            // The commit after a refused one, on the same base version, carries its own changeset.
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
         }
     }
 

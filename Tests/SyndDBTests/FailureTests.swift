@@ -67,10 +67,12 @@ import Testing
                 }
             }
             writer.start()
-            for _ in 0..<8 {
+            for kill in 0..<8 {
                 usleep(UInt32.random(in: 150_000...400_000))
                 sequencer.kill9()
-                usleep(50_000)
+                // Short outages are ridden out by retries; long ones fail commits
+                // with an unknown outcome, which the next transactions must survive.
+                usleep(kill % 2 == 0 ? 50_000 : 1_500_000)
                 try sequencer.restart()
             }
             usleep(300_000)
