@@ -28,17 +28,15 @@ public final class ChangesetCapture {
         _ = synd_db_enable_triggers(routines, scratch.db, 0)
         try scratch.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
         attachAfter = "ATTACH '\(afterURI.replacingFirst("'", with: "''"))' AS after"
+        // The VFS gives the after image a new change counter for every commit
+        // (SnapshotFile), so SQLite never trusts pages cached from an earlier one.
+        try scratch.execute(attachAfter)
     }
 
     /// The changeset of the rows `recorder` saw touched, and the schema if it changed.
     public func build(from recorder: ChangeRecorder, schemaChanged: Bool) throws(CaptureError) -> CapturedBatch {
         let events = recorder.events
         var batch = CapturedBatch()
-        // The after image is attached anew for every commit: two transactions on
-        // the same base carry the same file change counter, so SQLite would
-        // otherwise trust pages it cached from an earlier, failed commit.
-        try scratch.execute(attachAfter)
-        defer { try? scratch.execute("DETACH after") }
         try scratch.execute("BEGIN IMMEDIATE")
         do throws(CaptureError) {
             if schemaChanged {

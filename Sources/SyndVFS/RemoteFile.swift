@@ -27,6 +27,8 @@ final class RemoteFile: OpenFile {
     /// Rows touched by the transaction (the connection's preupdate hook).
     let recorder: ChangeRecorder
     private var capture: ChangesetCapture?
+    /// Bumped for every capture; the "after" view shows it as its change counter.
+    private(set) var captureGeneration: UInt32 = 0
 
     // The committed snapshot this connection reads.
     private var version: UInt64 = 0
@@ -405,6 +407,7 @@ final class RemoteFile: OpenFile {
         guard recorder.isInstalled, let routines = recorder.routines else {
             throw CaptureError(code: SQLITE_ERROR, message: "changeset capture is not available in this SQLite host (no preupdate hook or session extension), so the commit was refused")
         }
+        captureGeneration &+= 1
         if capture == nil {
             capture = try ChangesetCapture(database: name, fileID: id, vfs: context.name, routines: routines, session: recorder.session)
         }

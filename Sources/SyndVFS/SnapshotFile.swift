@@ -23,7 +23,11 @@ final class SnapshotFile: OpenFile {
 
     override func read(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Int32 {
         guard let base else { return fail(SYND_SQLITE_IOERR_READ, "the database behind this view is closed") }
-        if kind == .after { return base.read(buffer, offset: offset) }
+        if kind == .after {
+            let rc = base.read(buffer, offset: offset)
+            stampChangeCounter(buffer, offset: offset, generation: base.captureGeneration)
+            return rc
+        }
         let size = pageSize
         if size > 0, buffer.count <= size, offset >= 0 {
             let pgno = UInt32(clamping: offset / Int64(size) + 1)
@@ -52,6 +56,22 @@ final class SnapshotFile: OpenFile {
         }
         copy(page, from: Int(offset % Int64(size)), into: buffer)
         return SQLITE_OK
+    }
+
+    /// Two commits on the same base version produce the same file change counter
+    /// (header offset 24), and SQLite keeps its page cache when the counter is
+    /// unchanged. The after view therefore shows a counter of its own, new for
+    /// every capture, in both places the file format keeps it (24 and 92), so
+    /// the header's page count stays valid.
+    private func stampChangeCounter(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64, generation: UInt32) {
+        for field in [24, 92] {
+            for i in 0..<4 {
+                let position = Int64(field + i) - offset
+                if position >= 0 && position < Int64(buffer.count) {
+                    buffer[Int(position)] = UInt8(truncatingIfNeeded: generation >> (24 - 8 * UInt32(i)))
+                }
+            }
+        }
     }
 
     private func copy(_ page: [UInt8], from start: Int, into buffer: UnsafeMutableRawBufferPointer) {
