@@ -103,12 +103,15 @@ public final class ChangesetCapture {
             // All deletes first, then all inserts: a swap of unique values between
             // two rows must not collide halfway. A single-column key of integers
             // or text goes in one statement (a JSON array), others key by key.
-            for w in work {
+            // A key never seen in an old image did not exist before the
+            // transaction (replacing or re-keying onto an existing row reports
+            // that row's old image first), so only old keys need deleting.
+            for w in work where !w.oldKeys.isEmpty {
                 let t = w.table.quotedIdentifier
-                if let list = w.singleColumn, let json = Self.jsonArray(w.keys) {
+                if let list = w.singleColumn, let json = Self.jsonArray(w.oldKeys) {
                     try scratch.query("DELETE FROM main.\(t) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
                 } else {
-                    for key in w.keys { try scratch.query("DELETE FROM main.\(t) WHERE \(w.where_)", key) }
+                    for key in w.oldKeys { try scratch.query("DELETE FROM main.\(t) WHERE \(w.where_)", key) }
                 }
             }
             for w in work {
