@@ -73,8 +73,9 @@ public final class SequencerClient: Sendable {
     /// transaction id (the sequencer answers a retry with the first outcome), and
     /// when the sequencer stays unreachable the outcome is looked up by id.
     ///
-    /// Throws a `SequencerError` whose `outcomeUnknown` is true only when the
-    /// sequencer could not be asked at all.
+    /// Throws a `SequencerError` whose `outcomeUnknown` is true when the retries
+    /// ran out and the status lookup did not find the commit applied: a request
+    /// still in flight could yet be applied, so "not found" is not "never".
     public func commit(_ request: CommitRequest) throws(SequencerError) -> CommitResponse {
         do throws(SequencerError) {
             return try call(.commit, request)
@@ -87,13 +88,10 @@ public final class SequencerClient: Sendable {
                     r.duplicate = true
                     return r
                 }
-                if status.state == .notFound {
-                    throw SequencerError(.unavailable, "commit was not applied: \(error.message)")
-                }
             }
             var unknown = error
             unknown.outcomeUnknown = true
-            unknown.message = "outcome of the commit is unknown (sequencer unreachable): \(error.message)"
+            unknown.message = "outcome of the commit is unknown (no answer, and not found applied yet): \(error.message)"
             throw unknown
         }
     }

@@ -401,7 +401,8 @@ public nonisolated struct Synddb_V1_GetCommitStatusResponse: Sendable {
     /// The commit was applied at `version`.
     case committed // = 1
 
-    /// No commit with this id was applied. It never will be, unless resent.
+    /// No commit with this id has been applied yet. A request still in flight
+    /// may still be applied; resend the commit with the same txn_id to settle it.
     case notFound // = 2
     case UNRECOGNIZED(Int)
 

@@ -34,7 +34,8 @@ public enum GRPCFraming {
         var out = [UInt8]()
         out.reserveCapacity(message.count + 5)
         out.append(0)
-        let n = UInt32(message.count)
+        // Callers keep messages far below 4 GiB (the VFS refuses larger batches).
+        let n = UInt32(clamping: message.count)
         out.append(UInt8(n >> 24)); out.append(UInt8((n >> 16) & 0xFF))
         out.append(UInt8((n >> 8) & 0xFF)); out.append(UInt8(n & 0xFF))
         out.append(contentsOf: message)

@@ -130,11 +130,13 @@ final class StoreState {
                 bytes += page.data.count
             }
             if db.pageCount > request.pageCount {
-                // Truncation: tombstones, so that later growth reads zeros, not old pages.
-                for pgno in (request.pageCount + 1)...db.pageCount {
-                    try run("INSERT INTO pages(db, pgno, version, data, checksum) VALUES (?,?,?,x'',0)",
-                            [db.id, Int64(pgno), Int64(version)])
-                }
+                // Truncation: tombstones for the pages that have rows, so that later
+                // growth reads zeros, not old pages. (Never one row per page number:
+                // a page count is client input.)
+                try run("""
+                    INSERT INTO pages(db, pgno, version, data, checksum)
+                    SELECT DISTINCT db, pgno, ?3, x'', 0 FROM pages WHERE db = ?1 AND pgno > ?2
+                    """, [db.id, Int64(request.pageCount), Int64(version)])
             }
             try run("""
                 INSERT INTO commits(db, version, txn_id, page_size, page_count, pages, bytes, committed_at_ms, changeset,

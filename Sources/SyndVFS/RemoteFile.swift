@@ -81,11 +81,15 @@ final class RemoteFile: OpenFile {
         do throws(SequencerError) {
             requests += 1
             let info = try client.open(name, create: create && !readOnly)
-            adopt(info.version, Int(info.pageSize), info.pageCount)
+            var valid = adopt(info.version, Int(info.pageSize), info.pageCount)
             if let lease {
                 requests += 1
                 let granted = try lease.acquire()
-                if let info = granted.info { adopt(info.version, Int(info.pageSize), info.pageCount) }
+                if let info = granted.info { valid = valid && adopt(info.version, Int(info.pageSize), info.pageCount) }
+            }
+            guard valid else {
+                lease?.release()
+                throw SequencerError(.dataLoss, "the sequencer reported an impossible page size for '\(name)'")
             }
         } catch {
             context.unregister(self)
@@ -104,8 +108,19 @@ final class RemoteFile: OpenFile {
         return "\(hostName)/\(getpid())/\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
     }
 
+    /// Whether a page size from the sequencer is one SQLite can have (0 = empty database).
+    private static func isValidPageSize(_ size: Int) -> Bool {
+        size == 0 || (size >= 512 && size <= 65536 && size & (size - 1) == 0)
+    }
+
     /// Moves to another committed snapshot, dropping the cache if it changed.
-    private func adopt(_ newVersion: UInt64, _ newPageSize: Int, _ newPageCount: UInt32) {
+    /// Sizes the sequencer sent are checked first: nothing it says may trap the host.
+    @discardableResult
+    private func adopt(_ newVersion: UInt64, _ newPageSize: Int, _ newPageCount: UInt32) -> Bool {
+        guard Self.isValidPageSize(newPageSize) else {
+            needsRefresh = true
+            return false
+        }
         if newVersion != version || newPageSize != pageSize {
             cache.removeAll(keepingCapacity: true)
             cacheBytes = 0
@@ -113,6 +128,7 @@ final class RemoteFile: OpenFile {
         version = newVersion
         pageSize = newPageSize
         pageCount = newPageCount
+        return true
     }
 
     private var inWriteTransaction: Bool { lockLevel >= SQLITE_LOCK_RESERVED }
@@ -182,7 +198,16 @@ final class RemoteFile: OpenFile {
                 needsRefresh = true
                 return fail(SQLITE_IOERR_READ_CODE, "read of '\(name)' at version \(version) came back at version \(response.version)")
             }
+            let incoming = response.pages.reduce(0) { $0 + $1.data.count }
+            if cacheBytes + incoming > options.cacheBytes {
+                cache.removeAll(keepingCapacity: true)
+                cacheBytes = 0
+            }
             for page in response.pages { insertCache(page.number, page.data) }
+            if let page = response.pages.first(where: { $0.number == pgno }) {
+                page.data.withUnsafeBytes(body)
+                return SQLITE_OK
+            }
         } catch {
             if error.code == .outOfRange { needsRefresh = true }
             return fail(SQLITE_IOERR_READ_CODE, "reading page \(pgno) of '\(name)' at version \(version) failed: \(error.message)")
@@ -335,6 +360,9 @@ final class RemoteFile: OpenFile {
                 return fail(SYND_SQLITE_IOERR_WRITE, "page 1 of '\(name)' declares page size \(declared) but pages are \(size) bytes")
             }
         }
+        guard UInt64(dirty.count) * UInt64(size) < UInt64(UInt32.max) - (16 << 20) else {
+            return fail(SQLITE_FULL, "the transaction on '\(name)' changes \(dirty.count) pages of \(size) bytes, more than one batch can carry; split it")
+        }
         var request = CommitRequest()
         request.database = name
         request.baseVersion = version
@@ -382,7 +410,9 @@ final class RemoteFile: OpenFile {
                 lease.markLost(error.message)
                 needsLease = true
                 needsRefresh = true
-                return fail(SQLITE_BUSY, "COMMIT refused, transaction rolled back: \(error.message)")
+                // Not plain SQLITE_BUSY: for that, SQLite keeps the transaction open
+                // for a retried COMMIT, whose pages it already considers written.
+                return fail(SYND_SQLITE_BUSY_SNAPSHOT, "COMMIT refused, transaction rolled back: \(error.message)")
             case .aborted:
                 needsRefresh = true
                 return fail(SYND_SQLITE_BUSY_SNAPSHOT, "COMMIT refused, transaction rolled back: \(error.message)")
@@ -464,8 +494,10 @@ final class RemoteFile: OpenFile {
                     requests += 1
                     let granted = try lease.acquire()
                     needsLease = false
-                    if let info = granted.info { adopt(info.version, Int(info.pageSize), info.pageCount) }
                     needsRefresh = false
+                    if let info = granted.info, !adopt(info.version, Int(info.pageSize), info.pageCount) {
+                        return fail(SQLITE_IOERR_LOCK_CODE, "the sequencer reported an impossible page size for '\(name)'")
+                    }
                 } catch {
                     needsLease = true
                     let code = error.code == .failedPrecondition ? SQLITE_BUSY : SQLITE_IOERR_LOCK_CODE
@@ -479,7 +511,9 @@ final class RemoteFile: OpenFile {
             traceContext = "refresh of the latest version"
             requests += 1
             let info = try client.open(name, create: false)
-            adopt(info.version, Int(info.pageSize), info.pageCount)
+            guard adopt(info.version, Int(info.pageSize), info.pageCount) else {
+                return fail(SQLITE_IOERR_LOCK_CODE, "the sequencer reported an impossible page size for '\(name)'")
+            }
             needsRefresh = false
             return SQLITE_OK
         } catch {

@@ -142,6 +142,23 @@ import Testing
             // Still serving, and a good commit goes through at version 1.
             #expect(commit { _ in } == nil)
             #expect(try client.open(name, create: false).version == 1)
+            // A huge page count and then a truncation: tombstones only for stored pages.
+            var huge = CommitRequest()
+            huge.database = name
+            huge.baseVersion = 1
+            huge.leaseEpoch = lease.epoch
+            huge.holder = "tester"
+            huge.txnID = [9, 9]
+            huge.pageSize = 4096
+            huge.pageCount = 4_000_000_000
+            var header = [UInt8](repeating: 0, count: 4096)
+            header[16] = 0x10
+            huge.pages = [Page(number: 1, data: header)]
+            #expect(try client.commit(huge).version == 2)
+            huge.baseVersion = 2
+            huge.txnID = [9, 10]
+            huge.pageCount = 1
+            #expect(try client.commit(huge).version == 3)
             var badRead = ReadPagesRequest()
             badRead.database = name
             badRead.version = 99

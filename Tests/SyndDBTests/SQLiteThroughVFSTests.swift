@@ -177,6 +177,25 @@ import Testing
         }
     }
 
+    @Test func aSmallPageCacheStillServesEveryRead() async throws {
+        try await offPool {
+            let name = uniqueName("smallcache")
+            do {
+                let db = try Database.open(name, sequencer: sequencer.url)
+                try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+                try db.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1500) INSERT INTO t SELECT i, zeroblob(3000) FROM s")
+            }
+            var options = DatabaseOptions()
+            options.readOnly = true
+            options.cacheMB = 1  // far smaller than the database: the cache turns over
+            let reader = try Database.open(name, sequencer: sequencer.url, options: options)
+            for i in stride(from: 1, through: 1500, by: 37) {
+                #expect(try reader.scalar("SELECT length(v) FROM t WHERE id = ?", [i]) == .integer(3000))
+            }
+            #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
+        }
+    }
+
     @Test func walModeIsRefusedWithAReason() async throws {
         try await offPool {
             let db = try Database.open(uniqueName("wal"), sequencer: sequencer.url)
