@@ -16,7 +16,6 @@ import SyndProtocol
 public final class ChangesetCapture {
     private let scratch: HostConnection
     private let session: synd_session_api
-    private let attachAfter: String
 
     /// Opens the scratch connection over the two views of file `fileID`.
     public init(database: String, fileID: UInt64, vfs: String, routines: UnsafePointer<sqlite3_api_routines>,
@@ -27,10 +26,10 @@ public final class ChangesetCapture {
         self.session = session
         _ = synd_db_enable_triggers(routines, scratch.db, 0)
         try scratch.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
-        attachAfter = "ATTACH '\(afterURI.replacingFirst("'", with: "''"))' AS after"
         // The VFS gives the after image a new change counter for every commit
         // (SnapshotFile), so SQLite never trusts pages cached from an earlier one.
-        try scratch.execute(attachAfter)
+        let literal = "'" + afterURI.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'"
+        try scratch.execute("ATTACH \(literal) AS after")
     }
 
     /// The changeset of the rows `recorder` saw touched, and the schema if it changed.
@@ -117,9 +116,9 @@ public final class ChangesetCapture {
             for w in work {
                 let t = w.table.quotedIdentifier
                 if let list = w.singleColumn, let json = Self.jsonArray(w.keys) {
-                    try scratch.query("INSERT INTO main.\(t) SELECT * FROM after.\(t) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
+                    try scratch.query("INSERT OR IGNORE INTO main.\(t) SELECT * FROM after.\(t) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
                 } else {
-                    for key in w.keys { try scratch.query("INSERT INTO main.\(t) SELECT * FROM after.\(t) WHERE \(w.where_)", key) }
+                    for key in w.keys { try scratch.query("INSERT OR IGNORE INTO main.\(t) SELECT * FROM after.\(t) WHERE \(w.where_)", key) }
                 }
             }
             var n: Int32 = 0

@@ -86,6 +86,15 @@ public enum SchemaMigration {
             }
             out.append("DROP TABLE \(old.quotedIdentifier)")
         }
+        return out
+    }
+
+    /// What `statements` leaves for after the rows are right: indexes (a new
+    /// UNIQUE index may only hold once the changeset is applied), views, triggers.
+    public static func finishingStatements(from current: [SchemaObject], to target: [SchemaObject]) -> [String] {
+        var out: [String] = []
+        let currentTables = Dictionary(current.filter { $0.type == "table" }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let targetTables = Dictionary(target.filter { $0.type == "table" }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let currentSQL = Set(current.map { "\($0.type)\u{1F}\($0.name)\u{1F}\($0.sql)" })
         for t in target where t.type == "index" && !currentSQL.contains("\(t.type)\u{1F}\(t.name)\u{1F}\(t.sql)") {
             out.append(t.sql)

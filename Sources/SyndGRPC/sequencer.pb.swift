@@ -488,9 +488,10 @@ public nonisolated struct Synddb_V1_StreamBatchesRequest: Sendable {
 /// A committed batch and its seal. The seal, all SHA-256:
 ///   pages_hash     = H(for each page by number: u32be number || data)
 ///   changeset_hash = H(changeset)
-///   schema_hash    = H(u8 schema_changed || for each object: 4 u32be-length-prefixed
-///                      strings type, name, table_name, sql
-///                      || for each unaudited table: u32be-length-prefixed name)
+///   schema_hash    = H(u8 schema_changed || u32be object count || for each object:
+///                      4 u32be-length-prefixed strings type, name, table_name, sql
+///                      || u32be table count || for each unaudited table:
+///                      u32be-length-prefixed name)
 ///   hash           = H("synddb-batch-v1" || u32be-length-prefixed database ||
 ///                      u64be version || u64be committed_at_ms || u32be page_size ||
 ///                      u32be page_count || previous_hash || pages_hash ||

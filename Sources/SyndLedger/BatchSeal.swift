@@ -23,9 +23,11 @@ public enum BatchSeal {
     public static func schemaHash(changed: Bool, schema: [SchemaObject], unaudited: [String]) -> [UInt8] {
         var h = SHA256()
         h.update(data: [changed ? 1 : 0])
+        h.update(data: be32(UInt32(truncatingIfNeeded: schema.count)))
         for o in schema {
             for s in [o.type, o.name, o.tableName, o.sql] { h.update(data: prefixed(s)) }
         }
+        h.update(data: be32(UInt32(truncatingIfNeeded: unaudited.count)))
         for t in unaudited { h.update(data: prefixed(t)) }
         return Array(h.finalize())
     }

@@ -432,11 +432,14 @@ final class RemoteFile: OpenFile {
 
     /// The transaction's logical record, built before the batch leaves.
     private func captureBatch() throws(CaptureError) -> CapturedBatch {
-        let schemaChanged = schemaCookieChanged
-        guard options.capture, recorder.hasEvents || schemaChanged else { return CapturedBatch() }
+        guard options.capture else { return CapturedBatch() }
+        // Checked first: a synddb database ATTACHed to another connection has no
+        // hook, and must not commit without its changeset.
         guard recorder.isInstalled, let routines = recorder.routines else {
-            throw CaptureError(code: SQLITE_ERROR, message: "changeset capture is not available in this SQLite host (no preupdate hook or session extension), so the commit was refused")
+            throw CaptureError(code: SQLITE_ERROR, message: "changeset capture is not installed on this connection (an ATTACHed synddb database, or a SQLite host without the preupdate hook and session extension), so the commit was refused; open the database as the connection's main database")
         }
+        let schemaChanged = schemaCookieChanged
+        guard recorder.hasEvents || schemaChanged else { return CapturedBatch() }
         captureGeneration &+= 1
         if capture == nil {
             capture = try ChangesetCapture(database: name, fileID: id, vfs: context.name, routines: routines, session: recorder.session)
@@ -447,8 +450,10 @@ final class RemoteFile: OpenFile {
     /// Whether page 1's schema cookie (offset 40) moved in this transaction.
     private var schemaCookieChanged: Bool {
         guard let after = dirty[1] else { return false }
-        guard let before = cache[1] else { return pageCount == 0 }
-        return after[40..<44] != before[40..<44]
+        guard pageCount > 0 else { return true }
+        var before = [UInt8](repeating: 0, count: 4)
+        let rc = before.withUnsafeMutableBytes { readCommitted($0, offset: 40) }
+        return rc != SQLITE_OK || after[40..<44] != before[0..<4]
     }
 
     /// A page of the committed snapshot (the "before" view of capture).
@@ -459,6 +464,7 @@ final class RemoteFile: OpenFile {
     }
 
     var committedSize: (pageSize: Int, pageCount: UInt32) { (pageSize, pageCount) }
+    var committedVersion: UInt64 { version }
 
     // MARK: - Locks
 

@@ -33,6 +33,7 @@ final class SnapshotFile: OpenFile {
             let pgno = UInt32(clamping: offset / Int64(size) + 1)
             if let page = scratch[pgno] {
                 copy(page, from: Int(offset % Int64(size)), into: buffer)
+                stampChangeCounter(buffer, offset: offset, generation: UInt32(truncatingIfNeeded: base.committedVersion))
                 return SQLITE_OK
             }
             if let count = scratchPageCount, pgno > count {
@@ -40,11 +41,17 @@ final class SnapshotFile: OpenFile {
                 return SYND_SQLITE_IOERR_SHORT_READ
             }
         }
+        let rc: Int32
         if pageSize == 0, !scratch.isEmpty {
             // An empty database the scratch transaction has started to fill.
-            return readScratchOnly(buffer, offset: offset)
+            rc = readScratchOnly(buffer, offset: offset)
+        } else {
+            rc = base.readCommitted(buffer, offset: offset)
         }
-        return base.readCommitted(buffer, offset: offset)
+        // The committed version as change counter: it moves with every commit even
+        // where SQLite's own counter does not (exclusive locking mode).
+        stampChangeCounter(buffer, offset: offset, generation: UInt32(truncatingIfNeeded: base.committedVersion))
+        return rc
     }
 
     private func readScratchOnly(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Int32 {

@@ -22,8 +22,12 @@ public final class LogicalReplica {
     public func apply(schemaChanged: Bool, schema: [SchemaObject], changeset: [UInt8]) throws {
         try connection.execute("BEGIN")
         do {
+            let before = schemaChanged ? try self.schema() : []
             if schemaChanged { try migrate(to: schema) }
             if !changeset.isEmpty { try Self.apply(changeset, to: connection) }
+            if schemaChanged {
+                for sql in SchemaMigration.finishingStatements(from: before, to: schema) { try connection.execute(sql) }
+            }
             try connection.execute("COMMIT")
         } catch {
             try? connection.execute("ROLLBACK")
@@ -43,6 +47,12 @@ public final class LogicalReplica {
     }
 
     private func migrate(to target: [SchemaObject]) throws {
+        // Schema text comes from the writer: one CREATE statement each, nothing more.
+        for object in target {
+            guard Self.isSingleCreate(object.sql, type: object.type) else {
+                throw ReplicaConflict(table: object.name, description: "schema entry '\(object.name)' is not a single CREATE \(object.type.uppercased()) statement")
+            }
+        }
         let current = try schema()
         // Column names of the target tables: create them in a scratch in-memory database.
         let scratch = try Connection(path: ":memory:")
@@ -60,6 +70,44 @@ public final class LogicalReplica {
             columnsOfCurrent: { try columns(self.connection, $0) },
             columnsOfTarget: { try columns(scratch, $0.name) })
         for sql in statements { try connection.execute(sql) }
+    }
+
+    /// True when `sql` is exactly one CREATE statement of `type`: no second
+    /// statement after a semicolon outside quotes and comments.
+    public static func isSingleCreate(_ sql: String, type: String) -> Bool {
+        let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "(" }).prefix(4).map { $0.uppercased() }
+        guard words.first == "CREATE", words.contains(type.uppercased()) else { return false }
+        let chars = Array(sql.unicodeScalars)
+        var i = 0
+        var ended = false
+        while i < chars.count {
+            let c = chars[i]
+            if ended {
+                if !(c == " " || c == "\n" || c == "\t" || c == "\r" || c == ";") { return false }
+                i += 1
+                continue
+            }
+            switch c {
+            case "'", "\"", "`", "[":
+                let close: Unicode.Scalar = c == "[" ? "]" : c
+                i += 1
+                while i < chars.count && chars[i] != close { i += 1 }
+            case "-" where i + 1 < chars.count && chars[i + 1] == "-":
+                while i < chars.count && chars[i] != "\n" { i += 1 }
+            case "/" where i + 1 < chars.count && chars[i + 1] == "*":
+                i += 2
+                while i + 1 < chars.count && !(chars[i] == "*" && chars[i + 1] == "/") { i += 1 }
+                i += 1
+            case ";":
+                // Semicolons inside a trigger body do not end the statement.
+                let prefix = String(String.UnicodeScalarView(chars[0...i]))
+                ended = sqlite3_complete(prefix) != 0
+            default:
+                break
+            }
+            i += 1
+        }
+        return true
     }
 
     /// Applies `changeset` to `connection`, aborting at the first conflict

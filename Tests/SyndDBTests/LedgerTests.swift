@@ -154,14 +154,24 @@ import Testing
                 "CREATE VIEW named AS SELECT name FROM people WHERE name IS NOT NULL",
                 "DROP TABLE tmp",
                 "INSERT INTO people VALUES (4, 'four')",
+                // A UNIQUE index that holds only once the transaction's rows are in place.
+                "INSERT INTO people VALUES (5, 'dup'), (6, 'dup')",
+                "BEGIN; UPDATE people SET name = 'dup2' WHERE id = 6; CREATE UNIQUE INDEX people_name ON people(name); COMMIT",
             ] {
                 try db.execute(sql)
             }
             let failure = try Self.validate(server.service.store, name)
             #expect(failure == nil, "\(failure?.description ?? "")")
-            let last = try #require(try server.service.store.batch(database: name, version: db.statistics.version - 1))
+            let last = try #require(try server.service.store.batch(database: name, version: db.statistics.version - 3))
             #expect(last.schemaChanged && last.schema.map(\.name) == ["people", "named"])
         }
+    }
+
+    @Test func aSchemaEntryWithASecondStatementIsRefused() throws {
+        #expect(LogicalReplica.isSingleCreate("CREATE TABLE t(a TEXT DEFAULT ';')", type: "table"))
+        #expect(LogicalReplica.isSingleCreate("CREATE TRIGGER g AFTER INSERT ON t BEGIN SELECT 1; SELECT 2; END", type: "trigger"))
+        #expect(!LogicalReplica.isSingleCreate("CREATE TABLE x(a); VACUUM INTO '/tmp/p'", type: "table"))
+        #expect(!LogicalReplica.isSingleCreate("DROP TABLE t", type: "table"))
     }
 
     @Test func rulesRunOnEveryVersion() async throws {
