@@ -137,7 +137,7 @@ final class HostConnection {
 
 extension String {
     /// A quoted SQL identifier.
-    var quotedIdentifier: String {
+    public var quotedIdentifier: String {
         var out = "\""
         for c in self {
             if c == "\"" { out += "\"\"" } else { out.append(c) }

@@ -5,12 +5,10 @@ import SyndProtocol
 /// changeset) and the validator (before applying it) run this same procedure on
 /// the same starting schema, so their tables agree column for column.
 public enum SchemaMigration {
-    /// The schema query: user objects in creation order.
-    public static let schemaQuery =
-        "SELECT type, name, tbl_name, sql FROM %@sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
-
+    /// The schema of `schema` ("" for main): user objects in creation order.
     public static func query(schema: String) -> String {
-        schemaQuery.replacingFirst("%@", with: schema.isEmpty ? "" : schema.quotedIdentifier + ".")
+        let prefix = schema.isEmpty ? "" : schema.quotedIdentifier + "."
+        return "SELECT type, name, tbl_name, sql FROM \(prefix)sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
     }
 
     /// Tables the target renamed (ALTER TABLE ... RENAME TO): a table that
@@ -142,20 +140,4 @@ func addedColumns(from old: String, to new: String) -> [String]? {
     definitions.append(current)
     let trimmed = definitions.map { $0.drop(while: { $0 == " " }) }.map(String.init)
     return trimmed.contains(where: \.isEmpty) ? nil : trimmed
-}
-
-extension String {
-    func replacingFirst(_ target: String, with replacement: String) -> String {
-        guard let r = firstRange(of: target) else { return self }
-        return String(self[..<r.lowerBound]) + replacement + String(self[r.upperBound...])
-    }
-
-    func firstRange(of target: String) -> Range<String.Index>? {
-        var i = startIndex
-        while i < endIndex {
-            if self[i...].hasPrefix(target) { return i..<index(i, offsetBy: target.count) }
-            i = index(after: i)
-        }
-        return nil
-    }
 }

@@ -13,7 +13,6 @@ public final class SequencerClient: Sendable {
     public let endpoint: Endpoint
     public let options: ClientOptions
     private let connection = Mutex<HTTP2Connection?>(nil)
-    private let counts = Mutex<[SequencerMethod: Int]>([:])
 
     public init(url: String, options: ClientOptions = ClientOptions()) throws(SequencerError) {
         do {
@@ -22,14 +21,6 @@ public final class SequencerClient: Sendable {
             throw SequencerError(.invalidArgument, error.message)
         }
         self.options = options
-    }
-
-    /// HTTP/2 requests sent so far, per method (every attempt counts).
-    public func requestCount(_ method: SequencerMethod) -> Int { counts.withLock { $0[method, default: 0] } }
-
-    /// HTTP/2 requests sent so far, all methods but those listed.
-    public func requestCount(excluding: Set<SequencerMethod> = []) -> Int {
-        counts.withLock { $0.filter { !excluding.contains($0.key) }.values.reduce(0, +) }
     }
 
     // MARK: - RPCs
@@ -125,7 +116,6 @@ public final class SequencerClient: Sendable {
                 if slot == nil || !slot!.isOpen {
                     slot = try HTTP2Connection(endpoint: endpoint, caFile: options.tlsCAFile, deadline: deadline)
                 }
-                counts.withLock { $0[method, default: 0] += 1 }
                 let ms = max(1, (deadline - .now).milliseconds)
                 return try slot!.post(
                     path: method.rawValue,

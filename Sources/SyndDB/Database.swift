@@ -68,7 +68,7 @@ public final class Database {
     /// What this connection has done on the network.
     public var statistics: Statistics {
         var values = [Int64](repeating: 0, count: 4)
-        _ = values.withUnsafeMutableBufferPointer { sqlite3_file_control(connection.handle, "main", 0x5359_4E01, $0.baseAddress) }
+        _ = values.withUnsafeMutableBufferPointer { sqlite3_file_control(connection.handle, "main", SyndVFS.statisticsFileControl, $0.baseAddress) }
         return Statistics(requests: Int(values[0]), commits: Int(values[1]), version: UInt64(values[2]), leaseEpoch: UInt64(values[3]))
     }
 

@@ -36,7 +36,7 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
             if error.code == .internal || error.code == .unavailable || error.code == .dataLoss {
                 logger.error("\(method.rawValue) failed: \(error.message)")
             }
-            throw RPCError(code: RPCError.Code(Status.Code(rawValue: error.code.rawValue)!)!, message: error.message)
+            throw error.rpcError
         } catch {
             throw RPCError(code: .internalError, message: "encoding the answer failed: \(error)")
         }
@@ -101,7 +101,7 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
                     next += 1
                 }
             } catch let error as SequencerError {
-                throw RPCError(code: RPCError.Code(Status.Code(rawValue: error.code.rawValue)!)!, message: error.message)
+                throw error.rpcError
             }
             guard request.follow else { return }
             try await Task.sleep(for: .milliseconds(50))
@@ -120,4 +120,12 @@ public final class RequestCounters: Sendable {
     func count(_ method: SequencerMethod) { counts.withLock { $0[method, default: 0] += 1 } }
     public subscript(method: SequencerMethod) -> Int { counts.withLock { $0[method, default: 0] } }
     public var total: Int { counts.withLock { $0.values.reduce(0, +) } }
+}
+
+extension SequencerError {
+    /// The same status and message as a grpc-swift error (both use gRPC's codes).
+    var rpcError: RPCError {
+        let code = Status.Code(rawValue: self.code.rawValue).flatMap { RPCError.Code($0) } ?? .unknown
+        return RPCError(code: code, message: message)
+    }
 }

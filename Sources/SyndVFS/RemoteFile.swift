@@ -48,7 +48,7 @@ final class RemoteFile: OpenFile {
     private var txnPageCount: UInt32 = 0
     private var txnTouched = false
 
-    // Counters (SYND_FCNTL_STATS); SYNDDB_TRACE=1 prints each request to stderr.
+    // Counters (SyndVFS.statisticsFileControl); SYNDDB_TRACE=1 prints each request to stderr.
     private(set) var requests = 0 {
         didSet {
             if options.trace {
@@ -196,7 +196,7 @@ final class RemoteFile: OpenFile {
             let response = try client.readPages(request)
             guard response.version == version, Int(response.pageSize) == pageSize else {
                 needsRefresh = true
-                return fail(SQLITE_IOERR_READ_CODE, "read of '\(name)' at version \(version) came back at version \(response.version)")
+                return fail(SYND_SQLITE_IOERR_READ, "read of '\(name)' at version \(version) came back at version \(response.version)")
             }
             let incoming = response.pages.reduce(0) { $0 + $1.data.count }
             if cacheBytes + incoming > options.cacheBytes {
@@ -210,10 +210,10 @@ final class RemoteFile: OpenFile {
             }
         } catch {
             if error.code == .outOfRange { needsRefresh = true }
-            return fail(SQLITE_IOERR_READ_CODE, "reading page \(pgno) of '\(name)' at version \(version) failed: \(error.message)")
+            return fail(SYND_SQLITE_IOERR_READ, "reading page \(pgno) of '\(name)' at version \(version) failed: \(error.message)")
         }
         guard let page = cache[pgno] else {
-            return fail(SQLITE_IOERR_READ_CODE, "the sequencer did not return page \(pgno) of '\(name)'")
+            return fail(SYND_SQLITE_IOERR_READ, "the sequencer did not return page \(pgno) of '\(name)'")
         }
         page.withUnsafeBytes(body)
         return SQLITE_OK
@@ -299,7 +299,7 @@ final class RemoteFile: OpenFile {
                 arg.assumingMemoryBound(to: UnsafeMutablePointer<CChar>?.self).pointee = synd_api_strdup(context.api, context.name)
             }
             return SQLITE_OK
-        case SYND_FCNTL_STATS:
+        case SyndVFS.statisticsFileControl:
             if let arg {
                 let out = arg.assumingMemoryBound(to: Int64.self)
                 out[0] = Int64(requests)
@@ -502,11 +502,11 @@ final class RemoteFile: OpenFile {
                     needsLease = false
                     needsRefresh = false
                     if let info = granted.info, !adopt(info.version, Int(info.pageSize), info.pageCount) {
-                        return fail(SQLITE_IOERR_LOCK_CODE, "the sequencer reported an impossible page size for '\(name)'")
+                        return fail(SYND_SQLITE_IOERR_LOCK, "the sequencer reported an impossible page size for '\(name)'")
                     }
                 } catch {
                     needsLease = true
-                    let code = error.code == .failedPrecondition ? SQLITE_BUSY : SQLITE_IOERR_LOCK_CODE
+                    let code = error.code == .failedPrecondition ? SQLITE_BUSY : SYND_SQLITE_IOERR_LOCK
                     return fail(code, "writer lease of '\(name)' was lost (\(reason)) and cannot be taken again: \(error.message)")
                 }
                 return SQLITE_OK
@@ -518,12 +518,12 @@ final class RemoteFile: OpenFile {
             requests += 1
             let info = try client.open(name, create: false)
             guard adopt(info.version, Int(info.pageSize), info.pageCount) else {
-                return fail(SQLITE_IOERR_LOCK_CODE, "the sequencer reported an impossible page size for '\(name)'")
+                return fail(SYND_SQLITE_IOERR_LOCK, "the sequencer reported an impossible page size for '\(name)'")
             }
             needsRefresh = false
             return SQLITE_OK
         } catch {
-            return fail(SQLITE_IOERR_LOCK_CODE, "cannot start a read transaction on '\(name)': \(error.message)")
+            return fail(SYND_SQLITE_IOERR_LOCK, "cannot start a read transaction on '\(name)': \(error.message)")
         }
     }
 
@@ -558,7 +558,3 @@ struct VFSOpenError: Error {
     var message: String
 }
 
-/// File control that fills four Int64: requests, commits, version, lease epoch.
-let SYND_FCNTL_STATS: Int32 = 0x5359_4E01
-let SQLITE_IOERR_READ_CODE = SYND_SQLITE_IOERR_READ
-let SQLITE_IOERR_LOCK_CODE = SYND_SQLITE_IOERR_LOCK

@@ -13,6 +13,10 @@ public enum SyndVFS {
     /// The name the VFS registers under.
     public static let name = "synddb"
 
+    /// File control (https://www.sqlite.org/c3ref/file_control.html) that fills
+    /// four Int64: requests made, batches committed, version, lease epoch.
+    public static let statisticsFileControl: Int32 = 0x5359_4E01
+
     /// Registers the VFS with SQLite; safe to call more than once. SQLite must
     /// be initialized (https://www.sqlite.org/c3ref/initialize.html).
     ///

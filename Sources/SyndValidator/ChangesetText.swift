@@ -1,4 +1,5 @@
 import CSQLite
+import SyndCapture
 import SyndProtocol
 import SyndSQLite
 
@@ -15,7 +16,7 @@ public final class ChangesetText {
     public func track(_ batch: Batch) {
         guard batch.schemaChanged else { return }
         for name in (try? schema.query("SELECT name FROM sqlite_master WHERE type = 'table'"))?.compactMap({ $0[0].string }) ?? [] {
-            try? schema.execute("DROP TABLE \"\(name)\"")
+            try? schema.execute("DROP TABLE \(name.quotedIdentifier)")
         }
         for object in batch.schema where object.type == "table" { try? schema.execute(object.sql) }
     }
@@ -47,7 +48,7 @@ public final class ChangesetText {
                 }
             }
             let isPK = (0..<Int(n)).map { pkFlags?[$0] ?? 0 != 0 }
-            let quoted = "\"\(name)\""
+            let quoted = name.quotedIdentifier
             switch op {
             case SQLITE_INSERT:
                 let new = values(sqlite3changeset_new)
@@ -68,7 +69,7 @@ public final class ChangesetText {
     }
 
     private func columns(of table: String, count: Int) -> [String] {
-        let names = (try? schema.query("PRAGMA table_info(\"\(table)\")"))?.compactMap { $0[1].string } ?? []
+        let names = (try? schema.query("PRAGMA table_info(\(table.quotedIdentifier))"))?.compactMap { $0[1].string } ?? []
         return (0..<count).map { $0 < names.count ? names[$0] : "c\($0)" }
     }
 

@@ -57,7 +57,7 @@ public final class LogicalReplica {
         // Column names of the target tables: create them in a scratch in-memory database.
         let scratch = try Connection(path: ":memory:")
         func columns(_ db: Connection, _ table: String) throws -> [String] {
-            try db.query("PRAGMA table_info(\"\(table.replacingOccurrences(of: "\"", with: "\"\""))\")").compactMap { $0[1].string }
+            try db.query("PRAGMA table_info(\(table.quotedIdentifier))").compactMap { $0[1].string }
         }
         for object in target where object.type == "table" { try scratch.execute(object.sql) }
         let renames = try SchemaMigration.renames(

@@ -1,4 +1,5 @@
 import Foundation
+import SyndCapture
 import SyndLedger
 import SyndProtocol
 import SyndSQLite
@@ -80,7 +81,7 @@ public final class Validator {
     }
 
     private func compareTable(_ table: String, _ pages: Connection, at version: UInt64) throws {
-        let quoted = "\"" + table.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        let quoted = table.quotedIdentifier
         let info = try pages.query("PRAGMA table_info(\(quoted))")
         let pk = info.filter { ($0[5].int64 ?? 0) > 0 }.sorted { ($0[5].int64 ?? 0) < ($1[5].int64 ?? 0) }.map { Int($0[0].int64!) }
         let columns = info.map { $0[1].string ?? "?" }

@@ -16,9 +16,7 @@ struct LogCommand: AsyncParsableCommand {
     var from: UInt64 = 1
 
     func run() async throws {
-        guard let url = sequencer ?? Environment.value("SYNDDB_SEQUENCER") else {
-            throw ValidationError("give --sequencer URL or set SYNDDB_SEQUENCER")
-        }
+        let url = try sequencerURL(sequencer)
         let printer = PrinterBox(try ChangesetText())
         let first = from
         // Column names need the schema from version 1 on.

@@ -1,3 +1,5 @@
+import ArgumentParser
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,4 +12,12 @@ enum Environment {
     static func value(_ name: String) -> String? {
         getenv(name).map { String(cString: $0) }
     }
+}
+
+/// The sequencer URL from --sequencer, else $SYNDDB_SEQUENCER.
+func sequencerURL(_ option: String?) throws -> String {
+    guard let url = option ?? Environment.value("SYNDDB_SEQUENCER") else {
+        throw ValidationError("give --sequencer URL or set SYNDDB_SEQUENCER")
+    }
+    return url
 }

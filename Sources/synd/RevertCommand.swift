@@ -21,9 +21,7 @@ struct RevertCommand: AsyncParsableCommand {
     var version: UInt64
 
     func run() async throws {
-        guard let url = sequencer ?? Environment.value("SYNDDB_SEQUENCER") else {
-            throw ValidationError("give --sequencer URL or set SYNDDB_SEQUENCER")
-        }
+        let url = try sequencerURL(sequencer)
         let target = version
         let found = BatchBox()
         try await LedgerClient(url: url).batches(database: db, from: target) { batch in

@@ -19,9 +19,7 @@ struct SQLCommand: ParsableCommand {
     var statements: [String]
 
     func run() throws {
-        guard let url = sequencer ?? Environment.value("SYNDDB_SEQUENCER") else {
-            throw ValidationError("give --sequencer URL or set SYNDDB_SEQUENCER")
-        }
+        let url = try sequencerURL(sequencer)
         var options = DatabaseOptions()
         options.readOnly = readOnly
         do {

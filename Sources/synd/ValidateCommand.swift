@@ -29,9 +29,7 @@ struct ValidateCommand: AsyncParsableCommand {
     var work: String?
 
     func run() async throws {
-        guard let url = sequencer ?? Environment.value("SYNDDB_SEQUENCER") else {
-            throw ValidationError("give --sequencer URL or set SYNDDB_SEQUENCER")
-        }
+        let url = try sequencerURL(sequencer)
         var ruleList: [String] = []
         if let rules {
             ruleList = try String(contentsOfFile: rules, encoding: .utf8).split(separator: "\n")
