@@ -29,8 +29,10 @@ public final class LeaseKeeper: Sendable {
         public var held: Bool { epoch != 0 && lost == nil }
     }
 
+    /// - Parameter client: the sequencer; the keeper talks to it over a
+    ///   connection of its own, so renewals never queue behind commits.
     public init(client: SequencerClient, database: String, holder: String, ttlMs: UInt32, renews: Bool = true) {
-        self.client = client
+        self.client = client.dedicated()
         self.database = database
         self.holder = holder
         self.ttlMs = ttlMs
@@ -62,8 +64,14 @@ public final class LeaseKeeper: Sendable {
         state.withLock { $0.lost = reason }
     }
 
+    /// Records a refusal of `epoch` only: a late answer about an older epoch must
+    /// not mark a lease taken since then as lost.
+    private func markLost(_ reason: String, epoch: UInt64) {
+        state.withLock { if $0.epoch == epoch { $0.lost = reason } }
+    }
+
     /// Renews now; on refusal the lease is marked lost.
-    public func renew() throws(SequencerError) {
+    public func renew(attempts: Int? = nil) throws(SequencerError) {
         let epoch = state.withLock { $0.epoch }
         guard epoch != 0 else { return }
         var request = RenewLeaseRequest()
@@ -73,30 +81,35 @@ public final class LeaseKeeper: Sendable {
         request.ttlMs = ttlMs
         let sent = ContinuousClock.now
         do throws(SequencerError) {
-            let lease = try client.renewLease(request)
+            let lease = try client.renewLease(request, attempts: attempts)
             state.withLock {
                 if $0.epoch == epoch && $0.lost == nil { $0.expires = sent + .milliseconds(lease.ttlMs) }
             }
         } catch {
-            if error.code == .failedPrecondition || error.code == .notFound { markLost(error.message) }
+            if error.code == .failedPrecondition || error.code == .notFound { markLost(error.message, epoch: epoch) }
             throw error
         }
     }
 
     /// Stops renewing and gives the lease back so another writer need not wait.
+    /// Returns within about one request deadline even when the sequencer does
+    /// not answer (then the lease lapses on its own).
     public func release() {
+        let deadline = ContinuousClock.now + client.options.requestTimeout
         sleeper.stop()
+        // Not joined: a renewal in flight ends by its own deadline, and the
+        // thread holds its own reference to the keeper.
         if let t = thread.withLock({ t -> pthread_t? in let x = t; t = nil; return x }) {
-            pthread_join(t, nil)
+            pthread_detach(t)
         }
         let s = status
+        state.withLock { $0.lost = "released" }
         guard s.held else { return }
         var request = ReleaseLeaseRequest()
         request.database = database
         request.holder = holder
         request.epoch = s.epoch
-        try? client.releaseLease(request)
-        state.withLock { $0.lost = "released" }
+        try? client.releaseLease(request, deadline: deadline)
     }
 
     private func startThreadIfNeeded() {
@@ -120,9 +133,12 @@ public final class LeaseKeeper: Sendable {
 
     private func renewLoop() {
         let interval = max(Int(ttlMs) / 3, 10)
-        while sleeper.sleep(milliseconds: interval) {
+        var wait = interval
+        while sleeper.sleep(milliseconds: wait) {
+            wait = interval
             if status.lost != nil { continue }
-            try? renew()
+            // One attempt per tick; after a failure the next comes sooner.
+            do throws(SequencerError) { try renew(attempts: 1) } catch { wait = max(interval / 4, 10) }
         }
     }
 }

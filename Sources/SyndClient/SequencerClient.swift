@@ -23,6 +23,18 @@ public final class SequencerClient: Sendable {
         self.options = options
     }
 
+    /// A client of the same sequencer with a connection of its own, so that its
+    /// requests never wait behind this one's (a lease keeper's renewals behind
+    /// another database's big commit).
+    public func dedicated() -> SequencerClient {
+        SequencerClient(endpoint: endpoint, options: options)
+    }
+
+    private init(endpoint: Endpoint, options: ClientOptions) {
+        self.endpoint = endpoint
+        self.options = options
+    }
+
     // MARK: - RPCs
 
     public func capabilities() throws(SequencerError) -> Capabilities {
@@ -37,12 +49,14 @@ public final class SequencerClient: Sendable {
         try call(.acquireLease, request)
     }
 
-    public func renewLease(_ request: RenewLeaseRequest) throws(SequencerError) -> Lease {
-        try call(.renewLease, request)
+    public func renewLease(_ request: RenewLeaseRequest, attempts: Int? = nil) throws(SequencerError) -> Lease {
+        try call(.renewLease, request, attempts: attempts)
     }
 
-    public func releaseLease(_ request: ReleaseLeaseRequest) throws(SequencerError) {
-        let _: ReleaseLeaseResponse = try call(.releaseLease, request, attempts: 1)
+    /// One attempt, given up at `deadline` (closing a database must not hang on
+    /// an unresponsive sequencer).
+    public func releaseLease(_ request: ReleaseLeaseRequest, deadline: ContinuousClock.Instant? = nil) throws(SequencerError) {
+        let _: ReleaseLeaseResponse = try call(.releaseLease, request, attempts: 1, deadline: deadline)
     }
 
     public func readPages(_ request: ReadPagesRequest) throws(SequencerError) -> ReadPagesResponse {
@@ -61,29 +75,39 @@ public final class SequencerClient: Sendable {
     }
 
     /// Commits a batch exactly once. A lost response is retried with the same
-    /// transaction id (the sequencer answers a retry with the first outcome), and
-    /// when the sequencer stays unreachable the outcome is looked up by id.
+    /// transaction id (the sequencer answers a retry with the first outcome).
     ///
-    /// Throws a `SequencerError` whose `outcomeUnknown` is true when the retries
-    /// ran out and the status lookup did not find the commit applied: a request
-    /// still in flight could yet be applied, so "not found" is not "never".
+    /// Only two kinds of answer are definitive: success, and a refusal that the
+    /// sequencer gives before applying anything (`SequencerError.provesNotApplied`;
+    /// it checks the transaction id first, so a retry of an applied commit is
+    /// never refused). Anything else once an attempt may have reached the
+    /// sequencer (no answer, UNAVAILABLE, UNKNOWN such as a proxy's HTTP 503,
+    /// INTERNAL) throws an error whose `outcomeUnknown` is true: the caller must
+    /// fence the old attempt (a new lease epoch) before it can learn the outcome
+    /// with `commitStatus`.
     public func commit(_ request: CommitRequest) throws(SequencerError) -> CommitResponse {
-        do throws(SequencerError) {
-            return try call(.commit, request)
-        } catch let error where error.isTransport {
-            // Retries ran out while the outcome is unknown: ask once more by id.
-            if let status = try? commitStatus(database: request.database, txnID: request.txnID) {
-                if status.state == .committed {
-                    var r = CommitResponse()
-                    r.version = status.version
-                    r.duplicate = true
-                    return r
+        let body = GRPCFraming.frame(request.serializedBytes())
+        var backoff = options.initialBackoff
+        var mayHaveReached = false
+        var attempt = 1
+        while true {
+            do throws(SequencerError) {
+                return try once(.commit, body)
+            } catch {
+                if error.provesNotApplied { throw error }
+                if !error.isTransport || error.requestMayHaveBeenSent { mayHaveReached = true }
+                let retriable = error.isTransport || error.code == .unavailable
+                guard retriable && attempt < max(1, options.maxAttempts) else {
+                    guard mayHaveReached else { throw error }
+                    var unknown = error
+                    unknown.outcomeUnknown = true
+                    unknown.message = "outcome of the commit is unknown (an attempt may have reached the sequencer, and no definitive answer came): \(error.message)"
+                    throw unknown
                 }
+                attempt += 1
+                sleep(for: backoff * Double.random(in: 0.5...1.0))
+                backoff = min(backoff * 2, options.maxBackoff)
             }
-            var unknown = error
-            unknown.outcomeUnknown = true
-            unknown.message = "outcome of the commit is unknown (no answer, and not found applied yet): \(error.message)"
-            throw unknown
         }
     }
 
@@ -91,7 +115,7 @@ public final class SequencerClient: Sendable {
 
     /// One unary gRPC call with retries on transport failures and UNAVAILABLE.
     public func call<Request: WireMessage, Response: WireMessage>(
-        _ method: SequencerMethod, _ request: Request, attempts: Int? = nil
+        _ method: SequencerMethod, _ request: Request, attempts: Int? = nil, deadline: ContinuousClock.Instant? = nil
     ) throws(SequencerError) -> Response {
         let body = GRPCFraming.frame(request.serializedBytes())
         let attempts = max(1, attempts ?? options.maxAttempts)
@@ -99,7 +123,7 @@ public final class SequencerClient: Sendable {
         var attempt = 1
         while true {
             do throws(SequencerError) {
-                return try once(method, body)
+                return try once(method, body, deadline: deadline)
             } catch let error where (error.isTransport || error.code == .unavailable) && attempt < attempts {
                 attempt += 1
                 let jitter = Double.random(in: 0.5...1.0)
@@ -109,9 +133,16 @@ public final class SequencerClient: Sendable {
         }
     }
 
-    private func once<Response: WireMessage>(_ method: SequencerMethod, _ body: [UInt8]) throws(SequencerError) -> Response {
-        let deadline = ContinuousClock.now + options.requestTimeout
+    private func once<Response: WireMessage>(
+        _ method: SequencerMethod, _ body: [UInt8], deadline fixed: ContinuousClock.Instant? = nil
+    ) throws(SequencerError) -> Response {
+        let deadline = fixed ?? ContinuousClock.now + options.requestTimeout
         let response: HTTP2Response = try connection.withLock { (slot) throws(SequencerError) -> HTTP2Response in
+            guard deadline > .now else {
+                var e = SequencerError(.deadlineExceeded, "\(method.rawValue) not sent: its deadline passed while another request used the connection")
+                e.isTransport = true
+                throw e
+            }
             do throws(TransportError) {
                 if slot == nil || !slot!.isOpen {
                     slot = try HTTP2Connection(endpoint: endpoint, caFile: options.tlsCAFile, deadline: deadline)

@@ -17,3 +17,20 @@ public struct SequencerError: Error, Sendable, Equatable, CustomStringConvertibl
 
     public var description: String { "\(code): \(message)" }
 }
+
+extension SequencerError {
+    /// A refusal the sequencer gives before it applies anything, so it proves a
+    /// commit was not applied: lease and base-version fencing, bad input, size
+    /// limits, unknown database. Every other status (UNAVAILABLE, UNKNOWN,
+    /// INTERNAL, DEADLINE_EXCEEDED, ...) may come from a proxy or from a failure
+    /// after the work began, and proves nothing.
+    public var provesNotApplied: Bool {
+        guard !isTransport else { return false }
+        switch code {
+        case .failedPrecondition, .aborted, .invalidArgument, .resourceExhausted, .notFound, .outOfRange:
+            return true
+        default:
+            return false
+        }
+    }
+}

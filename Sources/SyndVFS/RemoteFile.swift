@@ -43,6 +43,13 @@ final class RemoteFile: OpenFile {
 
     // The write transaction.
     private var lockLevel = SQLITE_LOCK_NONE
+    /// A write transaction is being buffered: from the RESERVED lock, or, in
+    /// exclusive locking mode (where SQLite never gives its lock back), from the
+    /// transaction's first write.
+    private var txnOpen = false
+    /// `PRAGMA locking_mode=EXCLUSIVE` is in force, or a transaction began
+    /// without a lock transition (which only exclusive mode does).
+    private var exclusiveLocking = false
     private var dirty: [UInt32: [UInt8]] = [:]
     private var txnPageSize = 0
     private var txnPageCount: UInt32 = 0
@@ -131,7 +138,7 @@ final class RemoteFile: OpenFile {
         return true
     }
 
-    private var inWriteTransaction: Bool { lockLevel >= SQLITE_LOCK_RESERVED }
+    private var inWriteTransaction: Bool { txnOpen }
     /// Set while the capture's "before" view reads: the transaction's buffer is invisible.
     private var viewingCommitted = false
     private var seesTransaction: Bool { inWriteTransaction && !viewingCommitted }
@@ -141,6 +148,14 @@ final class RemoteFile: OpenFile {
     // MARK: - Reads
 
     override func read(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Int32 {
+        if offset == 24, buffer.count == 16, !txnOpen, !viewingCommitted, needsLease || needsRefresh {
+            // SQLite reads the change counter when it starts a read transaction
+            // with an empty cache. In exclusive locking mode no xLock call comes
+            // first (SQLite keeps its lock), so a pending fence or refresh from a
+            // failed commit happens here, before any page is served.
+            let rc = syncWithSequencer()
+            guard rc == SQLITE_OK else { return rc }
+        }
         let size = effectivePageSize
         guard size > 0, offset >= 0 else {
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
@@ -159,8 +174,9 @@ final class RemoteFile: OpenFile {
                 target.initializeMemory(as: UInt8.self, repeating: 0)
                 short = true
             } else {
-                let rc = withPage(pgno) { page in
+                let rc = withPage(pgno) { page, committed in
                     target.copyMemory(from: UnsafeRawBufferPointer(rebasing: page[within..<(within + n)]))
+                    if pgno == 1 && committed { Self.stampVersion(version, into: target, at: within, of: page) }
                 }
                 guard rc == SQLITE_OK else { return rc }
             }
@@ -169,20 +185,42 @@ final class RemoteFile: OpenFile {
         return short ? SYND_SQLITE_IOERR_SHORT_READ : SQLITE_OK
     }
 
-    /// Calls `body` with page `pgno` as this transaction sees it.
-    private func withPage(_ pgno: UInt32, _ body: (UnsafeRawBufferPointer) -> Void) -> Int32 {
+    /// The committed version as SQLite's file change counter.
+    ///
+    /// SQLite keeps its page cache across read transactions while the 4-byte
+    /// counter at offset 24 of page 1 is unchanged. Writers do not always move it
+    /// (in exclusive locking mode only the first commit does), so the counter
+    /// SQLite sees is the sequencer's version: any commit, by anyone, makes every
+    /// connection drop its cache at its next read transaction. The
+    /// version-valid-for field (offset 92) gets the same value only where it
+    /// matched the stored counter, so SQLite trusts the in-header page count
+    /// exactly when it would have trusted the stored header.
+    static func stampVersion(_ version: UInt64, into target: UnsafeMutableRawBufferPointer, at start: Int, of page: UnsafeRawBufferPointer) {
+        guard page.count >= 100 else { return }
+        let headerValid = page[24] == page[92] && page[25] == page[93] && page[26] == page[94] && page[27] == page[95]
+        let counter = UInt32(truncatingIfNeeded: version)
+        for field in headerValid ? [24, 92] : [24] {
+            for i in 0..<4 where field + i >= start && field + i < start + target.count {
+                target[field + i - start] = UInt8(truncatingIfNeeded: counter >> (24 - 8 * UInt32(i)))
+            }
+        }
+    }
+
+    /// Calls `body` with page `pgno` as this transaction sees it, and whether it
+    /// is the committed page (not one written by the transaction).
+    private func withPage(_ pgno: UInt32, _ body: (UnsafeRawBufferPointer, Bool) -> Void) -> Int32 {
         let size = effectivePageSize
         if seesTransaction, let page = dirty[pgno], page.count == size {
-            page.withUnsafeBytes(body)
+            page.withUnsafeBytes { body($0, false) }
             return SQLITE_OK
         }
         if size != pageSize || pgno > pageCount {
             // Grown within this transaction but not written: reads as zeros, like a file.
-            [UInt8](repeating: 0, count: size).withUnsafeBytes(body)
+            [UInt8](repeating: 0, count: size).withUnsafeBytes { body($0, false) }
             return SQLITE_OK
         }
         if let page = cache[pgno] {
-            page.withUnsafeBytes(body)
+            page.withUnsafeBytes { body($0, true) }
             return SQLITE_OK
         }
         var request = ReadPagesRequest()
@@ -205,7 +243,7 @@ final class RemoteFile: OpenFile {
             }
             for page in response.pages { insertCache(page.number, page.data) }
             if let page = response.pages.first(where: { $0.number == pgno }) {
-                page.data.withUnsafeBytes(body)
+                page.data.withUnsafeBytes { body($0, true) }
                 return SQLITE_OK
             }
         } catch {
@@ -215,7 +253,7 @@ final class RemoteFile: OpenFile {
         guard let page = cache[pgno] else {
             return fail(SYND_SQLITE_IOERR_READ, "the sequencer did not return page \(pgno) of '\(name)'")
         }
-        page.withUnsafeBytes(body)
+        page.withUnsafeBytes { body($0, true) }
         return SQLITE_OK
     }
 
@@ -232,8 +270,14 @@ final class RemoteFile: OpenFile {
     // MARK: - Writes
 
     override func write(_ buffer: UnsafeRawBufferPointer, offset: Int64) -> Int32 {
-        guard inWriteTransaction else {
+        guard lockLevel >= SQLITE_LOCK_RESERVED else {
             return fail(SYND_SQLITE_IOERR_WRITE, "write to '\(name)' outside a write transaction")
+        }
+        if !txnOpen {
+            // Exclusive locking mode: SQLite kept its lock since the last
+            // transaction, so this write is the first sign of a new one.
+            exclusiveLocking = true
+            beginTransaction()
         }
         let amount = buffer.count
         if txnPageSize == 0 || (dirty.isEmpty && amount != txnPageSize && offset == 0) {
@@ -256,8 +300,12 @@ final class RemoteFile: OpenFile {
     }
 
     override func truncate(_ size: Int64) -> Int32 {
-        guard inWriteTransaction else {
+        guard lockLevel >= SQLITE_LOCK_RESERVED else {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' outside a write transaction")
+        }
+        if !txnOpen {
+            exclusiveLocking = true
+            beginTransaction()
         }
         let pageSize = effectivePageSize
         guard pageSize > 0, size >= 0, size % Int64(pageSize) == 0, size / Int64(pageSize) < Int64(UInt32.max) else {
@@ -285,8 +333,7 @@ final class RemoteFile: OpenFile {
             // original pages back and syncs. Such a "commit" changes nothing.
             guard inWriteTransaction && txnTouched else { return SQLITE_OK }
             if restoresCommittedState {
-                dirty.removeAll()
-                txnTouched = false
+                endTransaction()
                 return SQLITE_OK
             }
             return commit()
@@ -320,6 +367,11 @@ final class RemoteFile: OpenFile {
         guard let namePointer = args[1] else { return SQLITE_NOTFOUND }
         let pragmaName = String(cString: namePointer).lowercased()
         let value = args[2].map { String(cString: $0).lowercased() }
+        if pragmaName == "locking_mode", let value {
+            // SQLite applies it; the VFS only needs to know (see `exclusiveLocking`).
+            if value == "exclusive" { exclusiveLocking = true } else if value == "normal" { exclusiveLocking = false }
+            return SQLITE_NOTFOUND
+        }
         if pragmaName == "journal_mode", value == "wal" {
             let message = "synddb: journal_mode=WAL is not supported: the sequencer is the durable log. Use MEMORY (the default), DELETE, TRUNCATE or PERSIST."
             args[0] = synd_api_strdup(context.api, message)
@@ -335,15 +387,107 @@ final class RemoteFile: OpenFile {
 
     // MARK: - Commit
 
-    /// True when the buffered writes provably equal the committed pages.
+    /// True when the buffered writes provably equal the committed pages as
+    /// SQLite read them (page 1 with the version as its change counter).
     private var restoresCommittedState: Bool {
         guard txnPageCount == pageCount, txnPageSize == pageSize else { return false }
         for (pgno, page) in dirty {
-            guard let committed = cache[pgno], committed.count == page.count else { return false }
+            guard var committed = cache[pgno], committed.count == page.count else { return false }
+            if pgno == 1 {
+                let original = committed
+                committed.withUnsafeMutableBytes { target in
+                    original.withUnsafeBytes { Self.stampVersion(version, into: target, at: 0, of: $0) }
+                }
+            }
             let same = committed.withUnsafeBytes { a in page.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 } }
             if !same { return false }
         }
         return true
+    }
+
+    /// Starts buffering a write transaction on the committed snapshot.
+    private func beginTransaction() {
+        dirty.removeAll()
+        txnPageSize = pageSize
+        txnPageCount = pageCount
+        txnTouched = false
+        txnOpen = true
+    }
+
+    /// Drops the transaction's buffer and its recorded rows.
+    private func endTransaction() {
+        dirty.removeAll()
+        txnPageSize = pageSize
+        txnPageCount = pageCount
+        txnTouched = false
+        txnOpen = false
+        recorder.reset()
+    }
+
+    /// The result code for a refused COMMIT after which the database may have
+    /// moved on. SQLITE_BUSY_SNAPSHOT rolls back and SQLite re-reads at the next
+    /// read transaction (the change counter is the version). In exclusive
+    /// locking mode SQLite never starts a new read transaction, so only an I/O
+    /// error makes it drop its cache.
+    private var staleSnapshotCode: Int32 { exclusiveLocking ? SYND_SQLITE_IOERR_WRITE : SYND_SQLITE_BUSY_SNAPSHOT }
+
+    /// Fencing at COMMIT: the lease must be live now. (In exclusive locking mode
+    /// no lock call checks it at the start of a transaction.) A lapsed or lost
+    /// lease is taken again, a new epoch; the transaction may still commit if
+    /// nobody else committed meanwhile, since the sequencer checks the base version.
+    private func leaseProblemAtCommit(_ lease: LeaseKeeper) -> Int32? {
+        let status = lease.status
+        guard needsLease || !status.held || status.expires <= .now else { return nil }
+        let reason = status.lost ?? "it lapsed without renewal"
+        do throws(SequencerError) {
+            traceContext = "lease acquire at commit (\(reason))"
+            requests += 1
+            let granted = try lease.acquire()
+            needsLease = false
+            if let info = granted.info, info.version != version || Int(info.pageSize) != pageSize || info.pageCount != pageCount {
+                needsRefresh = true
+                return fail(staleSnapshotCode, "COMMIT refused, transaction rolled back: the writer lease of '\(name)' was lost (\(reason)) and the database moved from version \(version) to \(info.version) meanwhile; retry the transaction")
+            }
+            return nil
+        } catch {
+            needsLease = true
+            needsRefresh = true
+            let code = error.code == .failedPrecondition ? staleSnapshotCode : SYND_SQLITE_IOERR_WRITE
+            return fail(code, "COMMIT refused, transaction rolled back: the writer lease of '\(name)' was lost (\(reason)) and cannot be taken again: \(error.message)")
+        }
+    }
+
+    private enum Outcome {
+        case applied(UInt64)
+        case notApplied
+        case unknown(String)
+    }
+
+    /// Learns the outcome of a commit whose answer was lost. A status lookup
+    /// alone cannot say "never": an attempt still on its way could land after
+    /// it. So the old attempt is fenced first: a new lease epoch (or another
+    /// writer's newer one) makes the sequencer refuse it, and after that the
+    /// lookup is final.
+    private func resolveOutcome(_ lease: LeaseKeeper, txnID: [UInt8]) -> Outcome {
+        do throws(SequencerError) {
+            traceContext = "lease acquire to fence a commit with an unknown outcome"
+            requests += 1
+            try lease.acquire()
+            needsLease = false
+        } catch {
+            guard error.code == .failedPrecondition else { return .unknown(error.message) }
+            // Another writer's live lease has a newer epoch: ours is fenced as well.
+            lease.markLost(error.message)
+            needsLease = true
+        }
+        do throws(SequencerError) {
+            traceContext = "commit status after fencing"
+            requests += 1
+            let status = try client.commitStatus(database: name, txnID: txnID)
+            return status.state == .committed ? .applied(status.version) : .notApplied
+        } catch {
+            return .unknown(error.message)
+        }
     }
 
     private func commit() -> Int32 {
@@ -363,6 +507,10 @@ final class RemoteFile: OpenFile {
         guard UInt64(dirty.count) * UInt64(size) < UInt64(UInt32.max) - (16 << 20) else {
             return fail(SQLITE_FULL, "the transaction on '\(name)' changes \(dirty.count) pages of \(size) bytes, more than one batch can carry; split it")
         }
+        if let refused = leaseProblemAtCommit(lease) {
+            endTransaction()
+            return refused
+        }
         var request = CommitRequest()
         request.database = name
         request.baseVersion = version
@@ -379,53 +527,74 @@ final class RemoteFile: OpenFile {
             request.schema = batch.schema ?? []
             request.unauditedTables = batch.tablesWithoutPrimaryKey
         } catch {
+            endTransaction()
             return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT of '\(name)' failed, transaction rolled back: \(error.message)")
         }
         traceContext = "commit of \(request.pages.count) pages on version \(version)"
         requests += 1
+        let failure: SequencerError
         do throws(SequencerError) {
             let response = try client.commit(request)
-            commits += 1
-            if size != pageSize { cache.removeAll(); cacheBytes = 0 }
-            for (pgno, data) in dirty { insertCache(pgno, data) }
-            for pgno in cache.keys where pgno > txnPageCount {
-                cacheBytes -= cache.removeValue(forKey: pgno)?.count ?? 0
-            }
-            version = response.version
-            pageSize = size
-            pageCount = txnPageCount
-            recorder.reset()
-            dirty.removeAll()
-            txnTouched = false
-            return SQLITE_OK
+            return committed(at: response.version, pageSize: size)
         } catch {
-            // Nothing of the batch is applied (or the outcome is unknown): drop it,
-            // so reads during SQLite's rollback see the committed pages.
-            dirty.removeAll()
-            txnPageSize = pageSize
-            txnPageCount = pageCount
-            txnTouched = false
-            switch error.code {
-            case .failedPrecondition:
-                lease.markLost(error.message)
+            failure = error
+        }
+        if failure.outcomeUnknown {
+            switch resolveOutcome(lease, txnID: request.txnID) {
+            case .applied(let appliedVersion):
+                return committed(at: appliedVersion, pageSize: size)
+            case .notApplied:
+                endTransaction()
+                return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT failed, transaction rolled back (the sequencer confirmed it was not applied): \(failure.message)")
+            case .unknown(let why):
+                // Fence before trusting any state: the next transaction takes a new epoch.
+                endTransaction()
+                lease.markLost("a commit's outcome is unknown")
                 needsLease = true
                 needsRefresh = true
-                // Not plain SQLITE_BUSY: for that, SQLite keeps the transaction open
-                // for a retried COMMIT, whose pages it already considers written.
-                return fail(SYND_SQLITE_BUSY_SNAPSHOT, "COMMIT refused, transaction rolled back: \(error.message)")
-            case .aborted:
-                needsRefresh = true
-                return fail(SYND_SQLITE_BUSY_SNAPSHOT, "COMMIT refused, transaction rolled back: \(error.message)")
-            case .resourceExhausted:
-                return fail(SQLITE_FULL, "COMMIT refused, transaction rolled back: \(error.message)")
-            default:
-                needsRefresh = true
-                if error.outcomeUnknown {
-                    return fail(SYND_SQLITE_IOERR_FSYNC, "COMMIT of '\(name)' has an unknown outcome: \(error.message). Reopen or retry once the sequencer is reachable; the next transaction re-reads the database state")
-                }
-                return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT failed, transaction rolled back: \(error.message)")
+                return fail(SYND_SQLITE_IOERR_FSYNC, "COMMIT of '\(name)' has an unknown outcome: \(failure.message) (and it could not be resolved: \(why)). The next transaction fences the old attempt with a new lease epoch and then re-reads the database state")
             }
         }
+        // A definitive refusal, or a failure before anything reached the
+        // sequencer: nothing of the batch is applied. Drop it, so reads during
+        // SQLite's rollback see the committed pages.
+        endTransaction()
+        switch failure.code {
+        case .failedPrecondition where failure.provesNotApplied:
+            lease.markLost(failure.message)
+            needsLease = true
+            needsRefresh = true
+            // Not plain SQLITE_BUSY: for that, SQLite keeps the transaction open
+            // for a retried COMMIT, whose pages it already considers written.
+            return fail(staleSnapshotCode, "COMMIT refused, transaction rolled back: \(failure.message)")
+        case .aborted where failure.provesNotApplied:
+            needsRefresh = true
+            return fail(staleSnapshotCode, "COMMIT refused, transaction rolled back: \(failure.message)")
+        case .resourceExhausted where failure.provesNotApplied:
+            return fail(SQLITE_FULL, "COMMIT refused, transaction rolled back: \(failure.message)")
+        default:
+            return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT failed, transaction rolled back: \(failure.message)")
+        }
+    }
+
+    /// The batch is applied at `newVersion`: the transaction's pages become the
+    /// committed snapshot.
+    private func committed(at newVersion: UInt64, pageSize size: Int) -> Int32 {
+        commits += 1
+        if size != pageSize { cache.removeAll(); cacheBytes = 0 }
+        for (pgno, data) in dirty { insertCache(pgno, data) }
+        for pgno in cache.keys where pgno > txnPageCount {
+            cacheBytes -= cache.removeValue(forKey: pgno)?.count ?? 0
+        }
+        if newVersion != version + 1 {
+            // Others committed too (only after a lease loss): re-read at the next transaction.
+            needsRefresh = true
+        }
+        version = newVersion
+        pageSize = size
+        pageCount = txnPageCount
+        endTransaction()
+        return SQLITE_OK
     }
 
     // MARK: - Changeset capture
@@ -470,27 +639,53 @@ final class RemoteFile: OpenFile {
 
     override func lock(_ level: Int32) -> Int32 {
         if level == SQLITE_LOCK_SHARED && lockLevel == SQLITE_LOCK_NONE {
-            let rc = beginRead()
+            let rc = syncWithSequencer()
             guard rc == SQLITE_OK else { return rc }
         }
         if level >= SQLITE_LOCK_RESERVED && lockLevel < SQLITE_LOCK_RESERVED {
             if readOnly { return fail(SQLITE_READONLY, "'\(name)' is open read-only (mode=ro); open it read-write to change it") }
-            if needsLease || lease?.status.held != true {
-                return fail(SQLITE_BUSY, "this connection no longer holds the writer lease of '\(name)'; retry the transaction to take it again")
-            }
-            dirty.removeAll()
-            txnPageSize = pageSize
-            txnPageCount = pageCount
-            txnTouched = false
+            let rc = leaseProblemAtFirstWrite()
+            guard rc == SQLITE_OK else { return rc }
             recorder.reset()
+            beginTransaction()
         }
         lockLevel = max(lockLevel, level)
         return SQLITE_OK
     }
 
+    /// The RESERVED lock: the transaction's snapshot was taken at SHARED, so a
+    /// lease that lapsed since may be taken again only if nobody committed
+    /// meanwhile. Otherwise SQLITE_BUSY_SNAPSHOT: the snapshot is stale and the
+    /// transaction must restart (SQLite's busy handler does not retry it, as
+    /// waiting cannot help).
+    private func leaseProblemAtFirstWrite() -> Int32 {
+        guard let lease else { return SQLITE_OK }
+        let status = lease.status
+        guard needsLease || !status.held || status.expires <= .now else { return SQLITE_OK }
+        let reason = status.lost ?? "it lapsed without renewal"
+        do throws(SequencerError) {
+            traceContext = "lease acquire at first write (\(reason))"
+            requests += 1
+            let granted = try lease.acquire()
+            needsLease = false
+            if let info = granted.info, info.version != version || Int(info.pageSize) != pageSize || info.pageCount != pageCount {
+                needsRefresh = true
+                return fail(SYND_SQLITE_BUSY_SNAPSHOT, "'\(name)' moved from version \(version) to \(info.version) while this connection's writer lease was lost (\(reason)); roll back and retry the transaction")
+            }
+            return SQLITE_OK
+        } catch {
+            needsLease = true
+            let code = error.code == .failedPrecondition ? SQLITE_BUSY : SYND_SQLITE_IOERR_LOCK
+            return fail(code, "this connection no longer holds the writer lease of '\(name)' (\(reason)) and cannot take it again: \(error.message)")
+        }
+    }
+
     /// Start of a read transaction: a writer with a live lease trusts its cache;
-    /// anyone else learns the latest version first (one request).
-    private func beginRead() -> Int32 {
+    /// a writer whose lease is in doubt (lapsed, lost, or a commit's outcome is
+    /// unknown) first takes a new epoch, which fences any older attempt of its
+    /// own; anyone else learns the latest version (one request). Only here, and
+    /// after errors that make SQLite drop its cache, may the snapshot move.
+    private func syncWithSequencer() -> Int32 {
         if let lease {
             let status = lease.status
             if needsLease || !status.held || status.expires <= .now {
@@ -528,13 +723,9 @@ final class RemoteFile: OpenFile {
     }
 
     override func unlock(_ level: Int32) -> Int32 {
-        if level < SQLITE_LOCK_RESERVED && lockLevel >= SQLITE_LOCK_RESERVED {
+        if level < SQLITE_LOCK_RESERVED && txnOpen {
             // No commit reached the sequencer: a rollback. Nothing to send.
-            recorder.reset()
-            dirty.removeAll()
-            txnPageSize = pageSize
-            txnPageCount = pageCount
-            txnTouched = false
+            endTransaction()
         }
         lockLevel = min(lockLevel, level)
         return SQLITE_OK
