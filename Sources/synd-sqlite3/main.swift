@@ -1,10 +1,24 @@
-// synd-sqlite3: SQLite's command-line shell with the synddb VFS as the default.
+// synd-sqlite3: SQLite's command-line shell whose main database is a synddb
+// database on a sequencer.
 //
 //     synd-sqlite3 --sequencer http://127.0.0.1:8433 app
 //     SYNDDB_SEQUENCER=http://127.0.0.1:8433 synd-sqlite3 app
 //
-// Everything else is the stock shell: dot-commands, .mode, .dump, .import.
-// `:memory:` and temp databases stay local.
+// Which names are remote: only the main database (the name on the command line,
+// `.open NAME`) and a `file:` URI with `vfs=synddb` (e.g. `ATTACH
+// 'file:other?vfs=synddb' AS o`; writes to an ATTACHed synddb database are
+// refused). Every other file the shell is given is a local file, as in stock
+// sqlite3: `.backup`, `.save`, `.restore`, `.clone`, `.import`, `.read`,
+// `.output`, `ATTACH 'path'`, `VACUUM INTO 'path'`. A local path never silently
+// becomes a remote database. `:memory:` and temporary databases stay local, and
+// `.restore` from a file that does not exist is an error (stock sqlite3 would
+// restore an empty database over main).
+//
+// How: the platform VFS stays SQLite's default and synddb is registered by name.
+// scripts/fetch-sqlite-shell.sh patches the shell's open_db() to open the main
+// database through "synddb-main" (Sources/CSQLiteShell/shell_wrapper.c), which
+// sends the main database to synddb and every other file, ATTACHed ones
+// included, to the platform VFS. Everything else is the stock shell.
 import CSQLite
 import CSQLiteShell
 import SyndVFS
@@ -17,7 +31,14 @@ import Glibc
 @_cdecl("synd_shell_init")
 public func synd_shell_init() {
     sqlite3_initialize()
-    SyndVFS.register(makeDefault: true, api: synd_linked_sqlite_api(), printsOpenErrors: true)
+    // Not the default: files the shell opens by itself must stay local.
+    guard SyndVFS.register(makeDefault: false, api: synd_linked_sqlite_api(), printsOpenErrors: true) == SQLITE_OK,
+        synd_shell_register_main_vfs() == SQLITE_OK
+    else {
+        let message = "synd-sqlite3: cannot register the synddb VFS\n"
+        _ = message.withCString { write(2, $0, strlen($0)) }
+        exit(1)
+    }
 }
 
 // Take our own option out before the shell sees it.
