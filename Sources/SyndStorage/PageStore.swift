@@ -69,7 +69,10 @@ public final class PageStore: Sendable {
               PRIMARY KEY(db, version));
             CREATE UNIQUE INDEX IF NOT EXISTS commits_by_txn ON commits(db, txn_id);
             """)
-        signingKey = try SigningKey(path: configuration.directory + "/sequencer.ed25519")
+        // The key is made once, with the store; a store that holds signed
+        // batches never gets a new one (StoreState also checks it signed the heads).
+        let hasHistory = try connection.scalar("SELECT EXISTS(SELECT 1 FROM commits)") == .integer(1)
+        signingKey = try SigningKey(path: configuration.directory + "/sequencer.ed25519", create: !hasHistory)
         let state = try StoreState(connection: connection, signingKey: signingKey)
         self.state = Mutex(state)
     }

@@ -30,13 +30,47 @@ final class StoreState {
             let db = DatabaseState(
                 id: r[0].int64!, name: r[1].string!, version: UInt64(r[2].int64!), pageSize: UInt32(r[3].int64!),
                 pageCount: UInt32(r[4].int64!), oldestVersion: UInt64(r[5].int64!), leaseEpoch: UInt64(r[6].int64!), lease: lease)
-            if let hash = try connection.scalar("SELECT hash FROM commits WHERE db=? AND version=?", [db.id, Int64(db.version)]),
-                case .blob(let h) = hash
-            {
-                db.lastHash = h
+            if db.version > 0 {
+                db.lastHash = try Self.verifiedHeadHash(of: db, connection: connection, signingKey: signingKey)
             }
             databases[db.name] = db
         }
+    }
+
+    /// The hash of `db`'s head batch, after checking that it matches the batch
+    /// and that `signingKey` signed it: a sequencer started with another key
+    /// would extend every chain with batches no validator accepts.
+    private static func verifiedHeadHash(of db: DatabaseState, connection: Connection, signingKey: SigningKey) throws -> [UInt8] {
+        let rows = try connection.query("""
+            SELECT committed_at_ms, page_size, page_count, previous_hash, pages_hash, changeset_hash, schema_hash, hash, signature
+            FROM commits WHERE db=? AND version=?
+            """, [db.id, Int64(db.version)])
+        guard let r = rows.first else {
+            throw SealError(message: "the store is damaged: database '\(db.name)' is at version \(db.version) but that batch's commit record is missing")
+        }
+        func blob(_ v: Value) -> [UInt8] { if case .blob(let b) = v { b } else { [] } }
+        var head = Batch()
+        head.database = db.name
+        head.version = db.version
+        head.committedAtMs = UInt64(r[0].int64 ?? 0)
+        head.pageSize = UInt32(r[1].int64 ?? 0)
+        head.pageCount = UInt32(r[2].int64 ?? 0)
+        head.previousHash = blob(r[3])
+        head.pagesHash = blob(r[4])
+        head.changesetHash = blob(r[5])
+        head.schemaHash = blob(r[6])
+        let hash = blob(r[7])
+        guard BatchSeal.hash(of: head) == hash else {
+            throw SealError(message: "the store is damaged: the hash of batch \(db.version) of '\(db.name)' does not match its contents")
+        }
+        guard signingKey.isValidSignature(blob(r[8]), for: hash) else {
+            throw SealError(message: """
+                the sequencer key \(signingKey.path) does not match the stored history: batch \(db.version) of \
+                '\(db.name)' was signed by another key. Put back the key this store was created with; the sequencer \
+                never replaces its key, and signing with another one would break every database's chain
+                """)
+        }
+        return hash
     }
 
     func database(_ name: String) throws(SequencerError) -> DatabaseState {

@@ -1,0 +1,258 @@
+import Dispatch
+import Foundation
+import SyndDB
+import SyndProtocol
+import SyndSQLite
+import SyndStorage
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Edges of the sealed record: the sequencer's signing key, schema text a
+/// validator must not execute, table names with separator characters, and
+/// batches larger than gRPC's default message size.
+@Suite struct EdgeCaseLedgerTests {
+    // MARK: - The signing key
+
+    @Test func anUnreadableOrMalformedKeyFileStopsTheSequencerAndIsLeftAsItIs() async throws {
+        let dir = TemporaryDirectory()
+        let data = dir.path + "/seq"
+        try await offPool {
+            try Self.history(in: data, rows: 3)
+            let key = data + "/sequencer.ed25519"
+            let original = try Self.bytes(key)
+            try FileManager.default.moveItem(atPath: key, toPath: dir.path + "/saved-key")
+
+            // A directory where the key should be.
+            try FileManager.default.createDirectory(atPath: key, withIntermediateDirectories: false)
+            try Self.expectRefusal(data, key, "never replaces")
+            var isDirectory: ObjCBool = false
+            #expect(FileManager.default.fileExists(atPath: key, isDirectory: &isDirectory) && isDirectory.boolValue)
+            try FileManager.default.removeItem(atPath: key)
+
+            // A file of the wrong length.
+            let short = Array(original.prefix(31))
+            try Data(short).write(to: URL(fileURLWithPath: key))
+            try Self.expectRefusal(data, key, "not a 32-byte Ed25519")
+            #expect(try Self.bytes(key) == short)
+            try FileManager.default.removeItem(atPath: key)
+
+            // A key that cannot be read at all (a link to a volume that is not mounted).
+            let target = dir.path + "/unmounted/sequencer.ed25519"
+            try FileManager.default.createSymbolicLink(atPath: key, withDestinationPath: target)
+            try Self.expectRefusal(data, key, "never replaces")
+            #expect(try FileManager.default.destinationOfSymbolicLink(atPath: key) == target)
+            try FileManager.default.removeItem(atPath: key)
+
+            // The original key back: the sequencer starts and the history verifies.
+            try FileManager.default.moveItem(atPath: dir.path + "/saved-key", toPath: key)
+            let sequencer = try SequencerProcess(directory: data)
+            let validate = try Self.synd(["validate", "--sequencer", sequencer.url, "--db", "keyed"], timeout: .seconds(60))
+            #expect(validate.status == 0, "\(validate.output) \(validate.error)")
+        }
+    }
+
+    @Test func aKeyThatDoesNotMatchTheStoredHistoryStopsTheSequencer() async throws {
+        let dir = TemporaryDirectory()
+        let data = dir.path + "/seq"
+        try await offPool {
+            try Self.history(in: data, rows: 3)
+            let key = data + "/sequencer.ed25519"
+            let original = try Self.bytes(key)
+
+            // Another valid key in its place.
+            let other = (0..<32).map { _ in UInt8.random(in: 0...255) }
+            try Data(other).write(to: URL(fileURLWithPath: key))
+            try Self.expectRefusal(data, key, "does not match the stored history")
+            #expect(try Self.bytes(key) == other)
+
+            // No key at all over a store with history: refused, and no new key is made.
+            try FileManager.default.removeItem(atPath: key)
+            try Self.expectRefusal(data, key, "restore")
+            #expect(!FileManager.default.fileExists(atPath: key))
+
+            // The right key: it starts, earlier batches still verify, and new ones chain on.
+            try Data(original).write(to: URL(fileURLWithPath: key))
+            let sequencer = try SequencerProcess(directory: data)
+            let db = try Database.open("keyed", sequencer: sequencer.url)
+            try db.execute("INSERT INTO t(v) VALUES ('after restart')")
+            let validate = try Self.synd(["validate", "--sequencer", sequencer.url, "--db", "keyed"], timeout: .seconds(60))
+            #expect(validate.status == 0, "\(validate.output) \(validate.error)")
+            #expect(validate.output.hasPrefix("ok: 5 batches"), "\(validate.output)")
+            #expect(try Self.bytes(key) == original)
+        }
+    }
+
+    @Test func aFreshStoreWritesItsKeyInPlaceWithMode0600AndKeepsIt() throws {
+        let dir = TemporaryDirectory()
+        let data = dir.path + "/seq"
+        #expect(mkdir(data, 0o755) == 0)
+        let watch = inotify_init1(Int32(IN_NONBLOCK))
+        #expect(watch >= 0)
+        defer { close(watch) }
+        #expect(inotify_add_watch(watch, data, UInt32(IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_CLOSE_WRITE)) >= 0)
+
+        let key = data + "/sequencer.ed25519"
+        let first = try PageStore(StoreConfiguration(directory: data)).signingKey.publicKey
+
+        var info = stat()
+        #expect(lstat(key, &info) == 0)
+        #expect(info.st_mode & S_IFMT == S_IFREG)
+        #expect(info.st_mode & 0o7777 == 0o600, "mode \(String(info.st_mode & 0o7777, radix: 8))")
+        #expect(info.st_size == 32)
+        // Created in place with its final mode: no rename over it, no chmod after.
+        let events = Self.events(watch).filter { $0.name == "sequencer.ed25519" }
+        #expect(events.contains { $0.mask & UInt32(IN_CREATE) != 0 }, "\(events)")
+        #expect(!events.contains { $0.mask & UInt32(IN_MOVED_TO | IN_ATTRIB) != 0 }, "\(events)")
+
+        // Opening the store again uses the same key and leaves the file alone.
+        let saved = try Self.bytes(key)
+        let again = try PageStore(StoreConfiguration(directory: data)).signingKey.publicKey
+        #expect(again == first)
+        #expect(try Self.bytes(key) == saved)
+        #expect(Self.events(watch).filter { $0.name == "sequencer.ed25519" }.isEmpty)
+    }
+
+    // MARK: - Helpers
+
+    /// A database "keyed" with a few committed batches, on a sequencer that is stopped again.
+    static func history(in data: String, rows: Int) throws {
+        let sequencer = try SequencerProcess(directory: data)
+        do {
+            let db = try Database.open("keyed", sequencer: sequencer.url)
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            for i in 1...rows { try db.query("INSERT INTO t(v) VALUES (?)", ["row \(i)"]) }
+        }
+        sequencer.kill9()
+    }
+
+    /// `synd sequencer` on `data` must exit non-zero, naming the key file and `reason`.
+    static func expectRefusal(_ data: String, _ key: String, _ reason: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let run = try synd(["sequencer", "--data", data, "--port", "0"], timeout: .seconds(30))
+        let text = run.output + run.error
+        #expect(run.status != nil && run.status != 0, "still running (or exit 0): \(text)", sourceLocation: sourceLocation)
+        #expect(text.contains(key), "\(text)", sourceLocation: sourceLocation)
+        #expect(text.contains(reason), "\(text)", sourceLocation: sourceLocation)
+    }
+
+    static func quoted(_ identifier: String) -> String {
+        "\"" + identifier.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    static func bytes(_ path: String) throws -> [UInt8] {
+        Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    /// Commits, on top of the head of `name`, a batch built by hand as a writer
+    /// with its own client could: page 1 unchanged, and the current schema plus `object`.
+    static func commitByHand(_ store: PageStore, _ name: String, adding object: SchemaObject) throws -> UInt64 {
+        var acquire = AcquireLeaseRequest()
+        acquire.database = name
+        acquire.holder = "hand-built"
+        let lease = try store.acquireLease(acquire)
+        let head = try store.headVersion(of: name)
+        var schema: [SchemaObject] = []
+        for version in stride(from: head, through: 1, by: -1) {
+            if let batch = try store.batch(database: name, version: version), batch.schemaChanged {
+                schema = batch.schema
+                break
+            }
+        }
+        var read = ReadPagesRequest()
+        read.database = name
+        read.version = head
+        read.pageNumbers = [1]
+        let current = try store.readPages(read)
+        var request = CommitRequest()
+        request.database = name
+        request.baseVersion = head
+        request.leaseEpoch = lease.epoch
+        request.holder = lease.holder
+        request.txnID = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        request.pageSize = current.pageSize
+        request.pageCount = current.pageCount
+        request.pages = [Page(number: 1, data: current.pages[0].data)]
+        request.schemaChanged = true
+        request.schema = schema + [object]
+        return try store.commit(request).version
+    }
+
+    /// Runs `synd`; kills it after `timeout` (then `status` is nil).
+    static func synd(_ arguments: [String], timeout: Duration) throws -> (status: Int32?, output: String, error: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Products.synd)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let collected = Collected()
+        let group = DispatchGroup()
+        for (index, pipe) in [out, err].enumerated() {
+            DispatchQueue.global().async(group: group) {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                collected.set(index, data)
+            }
+        }
+        let deadline = ContinuousClock.now + timeout
+        var timedOut = false
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                timedOut = true
+                kill(process.processIdentifier, SIGKILL)
+                break
+            }
+            usleep(20_000)
+        }
+        process.waitUntilExit()
+        group.wait()
+        return (timedOut ? nil : process.terminationStatus, collected.text(0), collected.text(1))
+    }
+
+    struct Event: CustomStringConvertible {
+        var mask: UInt32
+        var name: String
+        var description: String { "\(name): 0x\(String(mask, radix: 16))" }
+    }
+
+    /// The inotify events queued on `fd` so far.
+    static func events(_ fd: Int32) -> [Event] {
+        var out: [Event] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { return out }
+            var offset = 0
+            while offset + 16 <= n {
+                func u32(_ at: Int) -> UInt32 {
+                    UInt32(buffer[at]) | UInt32(buffer[at + 1]) << 8 | UInt32(buffer[at + 2]) << 16 | UInt32(buffer[at + 3]) << 24
+                }
+                let mask = u32(offset + 4), length = Int(u32(offset + 12))
+                let raw = buffer[(offset + 16)..<(offset + 16 + length)].prefix { $0 != 0 }
+                out.append(Event(mask: mask, name: String(decoding: raw, as: UTF8.self)))
+                offset += 16 + length
+            }
+        }
+    }
+}
+
+/// Output of a child process, gathered from two reader threads.
+private final class Collected: @unchecked Sendable {
+    // Safe: every access holds `lock`.
+    private let lock = NSLock()
+    private var data: [Data] = [Data(), Data()]
+
+    func set(_ index: Int, _ value: Data) {
+        lock.lock()
+        data[index] = value
+        lock.unlock()
+    }
+
+    func text(_ index: Int) -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        return String(decoding: data[index], as: UTF8.self)
+    }
+}
