@@ -7,9 +7,11 @@ import SyndSQLite
 /// schema as of each batch.
 public final class ChangesetText {
     private let schema: Connection
+    private let sentry = ReplicaGuard()
 
     public init() throws {
         schema = try Connection(path: ":memory:")
+        sentry.attach(schema)
     }
 
     /// Follows a batch's schema change, so later changesets get column names.
@@ -18,7 +20,10 @@ public final class ChangesetText {
         for name in (try? schema.query("SELECT name FROM sqlite_master WHERE type = 'table'"))?.compactMap({ $0[0].string }) ?? [] {
             try? schema.execute("DROP TABLE \(name.quotedIdentifier)")
         }
-        for object in batch.schema where object.type == "table" { try? schema.execute(object.sql) }
+        // Schema text from the batch: plain definitions only (a table that is not one gets "c0, c1, ..." names).
+        for object in batch.schema where object.type == "table" {
+            try? sentry.runDefinition(object.sql, on: schema, entry: object.name)
+        }
     }
 
     /// One statement per change.

@@ -8,30 +8,42 @@ import SyndSQLite
 /// changed) and then its changeset, applied with sqlite3changeset_apply
 /// (https://www.sqlite.org/session/sqlite3changeset_apply.html). Any conflict
 /// means the changeset does not describe the database it claims to change.
+///
+/// Schema text from a batch runs only as plain definitions, under `sentry`'s
+/// authorizer and time limit (see `ReplicaGuard`).
 public final class LogicalReplica {
     public let connection: Connection
+    /// Limits every statement on `connection`; shared with the validator's other connections.
+    public let sentry: ReplicaGuard
 
-    public init(path: String) throws {
+    public init(path: String, sentry: ReplicaGuard = ReplicaGuard()) throws {
         connection = try Connection(path: path)
+        self.sentry = sentry
+        sentry.attach(connection)
         // The changesets already hold what triggers and cascades did.
         _ = synd_linked_enable_triggers(connection.handle, 0)
         try connection.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
     }
 
-    /// Applies one batch; throws a `ReplicaConflict` at the first conflict.
+    /// Applies one batch; throws a `ReplicaConflict` at the first conflict, and a
+    /// `ReplicaRefusal` for schema text that is not a plain definition or a
+    /// statement stopped by the time limit.
     public func apply(schemaChanged: Bool, schema: [SchemaObject], changeset: [UInt8]) throws {
+        sentry.reset()
         try connection.execute("BEGIN")
         do {
-            let before = schemaChanged ? try self.schema() : []
             if schemaChanged { try migrate(to: schema) }
             if !changeset.isEmpty { try Self.apply(changeset, to: connection) }
             if schemaChanged {
-                for sql in SchemaMigration.finishingStatements(from: before, to: schema) { try connection.execute(sql) }
+                // Indexes, views and triggers the migration left missing, now that the rows are in place.
+                for sql in SchemaMigration.finishingStatements(from: try self.schema(), to: schema) {
+                    try run(sql, from: schema)
+                }
             }
             try connection.execute("COMMIT")
         } catch {
             try? connection.execute("ROLLBACK")
-            throw error
+            throw sentry.explain(error)
         }
     }
 
@@ -56,10 +68,13 @@ public final class LogicalReplica {
         let current = try schema()
         // Column names of the target tables: create them in a scratch in-memory database.
         let scratch = try Connection(path: ":memory:")
+        sentry.attach(scratch)
         func columns(_ db: Connection, _ table: String) throws -> [String] {
             try db.query("PRAGMA table_info(\(table.quotedIdentifier))").compactMap { $0[1].string }
         }
-        for object in target where object.type == "table" { try scratch.execute(object.sql) }
+        for object in target where object.type == "table" {
+            try sentry.runDefinition(object.sql, on: scratch, entry: object.name)
+        }
         let renames = try SchemaMigration.renames(
             from: current, to: target,
             columnsOfCurrent: { try columns(self.connection, $0) },
@@ -69,7 +84,23 @@ public final class LogicalReplica {
             from: try schema(), to: target,
             columnsOfCurrent: { try columns(self.connection, $0) },
             columnsOfTarget: { try columns(scratch, $0.name) })
-        for sql in statements { try connection.execute(sql) }
+        for sql in statements { try run(sql, from: target) }
+    }
+
+    /// Runs one migration statement. Text from the batch (an entry's CREATE
+    /// statement, or an ALTER TABLE ADD COLUMN with a definition taken from one)
+    /// runs as a plain definition under the guard; the migration's own
+    /// statements (renames, row copies, drops, built from quoted names) as they are.
+    private func run(_ sql: String, from target: [SchemaObject]) throws {
+        if let object = target.first(where: { $0.sql == sql }) {
+            try sentry.runDefinition(sql, on: connection, entry: object.name)
+        } else if let table = target.first(where: {
+            $0.type == "table" && sql.hasPrefix("ALTER TABLE \($0.name.quotedIdentifier) ADD COLUMN ")
+        }) {
+            try sentry.runDefinition(sql, on: connection, addColumn: true, entry: table.name)
+        } else {
+            try connection.execute(sql)
+        }
     }
 
     /// True when `sql` is exactly one CREATE statement of `type`: no second

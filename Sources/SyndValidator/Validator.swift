@@ -7,9 +7,14 @@ import SyndSQLite
 /// Checks a database's history batch by batch: the seal (signature, hash
 /// chain, content hashes), then that the page images and the changesets
 /// describe the same database, then the user's rules.
+///
+/// Every statement on the replicas runs under one `ReplicaGuard`: schema text
+/// from a batch only as plain definitions, and each statement within
+/// `limits.statementTimeout`.
 public final class Validator {
     public let publicKey: [UInt8]
     public let rules: [String]
+    public let sentry: ReplicaGuard
     public private(set) var version: UInt64 = 0
     public private(set) var unauditedTables: Set<String> = []
     private var previousHash = BatchSeal.genesis
@@ -17,12 +22,13 @@ public final class Validator {
     private let logical: LogicalReplica
 
     /// - Parameter directory: where the two replicas are kept (created if missing).
-    public init(directory: String, publicKey: [UInt8], rules: [String] = []) throws {
+    public init(directory: String, publicKey: [UInt8], rules: [String] = [], limits: ReplicaLimits = ReplicaLimits()) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.publicKey = publicKey
         self.rules = rules
+        sentry = ReplicaGuard(limits: limits)
         physical = try PhysicalReplica(path: directory + "/physical.sqlite")
-        logical = try LogicalReplica(path: directory + "/logical.sqlite")
+        logical = try LogicalReplica(path: directory + "/logical.sqlite", sentry: sentry)
     }
 
     /// Checks the next batch; throws the first problem found.
@@ -40,8 +46,10 @@ public final class Validator {
             try logical.apply(batch)
         } catch let conflict as ReplicaConflict {
             throw ValidationFailure(version: batch.version, reason: "the changeset does not apply to the logical replica: \(conflict)", table: conflict.table)
+        } catch let refusal as ReplicaRefusal {
+            throw ValidationFailure(version: batch.version, reason: refusal.description)
         } catch {
-            throw ValidationFailure(version: batch.version, reason: "the changeset does not apply to the logical replica: \(error)")
+            throw ValidationFailure(version: batch.version, reason: "the batch does not apply to the logical replica: \(error)")
         }
         try compare(at: batch.version)
         previousHash = batch.hash
@@ -49,8 +57,10 @@ public final class Validator {
     }
 
     private func compare(at version: UInt64) throws(ValidationFailure) {
+        sentry.reset()
         do {
             let pages = try physical.open()
+            sentry.attach(pages)
             if pages.isAutocommit, try pages.scalar("PRAGMA quick_check")?.string != "ok" {
                 throw ValidationFailure(version: version, reason: "the page images do not form a valid SQLite database (quick_check failed)")
             }
@@ -76,6 +86,7 @@ public final class Validator {
         } catch let failure as ValidationFailure {
             throw failure
         } catch {
+            if let stopped = sentry.stopped { throw ValidationFailure(version: version, reason: stopped.description) }
             throw ValidationFailure(version: version, reason: "comparing the replicas failed: \(error)")
         }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSQLite
 import Foundation
 import SyndValidator
 
@@ -28,8 +29,18 @@ struct ValidateCommand: AsyncParsableCommand {
     @Option(help: "Folder for the replicas (default: a temporary one, removed at the end).")
     var work: String?
 
+    @Option(help: "Longest one statement on a replica may run, in seconds (schema change, changeset, comparison, rule); a batch that needs longer fails validation.")
+    var statementTimeout: Int = 300
+
+    @Option(help: "Bound on SQLite's memory in this process, in MiB (0: none); a batch that needs more fails validation.")
+    var memoryLimitMb: Int = 2048
+
     func run() async throws {
         let url = try sequencerURL(sequencer)
+        guard statementTimeout > 0 else { throw ValidationError("--statement-timeout must be at least 1 second") }
+        guard memoryLimitMb >= 0 else { throw ValidationError("--memory-limit-mb must be 0 or more") }
+        // Schema text and page images come from the writer: bound what they can make SQLite allocate.
+        if memoryLimitMb > 0 { sqlite3_hard_heap_limit64(Int64(memoryLimitMb) << 20) }
         var ruleList: [String] = []
         if let rules {
             ruleList = try String(contentsOfFile: rules, encoding: .utf8).split(separator: "\n")
@@ -39,7 +50,8 @@ struct ValidateCommand: AsyncParsableCommand {
         defer { if work == nil { try? FileManager.default.removeItem(atPath: folder) } }
         let client = LedgerClient(url: url)
         let key = try await client.publicKey()
-        let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList))
+        let limits = ReplicaLimits(statementTimeout: .seconds(statementTimeout))
+        let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList, limits: limits))
         let validator = box.validator
         try await client.batches(database: db, from: 1, follow: follow) { batch in
             do throws(ValidationFailure) {

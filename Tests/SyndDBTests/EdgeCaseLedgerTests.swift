@@ -115,6 +115,98 @@ import Glibc
         #expect(Self.events(watch).filter { $0.name == "sequencer.ed25519" }.isEmpty)
     }
 
+    // MARK: - Schema text from a batch
+
+    @Test func validateReportsASchemaEntryThatRunsAQueryAtItsVersionInsteadOfRunningIt() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("hostile")
+            // Plain definitions, all of which a validator must still apply.
+            do {
+                let db = try Database.open(name, sequencer: server.url)
+                try db.execute("""
+                    CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, q INT CHECK (q IS NULL OR q >= 0));
+                    CREATE TABLE log(id INTEGER PRIMARY KEY, what TEXT);
+                    """)
+                try db.transaction {
+                    for i in 1...50 { try db.query("INSERT INTO t(v, q) VALUES (?, ?)", ["v\(i)", i]) }
+                }
+                for sql in [
+                    "CREATE INDEX t_v ON t(v)",
+                    "CREATE UNIQUE INDEX t_lower ON t(lower(v)) WHERE q > 0",
+                    "CREATE VIEW above AS SELECT id, v FROM t WHERE q > (SELECT avg(q) FROM t)",
+                    "CREATE TRIGGER t_log AFTER UPDATE ON t BEGIN INSERT INTO log(what) VALUES ('updated ' || NEW.id); END",
+                    "ALTER TABLE t ADD COLUMN w INT DEFAULT 3 CHECK (w > 0)",
+                    "CREATE TABLE seq(id INTEGER PRIMARY KEY AUTOINCREMENT, x)",
+                    "INSERT INTO seq(x) VALUES (1), (2)",
+                    "CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID",
+                    "INSERT INTO kv VALUES ('a', 1)",
+                    "UPDATE t SET v = v || '!' WHERE id < 5",
+                    "CREATE INDEX log_what ON log(what)",
+                    "ALTER TABLE log RENAME TO journal",
+                    "UPDATE t SET q = q + 1 WHERE id = 7",
+                ] {
+                    try db.execute(sql)
+                }
+            }
+            let store = server.service.store
+            let honest = try store.headVersion(of: name)
+            let hostile = try Self.commitByHand(store, name, adding: SchemaObject(
+                type: "table", name: "boom", tableName: "boom",
+                sql: "CREATE TABLE boom AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"))
+            #expect(hostile == honest + 1)
+
+            let validate = try Self.synd(["validate", "--sequencer", server.url, "--db", name], timeout: .seconds(30))
+            #expect(validate.status == 1, "timed out: \(validate.status == nil) \(validate.output) \(validate.error)")
+            #expect(validate.output.contains("FAILED at version \(hostile): "), "\(validate.output) \(validate.error)")
+            #expect(validate.output.contains("boom") && validate.output.contains("plain definition"), "\(validate.output)")
+
+            let log = try Self.synd(["log", "--sequencer", server.url, name], timeout: .seconds(30))
+            #expect(log.status == 0, "timed out: \(log.status == nil) \(log.error)")
+            #expect(log.output.contains("version \(hostile) "), "\(log.output)")
+        }
+    }
+
+    @Test func validateStopsPlainDefinitionsThatWouldRunForMinutesOrExhaustMemory() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("heavy")
+            do {
+                let db = try Database.open(name, sequencer: server.url)
+                try db.execute("CREATE TABLE h(id INTEGER PRIMARY KEY)")
+                try db.transaction {
+                    for i in 1...300 { try db.query("INSERT INTO h VALUES (?)", [i]) }
+                }
+            }
+            // A plain CREATE INDEX, but each row's key costs ~0.4 s and ~150 MB: minutes in all.
+            let heavy = try Self.commitByHand(server.service.store, name, adding: SchemaObject(
+                type: "index", name: "heavy", tableName: "h",
+                sql: "CREATE INDEX heavy ON h(length(replace(replace(printf('%.*c', 20000000 + id, 'x'), 'x', 'yy'), 'y', 'zz')))"))
+
+            let started = ContinuousClock.now
+            let slow = try Self.synd(
+                ["validate", "--sequencer", server.url, "--db", name, "--statement-timeout", "2"], timeout: .seconds(60))
+            #expect(slow.status == 1, "timed out: \(slow.status == nil) \(slow.output) \(slow.error)")
+            #expect(slow.output.contains("FAILED at version \(heavy): "), "\(slow.output) \(slow.error)")
+            #expect(slow.output.contains("longer than 2 s"), "\(slow.output)")
+            #expect(ContinuousClock.now - started < .seconds(30))
+
+            // The same limit holds for the validator's own work, here a rule that never ends.
+            let rules = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).rules").path
+            try "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) > 0 FROM c\n"
+                .write(toFile: rules, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: rules) }
+            let endless = try Self.synd(
+                ["validate", "--sequencer", server.url, "--db", name, "--rules", rules, "--statement-timeout", "1"], timeout: .seconds(60))
+            #expect(endless.status == 1, "timed out: \(endless.status == nil) \(endless.output) \(endless.error)")
+            #expect(endless.output.contains("FAILED at version 1: a statement ran longer than 1 s"), "\(endless.output)")
+
+            let hungry = try Self.synd(
+                ["validate", "--sequencer", server.url, "--db", name, "--memory-limit-mb", "64"], timeout: .seconds(60))
+            #expect(hungry.status == 1, "timed out: \(hungry.status == nil) \(hungry.output) \(hungry.error)")
+            #expect(hungry.output.contains("FAILED at version \(heavy): "), "\(hungry.output) \(hungry.error)")
+            #expect(hungry.output.contains("out of memory"), "\(hungry.output)")
+        }
+    }
+
     // MARK: - Helpers
 
     /// A database "keyed" with a few committed batches, on a sequencer that is stopped again.
