@@ -180,7 +180,7 @@ final class StoreState {
                 [db.id, Int64(version), request.txnID, Int64(request.pageSize), Int64(request.pageCount),
                  request.pages.count, bytes, Int64(batch.committedAtMs), Value.blob(request.changeset),
                  batch.schemaChanged, Value.blob(Self.encodeSchema(batch.schema)),
-                 batch.unauditedTables.joined(separator: "\u{1F}"), batch.previousHash, batch.pagesHash,
+                 Value.blob(Self.encodeNames(batch.unauditedTables)), batch.previousHash, batch.pagesHash,
                  batch.changesetHash, batch.schemaHash, batch.hash, batch.signature])
             try run("UPDATE databases SET version=?, page_size=?, page_count=? WHERE id=?",
                     [Int64(version), Int64(request.pageSize), Int64(request.pageCount), db.id])
@@ -214,7 +214,7 @@ final class StoreState {
         b.changeset = blob(r[3])
         b.schemaChanged = (r[4].int64 ?? 0) != 0
         b.schema = Self.decodeSchema(blob(r[5]))
-        b.unauditedTables = (r[6].string ?? "").split(separator: "\u{1F}").map(String.init)
+        b.unauditedTables = Self.decodeNames(r[6])
         b.previousHash = blob(r[7])
         b.pagesHash = blob(r[8])
         b.changesetHash = blob(r[9])
@@ -245,6 +245,37 @@ final class StoreState {
         var out: [SchemaObject] = []
         while let (_, _) = try? r.nextField(), let o = try? r.message(SchemaObject.self) { out.append(o) }
         return out
+    }
+
+    /// Table names as protobuf repeated strings (field 1), so that any
+    /// character may appear in a name.
+    static func encodeNames(_ names: [String]) -> [UInt8] {
+        var w = ProtoWriter()
+        for name in names { w.string(1, name) }
+        return w.bytes
+    }
+
+    /// Reads `encodeNames`' BLOB, or the TEXT that stores wrote before it:
+    /// names joined by U+001F (a name containing U+001F cannot be recovered
+    /// from such a row).
+    static func decodeNames(_ value: Value) -> [String] {
+        switch value {
+        case .blob(let bytes):
+            var r = ProtoReader(bytes)
+            var names: [String] = []
+            while let (field, wire) = try? r.nextField() {
+                if field == 1, wire == .lengthDelimited, let name = try? r.string() {
+                    names.append(name)
+                } else if (try? r.skip(wire)) == nil {
+                    break
+                }
+            }
+            return names
+        case .text(let joined):
+            return joined.split(separator: "\u{1F}").map(String.init)
+        default:
+            return []
+        }
     }
 
     /// Drops page versions that no read at or after `keepFrom` can see.

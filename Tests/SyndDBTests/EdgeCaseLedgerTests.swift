@@ -207,6 +207,39 @@ import Glibc
         }
     }
 
+    // MARK: - Unaudited table names
+
+    @Test func tableNamesWithSeparatorCharactersKeepTheirSealAndShowInTheLog() async throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path
+        try await offPool {
+            let sequencer = try SequencerProcess(directory: path + "/seq")
+            let unit = "unit\u{1F}sep", comma = "a, b"
+            let db = try Database.open("names", sequencer: sequencer.url)
+            try db.execute("""
+                BEGIN;
+                CREATE TABLE \(Self.quoted(unit))(x, y);
+                CREATE TABLE \(Self.quoted(comma))(x);
+                CREATE TABLE keyed(id INTEGER PRIMARY KEY, x);
+                COMMIT;
+                """)
+            try db.execute("""
+                BEGIN;
+                INSERT INTO \(Self.quoted(unit)) VALUES (1, 2), (3, 4);
+                INSERT INTO \(Self.quoted(comma)) VALUES ('z');
+                INSERT INTO keyed(x) VALUES ('k');
+                COMMIT;
+                """)
+            let validate = try Self.synd(["validate", "--sequencer", sequencer.url, "--db", "names"], timeout: .seconds(60))
+            #expect(validate.status == 0, "\(validate.output) \(validate.error)")
+            #expect(validate.output.contains(unit) && validate.output.contains(comma), "\(validate.output)")
+            let log = try Self.synd(["log", "--sequencer", sequencer.url, "names"], timeout: .seconds(60))
+            #expect(log.status == 0, "\(log.error)")
+            let line = log.output.split(separator: "\n").first { $0.contains("changed without a PRIMARY KEY") }.map(String.init) ?? ""
+            #expect(line.contains(unit) && line.contains(comma), "\(log.output)")
+        }
+    }
+
     // MARK: - Helpers
 
     /// A database "keyed" with a few committed batches, on a sequencer that is stopped again.
