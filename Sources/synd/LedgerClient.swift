@@ -4,24 +4,51 @@ import SwiftProtobuf
 import SyndGRPC
 import SyndHTTP2
 import SyndProtocol
+import SyndStorage
 
 /// The sequencer's batch stream and key, through the client generated from proto/.
 struct LedgerClient {
     let url: String
 
-    func run<T: Sendable>(_ body: @Sendable @escaping (Synddb_V1_Sequencer.Client<HTTP2ClientTransport.Posix>) async throws -> T) async throws -> T {
+    /// Runs `body` with a client and the call options that admit every batch
+    /// this sequencer accepts (gRPC's default of 4 MiB per message does not).
+    func run<T: Sendable>(
+        _ body: @Sendable @escaping (Synddb_V1_Sequencer.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws -> T
+    ) async throws -> T {
         let endpoint = try Endpoint(url: url)
         guard !endpoint.tls else { throw CLIError("https sequencers are not supported by this command yet; use http://") }
         let transport = try HTTP2ClientTransport.Posix(
             target: .dns(host: endpoint.host, port: endpoint.port), transportSecurity: .plaintext)
         return try await withGRPCClient(transport: transport) { client in
-            try await body(Synddb_V1_Sequencer.Client(wrapping: client))
+            let sequencer = Synddb_V1_Sequencer.Client(wrapping: client)
+            let capabilities = try await sequencer.getCapabilities(Synddb_V1_GetCapabilitiesRequest())
+            var options = CallOptions.defaults
+            let limit = Self.messageLimit(maxBatchBytes: capabilities.maxBatchBytes)
+            options.maxResponseMessageBytes = limit
+            // grpc-swift-nio-transport (2.9) sizes the client's response deframer
+            // from maxRequestMessageBytes, so raise both.
+            options.maxRequestMessageBytes = limit
+            return try await body(sequencer, options)
         }
     }
 
+    /// The largest message a batch can need. A batch is what its commit request
+    /// carried (page images of at most max_batch_bytes, plus the changeset and
+    /// schema, all within the sequencer's request limit of twice max_batch_bytes
+    /// plus 1 MiB) and a seal of a few hundred bytes; 16 MiB of headroom covers
+    /// that. Never below what the default --max-batch-mb (256) implies, so
+    /// batches accepted before a restart with a smaller limit stay readable.
+    static func messageLimit(maxBatchBytes: UInt64) -> Int {
+        let batch = max(maxBatchBytes, StoreConfiguration(directory: "").maxBatchBytes)
+        let (doubled, overflow) = batch.multipliedReportingOverflow(by: 2)
+        let limit = overflow ? UInt64.max : doubled.addingReportingOverflow(16 << 20).partialValue
+        // A gRPC message's length prefix is 32 bits.
+        return Int(min(limit, UInt64(UInt32.max)))
+    }
+
     func publicKey() async throws -> [UInt8] {
-        try await run { client in
-            let key = try await client.getSequencerKey(Synddb_V1_GetSequencerKeyRequest())
+        try await run { client, options in
+            let key = try await client.getSequencerKey(Synddb_V1_GetSequencerKeyRequest(), options: options)
             guard key.algorithm == "ed25519" else { throw CLIError("unknown key algorithm \(key.algorithm)") }
             return Array(key.publicKey)
         }
@@ -29,12 +56,12 @@ struct LedgerClient {
 
     /// Calls `each` for every batch from `from`; stops early when it returns false.
     func batches(database: String, from: UInt64, follow: Bool = false, _ each: @Sendable @escaping (Batch) async throws -> Bool) async throws {
-        try await run { client in
+        try await run { client, options in
             var request = Synddb_V1_StreamBatchesRequest()
             request.database = database
             request.fromVersion = from
             request.follow = follow
-            try await client.streamBatches(request) { response in
+            try await client.streamBatches(request, options: options) { response in
                 for try await message in response.messages {
                     let bytes: [UInt8] = try message.serializedBytes()
                     guard try await each(try Batch(serializedBytes: bytes)) else { return }

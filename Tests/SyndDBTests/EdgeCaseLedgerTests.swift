@@ -240,6 +240,33 @@ import Glibc
         }
     }
 
+    // MARK: - Large batches
+
+    @Test func batchesLargerThanFourMebibytesCanBeValidatedAndLogged() async throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path
+        try await offPool {
+            let sequencer = try SequencerProcess(directory: path + "/seq")
+            let db = try Database.open("large", sequencer: sequencer.url)
+            try db.execute("CREATE TABLE big(id INTEGER PRIMARY KEY, payload TEXT)")
+            let payload = String(repeating: "0123456789", count: 30)
+            try db.transaction {
+                for i in 1...20_000 { try db.query("INSERT INTO big(payload) VALUES (?)", ["\(i) \(payload)"]) }
+            }
+            let validate = try Self.synd(["validate", "--sequencer", sequencer.url, "--db", "large"], timeout: .seconds(120))
+            #expect(validate.status == 0, "\(validate.output) \(validate.error)")
+            #expect(validate.output.hasPrefix("ok: 2 batches"), "\(validate.output)")
+            let log = try Self.synd(["log", "--sequencer", sequencer.url, "large", "--from", "2"], timeout: .seconds(120))
+            #expect(log.status == 0, "\(log.error)")
+            let header = log.output.split(separator: "\n").first.map(String.init) ?? ""
+            let bytes = header.split(separator: " ").firstIndex(of: "bytes").flatMap { i in
+                Int(header.split(separator: " ")[header.split(separator: " ").index(before: i)])
+            }
+            #expect(header.hasPrefix("version 2 ") && (bytes ?? 0) > 4 << 20, "\(header)")
+            #expect(log.output.contains("INSERT INTO \"big\"(id, payload) VALUES (20000, '20000 0123456789"), "\(log.output.suffix(400))")
+        }
+    }
+
     // MARK: - Helpers
 
     /// A database "keyed" with a few committed batches, on a sequencer that is stopped again.
