@@ -9,6 +9,9 @@ public final class ChangeRecorder {
         var table: String
         var old: [CapturedValue]?
         var new: [CapturedValue]?
+        /// The row's rowid before and after (rowid tables only).
+        var oldRowid: Int64?
+        var newRowid: Int64?
     }
 
     public let session: synd_session_api
@@ -16,6 +19,14 @@ public final class ChangeRecorder {
     private(set) var events: [Event] = []
     /// True once the hook is installed on the connection.
     public private(set) var isInstalled = false
+    /// The connection the hook is installed on.
+    private var db: OpaquePointer?
+
+    /// The hook SQLite calls; the context is the recorder.
+    private static let callback: synd_preupdate_callback = { context, db, op, zDb, zName, key1, key2 in
+        guard let context, let db, let zDb, let zName else { return }
+        Unmanaged<ChangeRecorder>.fromOpaque(context).takeUnretainedValue().record(db, op, zDb, zName, key1, key2)
+    }
 
     public init(session: synd_session_api) {
         self.session = session
@@ -24,27 +35,58 @@ public final class ChangeRecorder {
     /// Whether this SQLite offers what capture needs.
     public var isAvailable: Bool {
         session.preupdate_hook != nil && session.preupdate_old != nil && session.preupdate_new != nil
-            && session.preupdate_count != nil && session.session_create != nil && session.session_attach != nil
-            && session.session_changeset != nil && session.session_delete != nil
+            && session.preupdate_count != nil
     }
 
     /// Installs the hook on `db`. The recorder must outlive the connection's use of it.
     public func install(on db: OpaquePointer, routines: UnsafePointer<sqlite3_api_routines>) -> Bool {
         guard isAvailable, let hook = session.preupdate_hook else { return false }
         self.routines = routines
-        _ = hook(db, { context, db, op, zDb, zName, _, _ in
-            guard let context, let db, let zDb, let zName else { return }
-            Unmanaged<ChangeRecorder>.fromOpaque(context).takeUnretainedValue().record(db, op, zDb, zName)
-        }, Unmanaged.passUnretained(self).toOpaque())
+        self.db = db
+        _ = hook(db, Self.callback, Unmanaged.passUnretained(self).toOpaque())
         isInstalled = true
         return true
+    }
+
+    /// Why this transaction's changes may not all have been seen, or nil.
+    ///
+    /// A connection has one preupdate hook: an application's own
+    /// `sqlite3_preupdate_hook`, or a session object, silently replaces
+    /// capture's. Setting ours again returns the previous owner; if it is not
+    /// this recorder, events were missed. (Called at commit; it runs no statement.)
+    public func captureProblem() -> String? {
+        guard isInstalled, let db, let hook = session.preupdate_hook else { return nil }
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        let previous = hook(db, Self.callback, me)
+        guard previous == me else {
+            return "the application replaced SyndDB's preupdate hook on this connection (sqlite3_preupdate_hook, or a sqlite3session object; SQLite allows one per connection), so the transaction's row changes could not be captured and the commit was refused. Remove that hook; SyndDB's changeset is readable with `synd log`"
+        }
+        return nil
+    }
+
+    /// Other databases of the connection (ATTACHed files, not TEMP) that this
+    /// transaction writes: SQLite commits them one by one, so a crash or a
+    /// refused commit could apply one and not the other.
+    public func otherDatabasesWritten() -> [String] {
+        guard let db, let r = routines, let dbName = r.pointee.db_name, let txnState = r.pointee.txn_state,
+            let fileName = r.pointee.db_filename
+        else { return [] }
+        var names: [String] = []
+        var i: Int32 = 2  // 0 is main, 1 is temp
+        while let zName = dbName(db, i) {
+            // Temporary and in-memory databases (VACUUM's own) have no file to keep.
+            let file = fileName(db, zName)
+            if txnState(db, zName) == SQLITE_TXN_WRITE, let file, file.pointee != 0 { names.append(String(cString: zName)) }
+            i += 1
+        }
+        return names
     }
 
     public var hasEvents: Bool { !events.isEmpty }
 
     public func reset() { events.removeAll(keepingCapacity: true) }
 
-    private func record(_ db: OpaquePointer, _ op: Int32, _ zDb: UnsafePointer<CChar>, _ zName: UnsafePointer<CChar>) {
+    private func record(_ db: OpaquePointer, _ op: Int32, _ zDb: UnsafePointer<CChar>, _ zName: UnsafePointer<CChar>, _ key1: Int64, _ key2: Int64) {
         // Only the remote database: temp tables and attached files are local.
         guard strcmp(zDb, "main") == 0, let r = routines,
             let count = session.preupdate_count, let old = session.preupdate_old, let new = session.preupdate_new
@@ -58,8 +100,14 @@ public final class ChangeRecorder {
             }
         }
         var event = Event(table: String(cString: zName))
-        if op == SQLITE_UPDATE || op == SQLITE_DELETE { event.old = values(old) }
-        if op == SQLITE_UPDATE || op == SQLITE_INSERT { event.new = values(new) }
+        if op == SQLITE_UPDATE || op == SQLITE_DELETE {
+            event.old = values(old)
+            event.oldRowid = key1
+        }
+        if op == SQLITE_UPDATE || op == SQLITE_INSERT {
+            event.new = values(new)
+            event.newRowid = key2
+        }
         events.append(event)
     }
 }

@@ -1,30 +1,32 @@
 import CSQLite
 import SyndProtocol
 
-/// Builds a transaction's exact changeset with SQLite's own session extension,
-/// without touching the committing connection (which must run no statement
-/// inside its commit).
+/// Builds a transaction's exact changeset without touching the committing
+/// connection (which must run no statement inside its commit).
 ///
 /// A scratch connection opens the committed state ("before" view, writable,
 /// never committed) and attaches the transaction's final image ("after" view,
 /// read-only). Inside a transaction that is always rolled back it moves the
-/// schema to the after schema, then, with a session attached, deletes every
-/// row the preupdate hook saw touched and re-inserts its after version. The
-/// session then reports, for each row, the net difference between before and
-/// after: rows a failed statement or a ROLLBACK TO put back drop out, as they
-/// do for a session on the application's connection.
+/// schema to the after schema (when it changed), then reads every row the
+/// preupdate hook saw touched as it was before and as it is after, and writes
+/// the net difference as SQLite's changeset. Rows that a failed statement or a
+/// ROLLBACK TO put back drop out, as they do for SQLite's session extension
+/// on the application's connection (the differential test's oracle).
 public final class ChangesetCapture {
     private let scratch: HostConnection
-    private let session: synd_session_api
 
     /// Opens the scratch connection over the two views of file `fileID`.
-    public init(database: String, fileID: UInt64, vfs: String, routines: UnsafePointer<sqlite3_api_routines>,
-                session: synd_session_api) throws(CaptureError) {
+    public init(database: String, fileID: UInt64, vfs: String, routines: UnsafePointer<sqlite3_api_routines>) throws(CaptureError) {
         let beforeURI = "file:\(database)?vfs=\(vfs)&synddb_view=before&synddb_file=\(fileID)"
         let afterURI = "file:\(database)?vfs=\(vfs)&synddb_view=after&synddb_file=\(fileID)"
+        // An attached database must have main's text encoding, and the before
+        // view of a new database is empty: give it the after image's encoding.
+        let encoding = try HostConnection(uri: afterURI, vfs: vfs, routines: routines).query("PRAGMA encoding").first?.first
         scratch = try HostConnection(uri: beforeURI, vfs: vfs, routines: routines)
-        self.session = session
         _ = synd_db_enable_triggers(routines, scratch.db, 0)
+        if case .text(let name) = encoding, name.allSatisfy({ $0 != 0x27 }) {
+            try scratch.execute("PRAGMA encoding='\(String(decoding: name, as: UTF8.self))'")
+        }
         try scratch.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
         // The VFS gives the after image a new change counter for every commit
         // (SnapshotFile), so SQLite never trusts pages cached from an earlier one.
@@ -33,6 +35,13 @@ public final class ChangesetCapture {
     }
 
     /// The changeset of the rows `recorder` saw touched, and the schema if it changed.
+    ///
+    /// Each touched row is read as it was before and as it is after, with plain
+    /// SELECTs by rowid (or by key for WITHOUT ROWID tables and after a schema
+    /// change), and the difference is written in SQLite's changeset format.
+    /// Reading by rowid needs none of what the application may have added to
+    /// its own connection (collations, modules), and text comes back as UTF-8
+    /// whatever the database encoding, as changesets carry it.
     public func build(from recorder: ChangeRecorder, schemaChanged: Bool) throws(CaptureError) -> CapturedBatch {
         let events = recorder.events
         var batch = CapturedBatch()
@@ -43,98 +52,124 @@ public final class ChangesetCapture {
                 try migrate(to: target)
                 batch.schema = target
             }
-            // Touched keys per table, in first-touch order.
+            // Touched rows per table, in first-touch order.
             var order: [String] = []
-            var events_: [String: [ChangeRecorder.Event]] = [:]
+            var byTable: [String: [ChangeRecorder.Event]] = [:]
             for e in events where !e.table.hasPrefix("sqlite_") {
-                if events_[e.table] == nil { order.append(e.table) }
-                events_[e.table, default: []].append(e)
+                if byTable[e.table] == nil { order.append(e.table) }
+                byTable[e.table, default: []].append(e)
             }
-            var work: [(table: String, where_: String, singleColumn: String?, anyColumn: String, keys: [[CapturedValue]], oldKeys: [[CapturedValue]])] = []
+            var writer = ChangesetWriter()
             for table in order {
-                let info = try scratch.query("PRAGMA after.table_info(\(table.quotedIdentifier))")
-                guard !info.isEmpty else { continue }  // dropped by this transaction
-                let pk = info.compactMap { row -> (ordinal: Int64, cid: Int, name: String)? in
-                    guard case .integer(let ordinal) = row[5], ordinal > 0, case .integer(let cid) = row[0],
-                        case .text(let name) = row[1] else { return nil }
-                    return (ordinal, Int(cid), String(decoding: name, as: UTF8.self))
-                }.sorted { $0.ordinal < $1.ordinal }
-                guard !pk.isEmpty else {
+                guard let changes = try diff(table, byTable[table]!, schemaChanged: schemaChanged) else {
                     batch.tablesWithoutPrimaryKey.append(table)
                     continue
                 }
-                var seen = Set<[CapturedValue]>(), seenOld = Set<[CapturedValue]>()
-                var keys: [[CapturedValue]] = [], oldKeys: [[CapturedValue]] = []
-                for e in events_[table]! {
-                    for (isOld, values) in [(true, e.old), (false, e.new)] {
-                        guard let values, pk.allSatisfy({ $0.cid < values.count }) else { continue }
-                        let key = pk.map { values[$0.cid] }
-                        if seen.insert(key).inserted { keys.append(key) }
-                        if isOld, seenOld.insert(key).inserted { oldKeys.append(key) }
+                guard !changes.rows.isEmpty else { continue }
+                writer.table(table, primaryKey: changes.primaryKey)
+                for (before, after) in changes.rows {
+                    switch (before, after) {
+                    case (nil, let a?): writer.insert(a)
+                    case (let b?, nil): writer.delete(b)
+                    case (let b?, let a?): writer.update(old: b, new: a, primaryKey: changes.primaryKey)
+                    case (nil, nil): break
                     }
                 }
-                var anyColumn = pk[0].name
-                if case .text(let first) = info[0][1] { anyColumn = String(decoding: first, as: UTF8.self) }
-                let where_ = pk.enumerated().map { "\($1.name.quotedIdentifier) IS ?\($0 + 1)" }.joined(separator: " AND ")
-                work.append((table, where_, pk.count == 1 ? pk[0].name.quotedIdentifier : nil, anyColumn, keys, oldKeys))
             }
-            // Rows stored before an ALTER TABLE ADD COLUMN are short, and SQLite
-            // 3.40's preupdate hook reports NULL, not the default, for the missing
-            // columns. Rewrite the rows about to change (no session attached yet)
-            // so their old values are what a reader sees.
-            for w in work where !w.oldKeys.isEmpty {
-                let t = w.table.quotedIdentifier, c = w.anyColumn.quotedIdentifier
-                if let list = w.singleColumn, let json = Self.jsonArray(w.oldKeys) {
-                    try scratch.query("UPDATE main.\(t) SET \(c) = \(c) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
-                } else {
-                    for key in w.oldKeys { try scratch.query("UPDATE main.\(t) SET \(c) = \(c) WHERE \(w.where_)", key) }
-                }
-            }
-            var pSession: OpaquePointer?
-            guard let create = session.session_create, let attach = session.session_attach,
-                let changeset = session.session_changeset, let delete = session.session_delete
-            else { throw CaptureError(code: SQLITE_ERROR, message: "the session extension is not available") }
-            let rc = create(scratch.db, "main", &pSession)
-            guard rc == SQLITE_OK, let pSession else { throw scratch.error(rc, "sqlite3session_create") }
-            defer { delete(pSession) }
-            _ = attach(pSession, nil)
-
-            // All deletes first, then all inserts: a swap of unique values between
-            // two rows must not collide halfway. A single-column key of integers
-            // or text goes in one statement (a JSON array), others key by key.
-            // A key never seen in an old image did not exist before the
-            // transaction (replacing or re-keying onto an existing row reports
-            // that row's old image first), so only old keys need deleting.
-            for w in work where !w.oldKeys.isEmpty {
-                let t = w.table.quotedIdentifier
-                if let list = w.singleColumn, let json = Self.jsonArray(w.oldKeys) {
-                    try scratch.query("DELETE FROM main.\(t) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
-                } else {
-                    for key in w.oldKeys { try scratch.query("DELETE FROM main.\(t) WHERE \(w.where_)", key) }
-                }
-            }
-            for w in work {
-                let t = w.table.quotedIdentifier
-                if let list = w.singleColumn, let json = Self.jsonArray(w.keys) {
-                    try scratch.query("INSERT OR IGNORE INTO main.\(t) SELECT * FROM after.\(t) WHERE \(list) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
-                } else {
-                    for key in w.keys { try scratch.query("INSERT OR IGNORE INTO main.\(t) SELECT * FROM after.\(t) WHERE \(w.where_)", key) }
-                }
-            }
-            var n: Int32 = 0
-            var p: UnsafeMutableRawPointer?
-            let crc = changeset(pSession, &n, &p)
-            guard crc == SQLITE_OK else { throw scratch.error(crc, "sqlite3session_changeset") }
-            if let p {
-                batch.changeset = Array(UnsafeRawBufferPointer(start: p, count: Int(n)))
-                scratch.r.pointee.free(p)
-            }
+            batch.changeset = writer.bytes
         } catch {
             try? scratch.execute("ROLLBACK")
             throw error
         }
         try scratch.execute("ROLLBACK")
         return batch
+    }
+
+    /// The changed rows of one table (before, after), keyed as its changeset
+    /// keys them, and which columns form that key; nil for a table without a
+    /// PRIMARY KEY, which a changeset cannot carry.
+    private func diff(_ table: String, _ events: [ChangeRecorder.Event], schemaChanged: Bool) throws(CaptureError)
+        -> (primaryKey: [Int], rows: [([CapturedValue]?, [CapturedValue]?)])?
+    {
+        let t = table.quotedIdentifier
+        // table_xinfo numbers columns as the preupdate hook does; generated
+        // columns (hidden 2 and 3) are computed, and changesets leave them out.
+        let info = try scratch.query("PRAGMA after.table_xinfo(\(t))")
+        guard !info.isEmpty else { return (primaryKey: [], rows: []) }  // dropped by this transaction
+        var columns: [(cid: Int, name: String, pk: Int64)] = []
+        for row in info {
+            guard case .integer(let cid) = row[0], case .text(let name) = row[1], case .integer(let pk) = row[5],
+                case .integer(let hidden) = row[6], hidden == 0 else { continue }
+            columns.append((Int(cid), String(decoding: name, as: UTF8.self), pk))
+        }
+        let keyColumns = columns.indices.filter { columns[$0].pk > 0 }.sorted { columns[$0].pk < columns[$1].pk }
+        guard !keyColumns.isEmpty else { return nil }
+        let list = columns.map { $0.name.quotedIdentifier }.joined(separator: ", ")
+        let withoutRowid = try scratch.query("SELECT wr FROM pragma_table_list WHERE schema = 'after' AND name = ?1", [.text(Array(table.utf8))])
+            .first?.first == .integer(1)
+
+        var before: [[CapturedValue]] = []
+        var after: [[CapturedValue]] = []
+        if !withoutRowid {
+            // By rowid: every row the transaction touched, as it was and as it is.
+            var rowids = Set<Int64>()
+            for e in events {
+                if let r = e.oldRowid { rowids.insert(r) }
+                if let r = e.newRowid { rowids.insert(r) }
+            }
+            let json = "[" + rowids.sorted().map(String.init).joined(separator: ",") + "]"
+            after = try scratch.query("SELECT \(list) FROM after.\(t) WHERE rowid IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
+            if !schemaChanged {
+                before = try scratch.query("SELECT \(list) FROM main.\(t) WHERE rowid IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
+            } else {
+                // A migrated table may have new rowids: find the old rows by key.
+                let keys = Self.distinct(events.flatMap { e in [e.old, e.new].compactMap { $0 } }.compactMap { values in
+                    keyColumns.allSatisfy({ columns[$0].cid < values.count }) ? keyColumns.map { values[columns[$0].cid] } : nil
+                } + after.map { row in keyColumns.map { row[$0] } })
+                before = try rows(in: "main", t, list, keyColumns.map { columns[$0].name }, keys)
+            }
+        } else {
+            let keys = Self.distinct(events.flatMap { e in [e.old, e.new].compactMap { $0 } }.compactMap { values in
+                keyColumns.allSatisfy({ columns[$0].cid < values.count }) ? keyColumns.map { values[columns[$0].cid] } : nil
+            })
+            before = try rows(in: "main", t, list, keyColumns.map { columns[$0].name }, keys)
+            after = try rows(in: "after", t, list, keyColumns.map { columns[$0].name }, keys)
+        }
+        func key(_ row: [CapturedValue]) -> [CapturedValue] { keyColumns.map { row[$0] } }
+        var old: [[CapturedValue]: [CapturedValue]] = [:]
+        var keys: [[CapturedValue]] = []
+        for row in before where !row.isEmpty {
+            if old.updateValue(row, forKey: key(row)) == nil { keys.append(key(row)) }
+        }
+        var new: [[CapturedValue]: [CapturedValue]] = [:]
+        for row in after where !row.isEmpty {
+            if new.updateValue(row, forKey: key(row)) == nil, old[key(row)] == nil { keys.append(key(row)) }
+        }
+        var changed: [([CapturedValue]?, [CapturedValue]?)] = []
+        for k in keys {
+            let b = old[k], a = new[k]
+            if let b, let a, ChangesetWriter.same(b, a) { continue }
+            changed.append((b, a))
+        }
+        let primaryKey = columns.map { Int($0.pk) }
+        return (primaryKey, changed)
+    }
+
+    /// Rows of `table` in `schemaName` whose key is one of `keys`.
+    private func rows(in schemaName: String, _ table: String, _ list: String, _ keyNames: [String], _ keys: [[CapturedValue]]) throws(CaptureError) -> [[CapturedValue]] {
+        guard !keys.isEmpty else { return [] }
+        if keyNames.count == 1, let json = Self.jsonArray(keys) {
+            return try scratch.query("SELECT \(list) FROM \(schemaName).\(table) WHERE \(keyNames[0].quotedIdentifier) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
+        }
+        let condition = keyNames.enumerated().map { "\($1.quotedIdentifier) IS ?\($0 + 1)" }.joined(separator: " AND ")
+        var out: [[CapturedValue]] = []
+        for k in keys { out += try scratch.query("SELECT \(list) FROM \(schemaName).\(table) WHERE \(condition)", k) }
+        return out
+    }
+
+    static func distinct(_ keys: [[CapturedValue]]) -> [[CapturedValue]] {
+        var seen = Set<[CapturedValue]>()
+        return keys.filter { seen.insert($0).inserted }
     }
 
     /// `[k1, k2, ...]` when every key is one integer or one plain text, else nil.

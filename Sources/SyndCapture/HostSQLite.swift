@@ -30,7 +30,9 @@ final class HostConnection {
     init(uri: String, vfs: String, routines: UnsafePointer<sqlite3_api_routines>) throws(CaptureError) {
         r = routines
         var handle: OpaquePointer?
-        let rc = r.pointee.open_v2(uri, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI, vfs)
+        // A private cache: in shared-cache mode the two views (one file name)
+        // would otherwise be one database, "already attached".
+        let rc = r.pointee.open_v2(uri, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI | SQLITE_OPEN_PRIVATECACHE, vfs)
         guard rc == SQLITE_OK, let handle else {
             let message = handle.flatMap { routines.pointee.errmsg($0) }.map { String(cString: $0) } ?? "open failed"
             _ = routines.pointee.close(handle)

@@ -16,6 +16,10 @@ public struct StoreConfiguration: Sendable {
     public var maxLeaseTTLMs: UInt32 = 300_000
     /// Test hook: a commit is refused with the returned error before it is applied.
     public var commitFault: (@Sendable (CommitRequest) -> SequencerError?)?
+    /// Test hook: a commit is applied, then answered with the returned error
+    /// (what a proxy's HTTP 503 or a failure after the work looks like to a client).
+    /// A retry is still answered from the idempotency record.
+    public var commitAnswerFault: (@Sendable (CommitRequest) -> SequencerError?)?
 
     public init(directory: String) {
         self.directory = directory

@@ -47,9 +47,17 @@ final class RemoteFile: OpenFile {
     /// exclusive locking mode (where SQLite never gives its lock back), from the
     /// transaction's first write.
     private var txnOpen = false
-    /// `PRAGMA locking_mode=EXCLUSIVE` is in force, or a transaction began
-    /// without a lock transition (which only exclusive mode does).
+    /// `PRAGMA locking_mode=EXCLUSIVE` is in force (SQLite sends every PRAGMA
+    /// to the main file first).
     private var exclusiveLocking = false
+    /// A refused COMMIT in exclusive locking mode: SQLite's rollback would
+    /// restore its own page cache from the journal and keep it, although the
+    /// database may have moved on. Failing the rollback's writes puts SQLite's
+    /// pager in its error state, which drops the cache; the next read
+    /// transaction re-reads (see the change-counter probe in `read`). Later
+    /// rollback writes (SQLite retries the playback) are absorbed: never sent.
+    private var refuseRollbackWrites = false
+    private var absorbingRollback = false
     private var dirty: [UInt32: [UInt8]] = [:]
     private var txnPageSize = 0
     private var txnPageCount: UInt32 = 0
@@ -148,6 +156,10 @@ final class RemoteFile: OpenFile {
     // MARK: - Reads
 
     override func read(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Int32 {
+        if offset == 24, buffer.count == 16, !txnOpen, !viewingCommitted {
+            refuseRollbackWrites = false
+            absorbingRollback = false
+        }
         if offset == 24, buffer.count == 16, !txnOpen, !viewingCommitted, needsLease || needsRefresh {
             // SQLite reads the change counter when it starts a read transaction
             // with an empty cache. In exclusive locking mode no xLock call comes
@@ -273,10 +285,15 @@ final class RemoteFile: OpenFile {
         guard lockLevel >= SQLITE_LOCK_RESERVED else {
             return fail(SYND_SQLITE_IOERR_WRITE, "write to '\(name)' outside a write transaction")
         }
+        if refuseRollbackWrites {
+            refuseRollbackWrites = false
+            absorbingRollback = true
+            return fail(SYND_SQLITE_IOERR_WRITE, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
+        }
         if !txnOpen {
             // Exclusive locking mode: SQLite kept its lock since the last
-            // transaction, so this write is the first sign of a new one.
-            exclusiveLocking = true
+            // transaction, so this write is the first sign of a new one (or,
+            // after a failed commit, SQLite's rollback writing pages back).
             beginTransaction()
         }
         let amount = buffer.count
@@ -303,10 +320,12 @@ final class RemoteFile: OpenFile {
         guard lockLevel >= SQLITE_LOCK_RESERVED else {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' outside a write transaction")
         }
-        if !txnOpen {
-            exclusiveLocking = true
-            beginTransaction()
+        if refuseRollbackWrites {
+            refuseRollbackWrites = false
+            absorbingRollback = true
+            return fail(SYND_SQLITE_IOERR_TRUNCATE, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
         }
+        if !txnOpen { beginTransaction() }
         let pageSize = effectivePageSize
         guard pageSize > 0, size >= 0, size % Int64(pageSize) == 0, size / Int64(pageSize) < Int64(UInt32.max) else {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' to \(size) bytes is not a whole number of pages")
@@ -332,7 +351,7 @@ final class RemoteFile: OpenFile {
             // Also sent after a rollback that had spilled pages: SQLite writes the
             // original pages back and syncs. Such a "commit" changes nothing.
             guard inWriteTransaction && txnTouched else { return SQLITE_OK }
-            if restoresCommittedState {
+            if restoresCommittedState || absorbingRollback {
                 endTransaction()
                 return SQLITE_OK
             }
@@ -429,7 +448,11 @@ final class RemoteFile: OpenFile {
     /// read transaction (the change counter is the version). In exclusive
     /// locking mode SQLite never starts a new read transaction, so only an I/O
     /// error makes it drop its cache.
-    private var staleSnapshotCode: Int32 { exclusiveLocking ? SYND_SQLITE_IOERR_WRITE : SYND_SQLITE_BUSY_SNAPSHOT }
+    private var staleSnapshotCode: Int32 {
+        guard exclusiveLocking else { return SYND_SQLITE_BUSY_SNAPSHOT }
+        refuseRollbackWrites = true
+        return SYND_SQLITE_IOERR_WRITE
+    }
 
     /// Fencing at COMMIT: the lease must be live now. (In exclusive locking mode
     /// no lock call checks it at the start of a transaction.) A lapsed or lost
@@ -507,6 +530,11 @@ final class RemoteFile: OpenFile {
         guard UInt64(dirty.count) * UInt64(size) < UInt64(UInt32.max) - (16 << 20) else {
             return fail(SQLITE_FULL, "the transaction on '\(name)' changes \(dirty.count) pages of \(size) bytes, more than one batch can carry; split it")
         }
+        let others = recorder.otherDatabasesWritten()
+        guard others.isEmpty else {
+            endTransaction()
+            return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT of '\(name)' refused, transaction rolled back: it also writes \(others.map { "'\($0)'" }.joined(separator: ", ")) (ATTACHed), and a synddb commit cannot be atomic with another file. Write each database in its own transaction")
+        }
         if let refused = leaseProblemAtCommit(lease) {
             endTransaction()
             return refused
@@ -552,6 +580,7 @@ final class RemoteFile: OpenFile {
                 lease.markLost("a commit's outcome is unknown")
                 needsLease = true
                 needsRefresh = true
+                if exclusiveLocking { refuseRollbackWrites = true }
                 return fail(SYND_SQLITE_IOERR_FSYNC, "COMMIT of '\(name)' has an unknown outcome: \(failure.message) (and it could not be resolved: \(why)). The next transaction fences the old attempt with a new lease epoch and then re-reads the database state")
             }
         }
@@ -607,11 +636,14 @@ final class RemoteFile: OpenFile {
         guard recorder.isInstalled, let routines = recorder.routines else {
             throw CaptureError(code: SQLITE_ERROR, message: "changeset capture is not installed on this connection (an ATTACHed synddb database, or a SQLite host without the preupdate hook and session extension), so the commit was refused; open the database as the connection's main database")
         }
+        if let problem = recorder.captureProblem() {
+            throw CaptureError(code: SQLITE_ERROR, message: problem)
+        }
         let schemaChanged = schemaCookieChanged
         guard recorder.hasEvents || schemaChanged else { return CapturedBatch() }
         captureGeneration &+= 1
         if capture == nil {
-            capture = try ChangesetCapture(database: name, fileID: id, vfs: context.name, routines: routines, session: recorder.session)
+            capture = try ChangesetCapture(database: name, fileID: id, vfs: context.name, routines: routines)
         }
         return try capture!.build(from: recorder, schemaChanged: schemaChanged)
     }
@@ -699,14 +731,19 @@ final class RemoteFile: OpenFile {
                     if let info = granted.info, !adopt(info.version, Int(info.pageSize), info.pageCount) {
                         return fail(SYND_SQLITE_IOERR_LOCK, "the sequencer reported an impossible page size for '\(name)'")
                     }
+                    return SQLITE_OK
                 } catch {
                     needsLease = true
-                    let code = error.code == .failedPrecondition ? SQLITE_BUSY : SYND_SQLITE_IOERR_LOCK
-                    return fail(code, "writer lease of '\(name)' was lost (\(reason)) and cannot be taken again: \(error.message)")
+                    guard error.code == .failedPrecondition else {
+                        return fail(SYND_SQLITE_IOERR_LOCK, "writer lease of '\(name)' was lost (\(reason)) and cannot be taken again: \(error.message)")
+                    }
+                    // Another writer holds it, with a newer epoch that fences ours:
+                    // read the latest version; writes wait until the lease is free.
+                    lease.markLost(error.message)
                 }
+            } else if !needsRefresh {
                 return SQLITE_OK
             }
-            if !needsRefresh { return SQLITE_OK }
         }
         do throws(SequencerError) {
             traceContext = "refresh of the latest version"
