@@ -198,6 +198,7 @@ public final class PageStore: Sendable {
             if version % 64 == 0, configuration.retainedVersions < version {
                 try? s.prune(db: db, keepFrom: version - configuration.retainedVersions)
             }
+            if let fault = configuration.commitAnswerFault?(request) { throw fault }
             var r = CommitResponse()
             r.version = version
             return r
