@@ -102,6 +102,19 @@ public enum Synddb_V1_Sequencer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "HoldLease" metadata.
+        public enum HoldLease: Sendable {
+            /// Request type for "HoldLease".
+            public typealias Input = Synddb_V1_HoldLeaseRequest
+            /// Response type for "HoldLease".
+            public typealias Output = Synddb_V1_HoldLeaseEvent
+            /// Descriptor for "HoldLease".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synddb.v1.Sequencer"),
+                method: "HoldLease",
+                type: .serverStreaming
+            )
+        }
         /// Namespace for "ReadPages" metadata.
         public enum ReadPages: Sendable {
             /// Request type for "ReadPages".
@@ -174,6 +187,7 @@ public enum Synddb_V1_Sequencer: Sendable {
             AcquireLease.descriptor,
             RenewLease.descriptor,
             ReleaseLease.descriptor,
+            HoldLease.descriptor,
             ReadPages.descriptor,
             Commit.descriptor,
             GetCommitStatus.descriptor,
@@ -207,8 +221,9 @@ extension Synddb_V1_Sequencer {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The sequencer service. Every RPC is unary; all but Commit are safe to retry.
-    /// > Commit is safe to retry with the same txn_id: it is applied at most once.
+    /// > The sequencer service. Every RPC but StreamBatches and HoldLease is unary;
+    /// > all but Commit are safe to retry. Commit is safe to retry with the same
+    /// > txn_id: it is applied at most once.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "GetCapabilities" method.
         ///
@@ -301,6 +316,43 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.StreamingServerRequest<Synddb_V1_ReleaseLeaseRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_ReleaseLeaseResponse>
+
+        /// Handle the "HoldLease" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Tie a lease to the caller's connection, so that a writer that dies (kill -9,
+        /// > a crash) does not block the next one for the lease's time-to-live.
+        /// > 
+        /// > The holder sends one request and leaves the call open. The sequencer
+        /// > checks that (database, holder, epoch) is the live lease (else
+        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
+        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > or its connection closes), the sequencer releases the lease if it still
+        /// > belongs to that holder and epoch. The sequencer ends the call itself, with
+        /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
+        /// > at another epoch.
+        /// > 
+        /// > A hold never renews the lease: a holder that stops (SIGSTOP, a hung
+        /// > process) keeps its connection open, so its lease still lapses after ttl_ms
+        /// > unless RenewLease extends it. Fencing is unchanged: every Commit carries
+        /// > the epoch, so a writer whose lease was released this way has its next
+        /// > commit refused. A client whose hold ended, or whose connection to the
+        /// > sequencer was lost, must treat the lease as lost (the sequencer may have
+        /// > given it to another writer) and acquire a new epoch before trusting its
+        /// > cached pages again. Hold at most one call per (holder, epoch).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Synddb_V1_HoldLeaseRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Synddb_V1_HoldLeaseEvent` messages.
+        func holdLease(
+            request: GRPCCore.StreamingServerRequest<Synddb_V1_HoldLeaseRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_HoldLeaseEvent>
 
         /// Handle the "ReadPages" method.
         ///
@@ -404,8 +456,9 @@ extension Synddb_V1_Sequencer {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The sequencer service. Every RPC is unary; all but Commit are safe to retry.
-    /// > Commit is safe to retry with the same txn_id: it is applied at most once.
+    /// > The sequencer service. Every RPC but StreamBatches and HoldLease is unary;
+    /// > all but Commit are safe to retry. Commit is safe to retry with the same
+    /// > txn_id: it is applied at most once.
     public protocol ServiceProtocol: Synddb_V1_Sequencer.StreamingServiceProtocol {
         /// Handle the "GetCapabilities" method.
         ///
@@ -498,6 +551,43 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.ServerRequest<Synddb_V1_ReleaseLeaseRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Synddb_V1_ReleaseLeaseResponse>
+
+        /// Handle the "HoldLease" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Tie a lease to the caller's connection, so that a writer that dies (kill -9,
+        /// > a crash) does not block the next one for the lease's time-to-live.
+        /// > 
+        /// > The holder sends one request and leaves the call open. The sequencer
+        /// > checks that (database, holder, epoch) is the live lease (else
+        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
+        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > or its connection closes), the sequencer releases the lease if it still
+        /// > belongs to that holder and epoch. The sequencer ends the call itself, with
+        /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
+        /// > at another epoch.
+        /// > 
+        /// > A hold never renews the lease: a holder that stops (SIGSTOP, a hung
+        /// > process) keeps its connection open, so its lease still lapses after ttl_ms
+        /// > unless RenewLease extends it. Fencing is unchanged: every Commit carries
+        /// > the epoch, so a writer whose lease was released this way has its next
+        /// > commit refused. A client whose hold ended, or whose connection to the
+        /// > sequencer was lost, must treat the lease as lost (the sequencer may have
+        /// > given it to another writer) and acquire a new epoch before trusting its
+        /// > cached pages again. Hold at most one call per (holder, epoch).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_HoldLeaseRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Synddb_V1_HoldLeaseEvent` messages.
+        func holdLease(
+            request: GRPCCore.ServerRequest<Synddb_V1_HoldLeaseRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_HoldLeaseEvent>
 
         /// Handle the "ReadPages" method.
         ///
@@ -599,8 +689,9 @@ extension Synddb_V1_Sequencer {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The sequencer service. Every RPC is unary; all but Commit are safe to retry.
-    /// > Commit is safe to retry with the same txn_id: it is applied at most once.
+    /// > The sequencer service. Every RPC but StreamBatches and HoldLease is unary;
+    /// > all but Commit are safe to retry. Commit is safe to retry with the same
+    /// > txn_id: it is applied at most once.
     public protocol SimpleServiceProtocol: Synddb_V1_Sequencer.ServiceProtocol {
         /// Handle the "GetCapabilities" method.
         ///
@@ -693,6 +784,44 @@ extension Synddb_V1_Sequencer {
             request: Synddb_V1_ReleaseLeaseRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Synddb_V1_ReleaseLeaseResponse
+
+        /// Handle the "HoldLease" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Tie a lease to the caller's connection, so that a writer that dies (kill -9,
+        /// > a crash) does not block the next one for the lease's time-to-live.
+        /// > 
+        /// > The holder sends one request and leaves the call open. The sequencer
+        /// > checks that (database, holder, epoch) is the live lease (else
+        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
+        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > or its connection closes), the sequencer releases the lease if it still
+        /// > belongs to that holder and epoch. The sequencer ends the call itself, with
+        /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
+        /// > at another epoch.
+        /// > 
+        /// > A hold never renews the lease: a holder that stops (SIGSTOP, a hung
+        /// > process) keeps its connection open, so its lease still lapses after ttl_ms
+        /// > unless RenewLease extends it. Fencing is unchanged: every Commit carries
+        /// > the epoch, so a writer whose lease was released this way has its next
+        /// > commit refused. A client whose hold ended, or whose connection to the
+        /// > sequencer was lost, must treat the lease as lost (the sequencer may have
+        /// > given it to another writer) and acquire a new epoch before trusting its
+        /// > cached pages again. Hold at most one call per (holder, epoch).
+        ///
+        /// - Parameters:
+        ///   - request: A `Synddb_V1_HoldLeaseRequest` message.
+        ///   - response: A response stream of `Synddb_V1_HoldLeaseEvent` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func holdLease(
+            request: Synddb_V1_HoldLeaseRequest,
+            response: GRPCCore.RPCWriter<Synddb_V1_HoldLeaseEvent>,
+            context: GRPCCore.ServerContext
+        ) async throws
 
         /// Handle the "ReadPages" method.
         ///
@@ -848,6 +977,17 @@ extension Synddb_V1_Sequencer.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Synddb_V1_Sequencer.Method.HoldLease.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_HoldLeaseRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_HoldLeaseEvent>(),
+            handler: { request, context in
+                try await self.holdLease(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Synddb_V1_Sequencer.Method.ReadPages.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_ReadPagesRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_ReadPagesResponse>(),
@@ -961,6 +1101,17 @@ extension Synddb_V1_Sequencer.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func holdLease(
+        request: GRPCCore.StreamingServerRequest<Synddb_V1_HoldLeaseRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_HoldLeaseEvent> {
+        let response = try await self.holdLease(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 
     public func readPages(
@@ -1087,6 +1238,23 @@ extension Synddb_V1_Sequencer.SimpleServiceProtocol {
         )
     }
 
+    public func holdLease(
+        request: GRPCCore.ServerRequest<Synddb_V1_HoldLeaseRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_HoldLeaseEvent> {
+        return GRPCCore.StreamingServerResponse<Synddb_V1_HoldLeaseEvent>(
+            metadata: [:],
+            producer: { writer in
+                try await self.holdLease(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
     public func readPages(
         request: GRPCCore.ServerRequest<Synddb_V1_ReadPagesRequest>,
         context: GRPCCore.ServerContext
@@ -1168,8 +1336,9 @@ extension Synddb_V1_Sequencer {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The sequencer service. Every RPC is unary; all but Commit are safe to retry.
-    /// > Commit is safe to retry with the same txn_id: it is applied at most once.
+    /// > The sequencer service. Every RPC but StreamBatches and HoldLease is unary;
+    /// > all but Commit are safe to retry. Commit is safe to retry with the same
+    /// > txn_id: it is applied at most once.
     public protocol ClientProtocol: Sendable {
         /// Call the "GetCapabilities" method.
         ///
@@ -1286,6 +1455,48 @@ extension Synddb_V1_Sequencer {
             deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_ReleaseLeaseResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_ReleaseLeaseResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "HoldLease" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Tie a lease to the caller's connection, so that a writer that dies (kill -9,
+        /// > a crash) does not block the next one for the lease's time-to-live.
+        /// > 
+        /// > The holder sends one request and leaves the call open. The sequencer
+        /// > checks that (database, holder, epoch) is the live lease (else
+        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
+        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > or its connection closes), the sequencer releases the lease if it still
+        /// > belongs to that holder and epoch. The sequencer ends the call itself, with
+        /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
+        /// > at another epoch.
+        /// > 
+        /// > A hold never renews the lease: a holder that stops (SIGSTOP, a hung
+        /// > process) keeps its connection open, so its lease still lapses after ttl_ms
+        /// > unless RenewLease extends it. Fencing is unchanged: every Commit carries
+        /// > the epoch, so a writer whose lease was released this way has its next
+        /// > commit refused. A client whose hold ended, or whose connection to the
+        /// > sequencer was lost, must treat the lease as lost (the sequencer may have
+        /// > given it to another writer) and acquire a new epoch before trusting its
+        /// > cached pages again. Hold at most one call per (holder, epoch).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_HoldLeaseRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_HoldLeaseRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_HoldLeaseEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func holdLease<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_HoldLeaseRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_HoldLeaseRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_HoldLeaseEvent>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_HoldLeaseEvent>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ReadPages" method.
@@ -1413,8 +1624,9 @@ extension Synddb_V1_Sequencer {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The sequencer service. Every RPC is unary; all but Commit are safe to retry.
-    /// > Commit is safe to retry with the same txn_id: it is applied at most once.
+    /// > The sequencer service. Every RPC but StreamBatches and HoldLease is unary;
+    /// > all but Commit are safe to retry. Commit is safe to retry with the same
+    /// > txn_id: it is applied at most once.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -1591,6 +1803,57 @@ extension Synddb_V1_Sequencer {
             try await self.client.unary(
                 request: request,
                 descriptor: Synddb_V1_Sequencer.Method.ReleaseLease.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "HoldLease" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Tie a lease to the caller's connection, so that a writer that dies (kill -9,
+        /// > a crash) does not block the next one for the lease's time-to-live.
+        /// > 
+        /// > The holder sends one request and leaves the call open. The sequencer
+        /// > checks that (database, holder, epoch) is the live lease (else
+        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
+        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > or its connection closes), the sequencer releases the lease if it still
+        /// > belongs to that holder and epoch. The sequencer ends the call itself, with
+        /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
+        /// > at another epoch.
+        /// > 
+        /// > A hold never renews the lease: a holder that stops (SIGSTOP, a hung
+        /// > process) keeps its connection open, so its lease still lapses after ttl_ms
+        /// > unless RenewLease extends it. Fencing is unchanged: every Commit carries
+        /// > the epoch, so a writer whose lease was released this way has its next
+        /// > commit refused. A client whose hold ended, or whose connection to the
+        /// > sequencer was lost, must treat the lease as lost (the sequencer may have
+        /// > given it to another writer) and acquire a new epoch before trusting its
+        /// > cached pages again. Hold at most one call per (holder, epoch).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_HoldLeaseRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_HoldLeaseRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_HoldLeaseEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func holdLease<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_HoldLeaseRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_HoldLeaseRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_HoldLeaseEvent>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_HoldLeaseEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Synddb_V1_Sequencer.Method.HoldLease.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1919,6 +2182,52 @@ extension Synddb_V1_Sequencer.ClientProtocol {
         )
     }
 
+    /// Call the "HoldLease" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Tie a lease to the caller's connection, so that a writer that dies (kill -9,
+    /// > a crash) does not block the next one for the lease's time-to-live.
+    /// > 
+    /// > The holder sends one request and leaves the call open. The sequencer
+    /// > checks that (database, holder, epoch) is the live lease (else
+    /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
+    /// > more. When the call ends from the client's side (the client cancels it,
+    /// > or its connection closes), the sequencer releases the lease if it still
+    /// > belongs to that holder and epoch. The sequencer ends the call itself, with
+    /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
+    /// > at another epoch.
+    /// > 
+    /// > A hold never renews the lease: a holder that stops (SIGSTOP, a hung
+    /// > process) keeps its connection open, so its lease still lapses after ttl_ms
+    /// > unless RenewLease extends it. Fencing is unchanged: every Commit carries
+    /// > the epoch, so a writer whose lease was released this way has its next
+    /// > commit refused. A client whose hold ended, or whose connection to the
+    /// > sequencer was lost, must treat the lease as lost (the sequencer may have
+    /// > given it to another writer) and acquire a new epoch before trusting its
+    /// > cached pages again. Hold at most one call per (holder, epoch).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Synddb_V1_HoldLeaseRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func holdLease<Result>(
+        request: GRPCCore.ClientRequest<Synddb_V1_HoldLeaseRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_HoldLeaseEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.holdLease(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_HoldLeaseRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_HoldLeaseEvent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "ReadPages" method.
     ///
     /// > Source IDL Documentation:
@@ -2228,6 +2537,56 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             metadata: metadata
         )
         return try await self.releaseLease(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "HoldLease" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Tie a lease to the caller's connection, so that a writer that dies (kill -9,
+    /// > a crash) does not block the next one for the lease's time-to-live.
+    /// > 
+    /// > The holder sends one request and leaves the call open. The sequencer
+    /// > checks that (database, holder, epoch) is the live lease (else
+    /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
+    /// > more. When the call ends from the client's side (the client cancels it,
+    /// > or its connection closes), the sequencer releases the lease if it still
+    /// > belongs to that holder and epoch. The sequencer ends the call itself, with
+    /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
+    /// > at another epoch.
+    /// > 
+    /// > A hold never renews the lease: a holder that stops (SIGSTOP, a hung
+    /// > process) keeps its connection open, so its lease still lapses after ttl_ms
+    /// > unless RenewLease extends it. Fencing is unchanged: every Commit carries
+    /// > the epoch, so a writer whose lease was released this way has its next
+    /// > commit refused. A client whose hold ended, or whose connection to the
+    /// > sequencer was lost, must treat the lease as lost (the sequencer may have
+    /// > given it to another writer) and acquire a new epoch before trusting its
+    /// > cached pages again. Hold at most one call per (holder, epoch).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func holdLease<Result>(
+        _ message: Synddb_V1_HoldLeaseRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_HoldLeaseEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Synddb_V1_HoldLeaseRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.holdLease(
             request: request,
             options: options,
             onResponse: handleResponse

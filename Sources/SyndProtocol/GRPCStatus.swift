@@ -59,6 +59,7 @@ public enum SequencerMethod: String, Sendable {
     case acquireLease = "/synddb.v1.Sequencer/AcquireLease"
     case renewLease = "/synddb.v1.Sequencer/RenewLease"
     case releaseLease = "/synddb.v1.Sequencer/ReleaseLease"
+    case holdLease = "/synddb.v1.Sequencer/HoldLease"
     case readPages = "/synddb.v1.Sequencer/ReadPages"
     case commit = "/synddb.v1.Sequencer/Commit"
     case getCommitStatus = "/synddb.v1.Sequencer/GetCommitStatus"

@@ -182,6 +182,41 @@ public struct ReleaseLeaseResponse: WireMessage {
     }
 }
 
+public struct HoldLeaseRequest: WireMessage {
+    public var database = ""
+    public var holder = ""
+    public var epoch: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.string(2, holder)
+        w.uint64(3, epoch)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: holder = try r.string()
+        case 3: epoch = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+/// The one message of a HoldLease call: the hold is in place.
+public struct HoldLeaseEvent: WireMessage {
+    public var lease: Lease?
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.optionalMessage(1, lease)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: lease = try r.message(Lease.self)
+        default: try r.skip(wire)
+        }
+    }
+}
+
 public struct ReadPagesRequest: WireMessage {
     public var database = ""
     public var version: UInt64 = 0

@@ -12,11 +12,17 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
     public let store: PageStore
     public let counters: RequestCounters
     let logger: Logger
+    /// How often an open HoldLease call checks that its lease is still live.
+    let holdCheckInterval: Duration
 
-    public init(store: PageStore, counters: RequestCounters = RequestCounters(), logger: Logger = Logger(label: "synd.sequencer")) {
+    public init(
+        store: PageStore, counters: RequestCounters = RequestCounters(), logger: Logger = Logger(label: "synd.sequencer"),
+        holdCheckInterval: Duration = .milliseconds(500)
+    ) {
         self.store = store
         self.counters = counters
         self.logger = logger
+        self.holdCheckInterval = holdCheckInterval
     }
 
     /// Runs one RPC: converts the request, calls `body`, converts the answer.
@@ -62,6 +68,73 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         try handle(.releaseLease, request) { (r: ReleaseLeaseRequest) throws(SequencerError) in
             try store.releaseLease(r)
             return ReleaseLeaseResponse()
+        }
+    }
+
+    /// Ties a lease to the caller's connection: when the call ends from the
+    /// client's side (it cancelled, or its connection closed: a killed writer),
+    /// the lease is released if that holder and epoch still have it. Ends the
+    /// call itself once the lease lapsed or moved. Renews nothing.
+    public func holdLease(
+        request: Synddb_V1_HoldLeaseRequest, response: RPCWriter<Synddb_V1_HoldLeaseEvent>, context: ServerContext
+    ) async throws {
+        counters.count(.holdLease)
+        let hold: HoldLeaseRequest
+        do {
+            hold = try request.converted()
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "malformed HoldLeaseRequest: \(error)")
+        }
+        var event = HoldLeaseEvent()
+        do throws(SequencerError) {
+            event.lease = try store.heldLease(hold)
+        } catch {
+            throw error.rpcError
+        }
+        try await response.write(try event.converted())
+
+        // grpc-swift signals the end of the call from the client's side through
+        // the cancellation handle (a closed connection included), not by
+        // cancelling this task.
+        enum End: Sendable { case clientLeft, leaseGone(SequencerError), serverStopping }
+        let store = self.store
+        let interval = holdCheckInterval
+        let end = await withTaskGroup(of: End.self) { group in
+            group.addTask {
+                do {
+                    try await context.cancellation.cancelled
+                    return .clientLeft
+                } catch {
+                    return .serverStopping
+                }
+            }
+            group.addTask {
+                while true {
+                    do { try await Task.sleep(for: interval) } catch { return .serverStopping }
+                    do throws(SequencerError) { _ = try store.heldLease(hold) } catch { return .leaseGone(error) }
+                }
+            }
+            let first = await group.next() ?? .serverStopping
+            group.cancelAll()
+            return first
+        }
+        switch end {
+        case .clientLeft:
+            var release = ReleaseLeaseRequest()
+            release.database = hold.database
+            release.holder = hold.holder
+            release.epoch = hold.epoch
+            do {
+                if try store.releaseLease(release) {
+                    logger.info("released the writer lease of '\(hold.database)' (holder '\(hold.holder)', epoch \(hold.epoch)): its holder's connection closed")
+                }
+            } catch {
+                logger.error("releasing the lease of '\(hold.database)' after its holder left failed: \(error.message)")
+            }
+        case .leaseGone(let error):
+            throw error.rpcError
+        case .serverStopping:
+            return
         }
     }
 

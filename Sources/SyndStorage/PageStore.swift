@@ -84,7 +84,7 @@ public final class PageStore: Sendable {
         c.maxBatchBytes = configuration.maxBatchBytes
         c.maxPagesPerRead = configuration.maxPagesPerRead
         c.features = ["lease-epoch", "idempotent-commit", "commit-status", "point-in-time-read", "crc32c",
-                      "changeset", "sealed-batches", "batch-stream"]
+                      "changeset", "sealed-batches", "batch-stream", "lease-hold"]
         c.defaultLeaseTTLMs = configuration.defaultLeaseTTLMs
         c.retainedVersions = configuration.retainedVersions
         return c
@@ -134,12 +134,27 @@ public final class PageStore: Sendable {
         }
     }
 
-    public func releaseLease(_ request: ReleaseLeaseRequest) throws(SequencerError) {
+    /// Gives the lease up if `request`'s holder and epoch still hold it (a
+    /// release of an older epoch is a no-op). Returns whether it was released.
+    @discardableResult
+    public func releaseLease(_ request: ReleaseLeaseRequest) throws(SequencerError) -> Bool {
         try state.withLock { s throws(SequencerError) in
             let db = try s.database(request.database)
-            guard let lease = db.lease, lease.holder == request.holder, lease.epoch == request.epoch else { return }
+            guard let lease = db.lease, lease.holder == request.holder, lease.epoch == request.epoch else { return false }
             try s.run("UPDATE databases SET lease_holder=NULL WHERE id=?", [db.id])
             db.lease = nil
+            return true
+        }
+    }
+
+    /// The lease a HoldLease call may hold: `request`'s holder and epoch must
+    /// be the live lease (FAILED_PRECONDITION otherwise, with the reason).
+    /// Renews nothing.
+    public func heldLease(_ request: HoldLeaseRequest) throws(SequencerError) -> Lease {
+        try state.withLock { s throws(SequencerError) in
+            let db = try s.database(request.database)
+            try db.checkLease(holder: request.holder, epoch: request.epoch, now: .now)
+            return db.leaseMessage
         }
     }
 

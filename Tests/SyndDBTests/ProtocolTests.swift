@@ -42,6 +42,39 @@ import Testing
         #expect(try CommitRequest(serializedBytes: generatedBytes) == hand)
     }
 
+    @Test func holdLeaseMessagesMatchGeneratedCodeByteForByte() throws {
+        var hand = HoldLeaseRequest()
+        hand.database = "app/main"
+        hand.holder = "host/1/abc"
+        hand.epoch = 1 << 33
+        var generated = Synddb_V1_HoldLeaseRequest()
+        generated.database = "app/main"
+        generated.holder = "host/1/abc"
+        generated.epoch = 1 << 33
+        let generatedBytes: [UInt8] = try generated.serializedBytes()
+        #expect(hand.serializedBytes() == generatedBytes)
+        #expect(try HoldLeaseRequest(serializedBytes: generatedBytes) == hand)
+
+        var event = Synddb_V1_HoldLeaseEvent()
+        event.lease.database = "app/main"
+        event.lease.holder = "host/1/abc"
+        event.lease.epoch = 1 << 33
+        event.lease.ttlMs = 10_000
+        event.lease.info.version = 7
+        let eventBytes: [UInt8] = try event.serializedBytes()
+        var lease = Lease()
+        lease.database = "app/main"
+        lease.holder = "host/1/abc"
+        lease.epoch = 1 << 33
+        lease.ttlMs = 10_000
+        lease.info = DatabaseInfo()
+        lease.info?.version = 7
+        var handEvent = HoldLeaseEvent()
+        handEvent.lease = lease
+        #expect(handEvent.serializedBytes() == eventBytes)
+        #expect(try HoldLeaseEvent(serializedBytes: eventBytes).lease?.info?.version == 7)
+    }
+
     @Test func everyAnswerDecodesFromGeneratedCode() throws {
         var lease = Synddb_V1_Lease()
         lease.database = "d"
