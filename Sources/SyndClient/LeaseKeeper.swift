@@ -10,6 +10,16 @@ import Glibc
 /// The lease's epoch fences every commit on the sequencer. Locally the keeper
 /// tracks a conservative expiry (send time of the last good renewal + TTL) so a
 /// writer can tell when its cache may no longer be trusted.
+///
+/// Each epoch is also held by a HoldLease call left open on the keeper's own
+/// connection, so that when this process dies (kill -9, a crash) the sequencer
+/// sees the connection close and releases the lease at once, instead of the
+/// next writer waiting out the TTL. The hold renews nothing: a stopped process
+/// keeps its connection, and its lease still lapses. Because the sequencer may
+/// give the lease away as soon as that connection is gone, the keeper marks the
+/// lease lost as soon as it learns the hold ended, and before a connection it
+/// closes itself (after a transport error) goes: the writer then takes a new
+/// epoch, checking that nobody wrote meanwhile, before it trusts its cache again.
 public final class LeaseKeeper: Sendable {
     public let client: SequencerClient
     public let database: String
@@ -17,8 +27,32 @@ public final class LeaseKeeper: Sendable {
     public let ttlMs: UInt32
     private let renews: Bool
     private let state = Mutex<LeaseStatus>(LeaseStatus())
+    /// Never locked across a call to `client` (the hold's end is reported
+    /// while the client's connection is locked).
+    private let holding = Mutex<HoldState>(HoldState())
     private let sleeper = Sleeper()
     private let thread = Mutex<pthread_t?>(nil)
+
+    /// The HoldLease call of the current epoch.
+    private struct HoldState {
+        enum Phase { case none, opening, open(SequencerClient.OpenStream), ended }
+        /// Identifies the latest hold; the end of an older one is not reported.
+        var token: UInt64 = 0
+        var epoch: UInt64 = 0
+        var phase = Phase.none
+        /// The sequencer does not implement HoldLease: rely on the TTL alone.
+        var unsupported = false
+        /// Released: no more holds.
+        var stopped = false
+
+        /// Whether `epoch` still needs a hold (none was opened, or opening failed).
+        func needsHold(_ epoch: UInt64) -> Bool {
+            guard !unsupported, !stopped, epoch != 0 else { return false }
+            if self.epoch != epoch { return true }
+            if case .none = phase { return true }
+            return false
+        }
+    }
 
     /// The lease as this writer knows it.
     public struct LeaseStatus: Sendable {
@@ -55,8 +89,76 @@ public final class LeaseKeeper: Sendable {
             $0.expires = sent + .milliseconds(lease.ttlMs)
             $0.lost = nil
         }
+        hold(epoch: lease.epoch)
         startThreadIfNeeded()
         return lease
+    }
+
+    /// Opens the HoldLease call for `epoch` and ends the previous epoch's (whose
+    /// lease is no longer this holder's, so ending it releases nothing). If it
+    /// cannot be sent, the renewal thread tries again after its next renewal.
+    ///
+    /// Never for an older epoch than the last hold's, and never a second call
+    /// for the same epoch while one is opening or open: ending a call of the
+    /// current epoch would release the lease.
+    private func hold(epoch: UInt64) {
+        let begun = holding.withLock { h -> (token: UInt64, previous: SequencerClient.OpenStream?)? in
+            guard !h.unsupported, !h.stopped, epoch >= h.epoch else { return nil }
+            if epoch == h.epoch {
+                guard case .none = h.phase else { return nil }
+            }
+            h.token += 1
+            h.epoch = epoch
+            var previous: SequencerClient.OpenStream?
+            if case .open(let stream) = h.phase { previous = stream }
+            h.phase = .opening
+            return (h.token, previous)
+        }
+        guard let (token, previous) = begun else { return }
+        if let previous { client.cancel(previous) }
+        var request = HoldLeaseRequest()
+        request.database = database
+        request.holder = holder
+        request.epoch = epoch
+        do throws(SequencerError) {
+            let stream = try client.holdLease(request) { [weak self] end in
+                self?.holdEnded(token: token, epoch: epoch, end)
+            }
+            // Superseded meanwhile by a later epoch's hold (or by release):
+            // this epoch is no longer the lease, so ending its call is safe.
+            let stale = holding.withLock { h -> Bool in
+                guard h.token == token else { return true }
+                if case .opening = h.phase { h.phase = .open(stream) }
+                return false
+            }
+            if stale { client.cancel(stream) }
+        } catch {
+            holding.withLock { h in
+                if h.token == token, case .opening = h.phase { h.phase = .none }
+            }
+        }
+    }
+
+    /// The hold of `epoch` ended: the sequencer ended it (the lease lapsed or
+    /// moved), or its connection closed, which lets the sequencer release the
+    /// lease. Either way the lease can no longer be trusted.
+    private func holdEnded(token: UInt64, epoch: UInt64, _ end: SequencerError) {
+        let current = holding.withLock { h -> Bool in
+            guard h.token == token else { return false }
+            if end.code == .unimplemented {
+                // An older sequencer: the lease lapses by its TTL as before.
+                h.unsupported = true
+                h.phase = .none
+                return false
+            }
+            h.phase = .ended
+            return true
+        }
+        guard current else { return }
+        let why = end.isTransport
+            ? "the connection holding it closed (\(end.message)), which lets the sequencer release it"
+            : "the sequencer ended its hold: \(end.message)"
+        markLost(why, epoch: epoch)
     }
 
     /// Records that the sequencer refused this lease (e.g. a fenced commit).
@@ -104,12 +206,23 @@ public final class LeaseKeeper: Sendable {
         }
         let s = status
         state.withLock { $0.lost = "released" }
-        guard s.held else { return }
-        var request = ReleaseLeaseRequest()
-        request.database = database
-        request.holder = holder
-        request.epoch = s.epoch
-        try? client.releaseLease(request, deadline: deadline)
+        let open = holding.withLock { h -> SequencerClient.OpenStream? in
+            h.token += 1  // its end is not a loss
+            h.stopped = true
+            guard case .open(let stream) = h.phase else { return nil }
+            h.phase = .none
+            return stream
+        }
+        if s.held {
+            var request = ReleaseLeaseRequest()
+            request.database = database
+            request.holder = holder
+            request.epoch = s.epoch
+            try? client.releaseLease(request, deadline: deadline)
+        }
+        // Ending the hold releases the lease too, if the request above failed
+        // while the connection stayed up.
+        if let open, ContinuousClock.now < deadline { client.cancel(open) }
     }
 
     private func startThreadIfNeeded() {
@@ -138,7 +251,13 @@ public final class LeaseKeeper: Sendable {
             wait = interval
             if status.lost != nil { continue }
             // One attempt per tick; after a failure the next comes sooner.
-            do throws(SequencerError) { try renew(attempts: 1) } catch { wait = max(interval / 4, 10) }
+            do throws(SequencerError) { try renew(attempts: 1) } catch {
+                wait = max(interval / 4, 10)
+                continue
+            }
+            // The renewal proved the lease live: hold it if its hold could not be sent.
+            let s = status
+            if s.held, holding.withLock({ $0.needsHold(s.epoch) }) { hold(epoch: s.epoch) }
         }
     }
 }

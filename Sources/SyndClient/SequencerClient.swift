@@ -12,7 +12,29 @@ import Glibc
 public final class SequencerClient: Sendable {
     public let endpoint: Endpoint
     public let options: ClientOptions
-    private let connection = Mutex<HTTP2Connection?>(nil)
+    private let connection = Mutex<Slot>(Slot())
+
+    /// The connection, and how many have been made (identifies the current one).
+    private struct Slot {
+        var connection: HTTP2Connection?
+        var serial: UInt64 = 0
+
+        /// The open connection, connecting first if there is none.
+        mutating func open(_ client: SequencerClient, deadline: ContinuousClock.Instant) throws(TransportError) -> HTTP2Connection {
+            if let connection, connection.isOpen { return connection }
+            connection = nil
+            let c = try HTTP2Connection(endpoint: client.endpoint, caFile: client.options.tlsCAFile, deadline: deadline)
+            connection = c
+            serial += 1
+            return c
+        }
+    }
+
+    /// A call left open on this client's connection (`openStream`).
+    public struct OpenStream: Sendable, Hashable {
+        let connection: UInt64
+        let id: Int32
+    }
 
     public init(url: String, options: ClientOptions = ClientOptions()) throws(SequencerError) {
         do {
@@ -51,6 +73,12 @@ public final class SequencerClient: Sendable {
 
     public func renewLease(_ request: RenewLeaseRequest, attempts: Int? = nil) throws(SequencerError) -> Lease {
         try call(.renewLease, request, attempts: attempts)
+    }
+
+    /// Holds the lease on this client's connection (HoldLease) until `cancel`
+    /// or the connection closes; see `openStream` for `onEnd`.
+    public func holdLease(_ request: HoldLeaseRequest, onEnd: @escaping @Sendable (SequencerError) -> Void) throws(SequencerError) -> OpenStream {
+        try openStream(.holdLease, request, onEnd: onEnd)
     }
 
     /// One attempt, given up at `deadline` (closing a database must not hang on
@@ -113,6 +141,68 @@ public final class SequencerClient: Sendable {
 
     // MARK: - Transport
 
+    /// Starts a server-streaming call on this client's connection and returns
+    /// once it is sent, leaving it open; its messages are not read. `onEnd`
+    /// runs once when the call ends: with the sequencer's status (`.ok` for a
+    /// clean end) when it ended the call, or with a transport error when the
+    /// connection closed, before its socket closes (so before the sequencer can
+    /// see it go). It runs while this client's connection is locked (inside
+    /// another request), so it must not call this client. `cancel` ends the
+    /// call without `onEnd`.
+    public func openStream<Request: WireMessage>(
+        _ method: SequencerMethod, _ request: Request, onEnd: @escaping @Sendable (SequencerError) -> Void
+    ) throws(SequencerError) -> OpenStream {
+        let body = GRPCFraming.frame(request.serializedBytes())
+        let deadline = ContinuousClock.now + options.requestTimeout
+        return try connection.withLock { (slot) throws(SequencerError) -> OpenStream in
+            do throws(TransportError) {
+                let c = try slot.open(self, deadline: deadline)
+                let id = try c.openStream(
+                    path: method.rawValue,
+                    headers: [("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "synddb-vfs/1")],
+                    body: body, deadline: deadline
+                ) { end in
+                    switch end {
+                    case .connectionClosed:
+                        var e = SequencerError(.unavailable, "the connection to the sequencer closed")
+                        e.isTransport = true
+                        onEnd(e)
+                    case .ended(let response, let errorCode):
+                        onEnd(Self.status(of: response, resetCode: errorCode, method: method))
+                    }
+                }
+                return OpenStream(connection: slot.serial, id: id)
+            } catch {
+                slot.connection = nil
+                var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
+                e.isTransport = true
+                throw e
+            }
+        }
+    }
+
+    /// Ends a call started with `openStream` (RST_STREAM), if its connection is
+    /// still this client's; its `onEnd` does not run.
+    public func cancel(_ stream: OpenStream) {
+        let deadline = ContinuousClock.now + options.requestTimeout
+        connection.withLock { slot in
+            guard slot.serial == stream.connection, let c = slot.connection else { return }
+            c.cancelStream(stream.id, deadline: deadline)
+            if !c.isOpen { slot.connection = nil }
+        }
+    }
+
+    /// The gRPC status a finished stream carries.
+    private static func status(of response: HTTP2Response, resetCode: UInt32, method: SequencerMethod) -> SequencerError {
+        if let raw = response.header("grpc-status"), let code = Int(raw).flatMap(GRPCStatusCode.init(rawValue:)) {
+            return SequencerError(code, percentDecoded(response.header("grpc-message") ?? "\(code)"))
+        }
+        if resetCode != 0 {
+            return SequencerError(.unavailable, "the sequencer reset \(method.rawValue) (HTTP/2 error \(resetCode))")
+        }
+        return SequencerError(.unknown, "\(method.rawValue) ended without a grpc-status (HTTP \(response.status.map(String.init) ?? "?"))")
+    }
+
     /// One unary gRPC call with retries on transport failures and UNAVAILABLE.
     public func call<Request: WireMessage, Response: WireMessage>(
         _ method: SequencerMethod, _ request: Request, attempts: Int? = nil, deadline: ContinuousClock.Instant? = nil
@@ -144,17 +234,16 @@ public final class SequencerClient: Sendable {
                 throw e
             }
             do throws(TransportError) {
-                if slot == nil || !slot!.isOpen {
-                    slot = try HTTP2Connection(endpoint: endpoint, caFile: options.tlsCAFile, deadline: deadline)
-                }
+                let c = try slot.open(self, deadline: deadline)
                 let ms = max(1, (deadline - .now).milliseconds)
-                return try slot!.post(
+                return try c.post(
                     path: method.rawValue,
                     headers: [("content-type", "application/grpc"), ("te", "trailers"),
                               ("grpc-timeout", "\(ms)m"), ("user-agent", "synddb-vfs/1")],
                     body: body, deadline: deadline)
             } catch {
-                slot = nil
+                // A reset stream leaves the connection (and the calls open on it) up.
+                if slot.connection?.isOpen != true { slot.connection = nil }
                 var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
                 e.isTransport = true
                 e.requestMayHaveBeenSent = error.requestMayHaveBeenSent

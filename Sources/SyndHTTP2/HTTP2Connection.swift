@@ -1,6 +1,8 @@
 import CNGHTTP2
 
-/// One HTTP/2 connection to a sequencer on libnghttp2, one request at a time.
+/// One HTTP/2 connection to a sequencer on libnghttp2: one request at a time
+/// (`post`), plus any number of streams left open in the background
+/// (`openStream`), whose frames are processed whenever the connection is read.
 ///
 /// Not thread-safe: its owner (`SequencerClient`) serializes access. After any
 /// transport error the connection is closed and must be replaced.
@@ -9,6 +11,8 @@ public final class HTTP2Connection {
     private let socket: Socket
     private var session: OpaquePointer?
     private var stream: StreamState?
+    /// Streams opened with `openStream`, by id, until they close.
+    private var background: [Int32: StreamState] = [:]
     private var pending: [UInt8] = []
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
     public private(set) var isOpen = true
@@ -23,8 +27,7 @@ public final class HTTP2Connection {
         defer { nghttp2_session_callbacks_del(callbacks) }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
             let connection = Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
-            guard let frame, let stream = connection.stream, frame.pointee.hd.stream_id == stream.id,
-                let name, let value
+            guard let frame, let stream = connection.streamState(frame.pointee.hd.stream_id), let name, let value
             else { return 0 }
             let n = String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)
             let v = String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
@@ -33,6 +36,7 @@ public final class HTTP2Connection {
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, length, user in
             let connection = Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
+            // A background stream's messages are not kept: its end is what matters.
             guard let stream = connection.stream, stream.id == streamID, let data else { return 0 }
             stream.response.body.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
             return 0
@@ -42,6 +46,11 @@ public final class HTTP2Connection {
             if let stream = connection.stream, stream.id == streamID {
                 stream.closed = true
                 stream.errorCode = errorCode
+            } else if let stream = connection.background.removeValue(forKey: streamID) {
+                stream.closed = true
+                stream.errorCode = errorCode
+                stream.onClose?(.ended(stream.response, errorCode: errorCode))
+                stream.onClose = nil
             }
             return 0
         }
@@ -71,7 +80,15 @@ public final class HTTP2Connection {
         readBuffer.deallocate()
     }
 
+    /// Closes the connection. Background streams learn it first, before the
+    /// socket closes (and so before the server can see the connection go).
     public func close() {
+        let open = background
+        background = [:]
+        for stream in open.values.sorted(by: { $0.id < $1.id }) {
+            stream.onClose?(.connectionClosed)
+            stream.onClose = nil
+        }
         if let session { nghttp2_session_del(session) }
         session = nil
         socket.close()
@@ -84,6 +101,71 @@ public final class HTTP2Connection {
         let stream = StreamState(body: body)
         self.stream = stream
         defer { self.stream = nil }
+        try submit(stream, path: path, headers: extra, session: session)
+        do throws(TransportError) {
+            while !stream.closed {
+                try flush(deadline: deadline)
+                stream.mayHaveBeenSent = true
+                if stream.closed { break }
+                guard nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 else {
+                    throw TransportError(.http2, "the sequencer ended the HTTP/2 connection (GOAWAY)")
+                }
+                let n = try socket.read(into: readBuffer, deadline: deadline)
+                guard n > 0 else { throw TransportError(.io, "the sequencer closed the connection") }
+                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
+                guard consumed >= 0 else {
+                    throw TransportError(.http2, "HTTP/2 protocol error from the sequencer: \(String(cString: nghttp2_strerror(Int32(consumed))))")
+                }
+            }
+            try flush(deadline: deadline)  // WINDOW_UPDATEs and ACKs
+        } catch {
+            close()
+            var e = error
+            e.requestMayHaveBeenSent = stream.mayHaveBeenSent
+            throw e
+        }
+        if stream.errorCode != 0 {
+            throw TransportError(.http2, "the sequencer reset the stream (HTTP/2 error \(stream.errorCode))", requestMayHaveBeenSent: true)
+        }
+        return stream.response
+    }
+
+    /// Sends a POST with `body` (the request side ends with it) and returns at
+    /// once with the stream id, leaving the stream open: its response is not
+    /// waited for. Its frames are processed whenever the connection is read
+    /// (by `post`), and `onClose` runs once when it ends: the server finished
+    /// or reset it, or the connection closed (then before the socket closes).
+    /// `onClose` runs inside this connection's calls and must not call it.
+    /// A stream cancelled with `cancelStream` is not reported.
+    public func openStream(
+        path: String, headers extra: [(String, String)], body: [UInt8], deadline: ContinuousClock.Instant,
+        onClose: @escaping (BackgroundStreamEnd) -> Void
+    ) throws(TransportError) -> Int32 {
+        guard isOpen, let session else { throw TransportError(.io, "connection to \(endpoint) is closed") }
+        let stream = StreamState(body: body)
+        try submit(stream, path: path, headers: extra, session: session)
+        stream.onClose = onClose
+        background[stream.id] = stream
+        do throws(TransportError) {
+            try flush(deadline: deadline)
+        } catch {
+            close()
+            throw error
+        }
+        return stream.id
+    }
+
+    /// Resets a stream opened with `openStream` (RST_STREAM CANCEL) without
+    /// reporting its end.
+    public func cancelStream(_ id: Int32, deadline: ContinuousClock.Instant) {
+        guard isOpen, let session, let stream = background[id] else { return }
+        stream.onClose = nil  // kept until nghttp2 closes it: its data source points at it
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, NGHTTP2_CANCEL.rawValue)
+        do throws(TransportError) { try flush(deadline: deadline) } catch { close() }
+    }
+
+    /// Submits `stream`'s request; nothing is written until the next flush.
+    private func submit(_ stream: StreamState, path: String, headers extra: [(String, String)], session: OpaquePointer) throws(TransportError) {
         var headers: [(String, String)] = [
             (":method", "POST"), (":scheme", endpoint.tls ? "https" : "http"),
             (":authority", endpoint.authority), (":path", path),
@@ -111,32 +193,12 @@ public final class HTTP2Connection {
             throw TransportError(.http2, "nghttp2 refused the request: \(String(cString: nghttp2_strerror(streamID)))")
         }
         stream.id = streamID
-        do throws(TransportError) {
-            while !stream.closed {
-                try flush(deadline: deadline)
-                stream.mayHaveBeenSent = true
-                if stream.closed { break }
-                guard nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 else {
-                    throw TransportError(.http2, "the sequencer ended the HTTP/2 connection (GOAWAY)")
-                }
-                let n = try socket.read(into: readBuffer, deadline: deadline)
-                guard n > 0 else { throw TransportError(.io, "the sequencer closed the connection") }
-                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
-                guard consumed >= 0 else {
-                    throw TransportError(.http2, "HTTP/2 protocol error from the sequencer: \(String(cString: nghttp2_strerror(Int32(consumed))))")
-                }
-            }
-            try flush(deadline: deadline)  // WINDOW_UPDATEs and ACKs
-        } catch {
-            close()
-            var e = error
-            e.requestMayHaveBeenSent = stream.mayHaveBeenSent
-            throw e
-        }
-        if stream.errorCode != 0 {
-            throw TransportError(.http2, "the sequencer reset the stream (HTTP/2 error \(stream.errorCode))", requestMayHaveBeenSent: true)
-        }
-        return stream.response
+    }
+
+    /// The stream `id` belongs to: the request in flight or a background one.
+    private func streamState(_ id: Int32) -> StreamState? {
+        if let stream, stream.id == id { return stream }
+        return background[id]
     }
 
     /// Writes everything nghttp2 has queued, in one write when it fits.
@@ -182,7 +244,16 @@ public final class HTTP2Connection {
     }
 }
 
-/// The one request in flight: what to send and what came back.
+/// How a stream opened with `HTTP2Connection.openStream` ended.
+public enum BackgroundStreamEnd {
+    /// The server ended it: its headers and trailers (no body is kept), and the
+    /// HTTP/2 error code if it was reset (0 otherwise).
+    case ended(HTTP2Response, errorCode: UInt32)
+    /// The connection closed (a transport error, or its owner closed it).
+    case connectionClosed
+}
+
+/// A request: what to send and what came back.
 private final class StreamState {
     let body: [UInt8]
     var sent = 0
@@ -191,6 +262,8 @@ private final class StreamState {
     var closed = false
     var errorCode: UInt32 = 0
     var mayHaveBeenSent = false
+    /// For a background stream: told once when it ends.
+    var onClose: ((BackgroundStreamEnd) -> Void)?
 
     init(body: [UInt8]) { self.body = body }
 }
