@@ -1,0 +1,274 @@
+import CSQLite
+import Foundation
+import SyndDB
+import SyndProtocol
+import SyndSQLite
+import Testing
+
+/// COMMIT tells the truth, and a writer never keeps stale state: answers that
+/// prove nothing, late arrivals, lease lapses in exclusive locking mode, and
+/// commits that cannot be captured or made atomic.
+@Suite struct CommitOutcomeTests {
+    /// An answer that is an error although the batch was applied (a proxy's
+    /// HTTP 503 is UNKNOWN; INTERNAL; a deadline; UNAVAILABLE) is no proof of a
+    /// rollback: the client fences the attempt, looks it up, and reports the
+    /// commit as applied.
+    @Test(arguments: [GRPCStatusCode.unknown, .internal, .unavailable, .deadlineExceeded])
+    func anErrorAnswerToAnAppliedCommitIsReportedAsApplied(code: GRPCStatusCode) async throws {
+        let failures = FailureSwitch()
+        try await withEmbeddedSequencer(configure: { config in
+            config.commitAnswerFault = { _ in failures.take() }
+        }) { server in
+            let name = uniqueName("answer")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            failures.arm(SequencerError(code, "injected: answer lost after the batch was applied"))
+            try db.execute("INSERT INTO t(v) VALUES ('applied')")
+            #expect(try db.query("SELECT v FROM t") == [[.text("applied")]])
+            try db.execute("INSERT INTO t(v) VALUES ('next')")
+            var ro = DatabaseOptions()
+            ro.readOnly = true
+            let reader = try Database.open(name, sequencer: server.url, options: ro)
+            #expect(try reader.query("SELECT v FROM t ORDER BY id") == [[.text("applied")], [.text("next")]])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    /// A refusal before anything was applied is still reported as a rollback,
+    /// even with a status that proves nothing by itself (after the lookup).
+    @Test func anInternalErrorBeforeApplyingIsConfirmedRolledBack() async throws {
+        let failures = FailureSwitch()
+        try await withEmbeddedSequencer(configure: { config in
+            config.commitFault = { _ in failures.take() }
+        }) { server in
+            let name = uniqueName("refused")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            failures.arm(SequencerError(.unknown, "injected: HTTP 503 before the sequencer"))
+            do {
+                try db.execute("INSERT INTO t(v) VALUES ('lost')")
+                Issue.record("COMMIT should have failed")
+            } catch let error as SQLiteError {
+                #expect(error.code & 0xFF == 10, "\(error)")
+                #expect(error.message.contains("rolled back") && error.message.contains("not applied"), "\(error)")
+            }
+            #expect(try db.query("SELECT v FROM t") == [])
+            try db.execute("INSERT INTO t(v) VALUES ('after')")
+            #expect(try db.query("SELECT v FROM t") == [[.text("after")]])
+        }
+    }
+
+    /// A commit ends "outcome unknown" while the sequencer does not answer, and
+    /// its request arrives later and is applied. The writer's next transaction
+    /// fences the old attempt (new epoch) and then shows the sequencer's truth,
+    /// and its writes work.
+    @Test func aLateArrivalAfterAnUnknownOutcomeIsSeenAndWritesGoOn() async throws {
+        try await withEmbeddedSequencer { server in
+            let proxy = try HoldingProxy(upstreamPort: server.port)
+            let name = uniqueName("late")
+            var options = DatabaseOptions()
+            options.timeoutMs = 300
+            let writer = try Database.open(name, sequencer: proxy.url, options: options)
+            try writer.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            try writer.execute("INSERT INTO t(v) VALUES ('first')")
+            let epoch = writer.statistics.leaseEpoch
+
+            proxy.hold()
+            do {
+                try writer.execute("INSERT INTO t(v) VALUES ('late')")
+                Issue.record("COMMIT should have ended with an unknown outcome")
+            } catch let error as SQLiteError {
+                #expect(error.extendedCode == 10 | (4 << 8), "\(error)")  // SQLITE_IOERR_FSYNC
+                #expect(error.message.contains("unknown outcome"), "\(error)")
+            }
+            proxy.deliverFirstHeld()
+            var ro = DatabaseOptions()
+            ro.readOnly = true
+            let reader = try Database.open(name, sequencer: server.url, options: ro)
+            var arrived = false
+            for _ in 0..<100 where !arrived {
+                arrived = try reader.scalar("SELECT count(*) FROM t WHERE v = 'late'") == .integer(1)
+                if !arrived { usleep(50_000) }
+            }
+            #expect(arrived, "the held commit never reached the sequencer")
+            proxy.dropHeld()
+
+            #expect(try writer.query("SELECT v FROM t ORDER BY id") == [[.text("first")], [.text("late")]])
+            #expect(writer.statistics.leaseEpoch > epoch, "the old attempt was not fenced with a new epoch")
+            try writer.execute("INSERT INTO t(v) VALUES ('next')")
+            #expect(try reader.query("SELECT v FROM t ORDER BY id") == [[.text("first")], [.text("late")], [.text("next")]])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    /// The same, but the writer reads again before the old request arrives:
+    /// that read fences the old attempt first, so when the request lands the
+    /// sequencer refuses it, and the writer's view stays the sequencer's truth.
+    @Test func aLateArrivalAfterTheWriterReadAgainIsFencedOff() async throws {
+        try await withEmbeddedSequencer { server in
+            let proxy = try HoldingProxy(upstreamPort: server.port)
+            let name = uniqueName("fenced")
+            var options = DatabaseOptions()
+            options.timeoutMs = 300
+            let writer = try Database.open(name, sequencer: proxy.url, options: options)
+            try writer.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            try writer.execute("INSERT INTO t(v) VALUES ('first')")
+            proxy.hold()
+            #expect(throws: SQLiteError.self) { try writer.execute("INSERT INTO t(v) VALUES ('late')") }
+            proxy.dropHeld(keepingFirst: true)
+            #expect(try writer.query("SELECT v FROM t ORDER BY id") == [[.text("first")]])
+            let commits = server.service.counters[.commit]
+            proxy.deliverFirstHeld()
+            var arrived = false
+            for _ in 0..<100 where !arrived {
+                arrived = server.service.counters[.commit] > commits
+                if !arrived { usleep(20_000) }
+            }
+            #expect(arrived, "the held commit never reached the sequencer")
+            usleep(200_000)
+            var ro = DatabaseOptions()
+            ro.readOnly = true
+            let reader = try Database.open(name, sequencer: server.url, options: ro)
+            let truth = try reader.query("SELECT v FROM t ORDER BY id")
+            #expect(truth == [[.text("first")]], "the fenced attempt was applied")
+            #expect(try writer.query("SELECT v FROM t ORDER BY id") == truth)
+            try writer.execute("INSERT INTO t(v) VALUES ('next')")
+            #expect(try reader.query("SELECT v FROM t ORDER BY id") == [[.text("first")], [.text("next")]])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    /// Exclusive locking mode: SQLite never gives its lock back, so the lease is
+    /// checked at COMMIT. A lapse alone is recovered; after a takeover the
+    /// commit fails, the writer reads the other writer's rows (no stale cache)
+    /// and writes again once the lease is free.
+    @Test func anExclusiveModeWriterRecoversFromLapsesAndTakeovers() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("exclusive")
+            var options = DatabaseOptions()
+            options.leaseTTLMs = 500
+            options.renewLease = false
+            let a = try Database.open(name, sequencer: server.url, options: options)
+            try a.execute("PRAGMA locking_mode=EXCLUSIVE")
+            try a.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            try a.execute("INSERT INTO t(v) VALUES ('a1')")
+            usleep(800_000)
+            try a.execute("INSERT INTO t(v) VALUES ('a2')")
+            usleep(800_000)
+            try a.execute("INSERT INTO t(v) VALUES ('a3')")
+
+            usleep(800_000)
+            do {
+                let b = try Database.open(name, sequencer: server.url)
+                try b.execute("INSERT INTO t(v) VALUES ('b1')")
+                #expect(throws: SQLiteError.self) { try a.execute("INSERT INTO t(v) VALUES ('lost')") }
+                // Reads show the other writer's commit, not the exclusive writer's old cache.
+                #expect(try a.query("SELECT v FROM t ORDER BY id") == [[.text("a1")], [.text("a2")], [.text("a3")], [.text("b1")]])
+                #expect(throws: SQLiteError.self) { try a.execute("INSERT INTO t(v) VALUES ('still held')") }
+            }
+            // b closed and released its lease.
+            try a.execute("INSERT INTO t(v) VALUES ('a4')")
+            #expect(try a.query("SELECT v FROM t ORDER BY id") == [[.text("a1")], [.text("a2")], [.text("a3")], [.text("b1")], [.text("a4")]])
+            #expect(try a.scalar("PRAGMA integrity_check") == .text("ok"))
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    /// Closing a writer whose sequencer stopped answering returns within about
+    /// one request deadline.
+    @Test func closeIsBoundedWhenTheSequencerHangs() async throws {
+        let dir = TemporaryDirectory()
+        let sequencer = try await offPool { try SequencerProcess(directory: dir.path + "/seq") }
+        try await offPool {
+            var options = DatabaseOptions()
+            options.timeoutMs = 500
+            options.leaseTTLMs = 600  // renewals every 200 ms: one is in flight when it hangs
+            var db: Database? = try Database.open(uniqueName("close"), sequencer: sequencer.url, options: options)
+            try db!.execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+            kill(sequencer.process.processIdentifier, SIGSTOP)
+            defer { kill(sequencer.process.processIdentifier, SIGCONT) }
+            usleep(300_000)
+            let start = ContinuousClock.now
+            db = nil
+            let took = ContinuousClock.now - start
+            #expect(took < .milliseconds(1500), "close took \(took)")
+        }
+    }
+
+    /// Tables with generated columns (VIRTUAL and STORED, before and after the
+    /// key) commit, and their changesets validate.
+    @Test func generatedColumnsCommitAndValidate() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("generated")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("""
+                CREATE TABLE g(id INTEGER PRIMARY KEY, a INT, b INT GENERATED ALWAYS AS (a * 2) VIRTUAL,
+                               c TEXT GENERATED ALWAYS AS (a || 'x') STORED, d TEXT);
+                CREATE TABLE h(v2 INT GENERATED ALWAYS AS (length(k)) VIRTUAL, k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+                """)
+            try db.execute("INSERT INTO g(id, a, d) VALUES (1, 10, 'one'), (2, 20, 'two')")
+            try db.execute("INSERT INTO h(k, v) VALUES ('alpha', 1), ('be', 2)")
+            try db.execute("UPDATE g SET a = a + 1 WHERE id = 1; UPDATE h SET v = 3 WHERE k = 'be'")
+            try db.execute("DELETE FROM g WHERE id = 2; DELETE FROM h WHERE k = 'alpha'")
+            try db.execute("ALTER TABLE g ADD COLUMN e INT DEFAULT 5")
+            try db.execute("UPDATE g SET e = 6, a = 12")
+            #expect(try db.query("SELECT id, a, b, c, d, e FROM g") == [[.integer(1), .integer(12), .integer(24), .text("12x"), .text("one"), .integer(6)]])
+            #expect(try db.query("SELECT v2, k, v FROM h") == [[.integer(2), .text("be"), .integer(3)]])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    /// An application's own preupdate hook replaces capture's: the commit is
+    /// refused with the reason, never sent without its changes.
+    @Test func anApplicationPreupdateHookIsDetectedAndTheCommitRefused() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("hook")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            _ = sqlite3_preupdate_hook(db.connection.handle, { _, _, _, _, _, _, _ in }, nil)
+            do {
+                try db.execute("INSERT INTO t(v) VALUES ('unseen')")
+                Issue.record("COMMIT should have been refused")
+            } catch let error as SQLiteError {
+                #expect(error.message.contains("preupdate hook"), "\(error)")
+            }
+            var ro = DatabaseOptions()
+            ro.readOnly = true
+            let reader = try Database.open(name, sequencer: server.url, options: ro)
+            #expect(try reader.query("SELECT v FROM t") == [])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    /// One transaction over a synddb database and an ATTACHed local file cannot
+    /// commit atomically: it is refused and neither changes.
+    @Test func aTransactionOverASynddbDatabaseAndALocalFileIsRefused() async throws {
+        let dir = TemporaryDirectory()
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("attach")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            try db.execute("ATTACH 'file:\(dir.path)/local.db?vfs=unix' AS loc")
+            try db.execute("CREATE TABLE loc.l(id INTEGER PRIMARY KEY, v TEXT)")
+            do {
+                try db.execute("BEGIN; INSERT INTO t(v) VALUES ('remote'); INSERT INTO loc.l(v) VALUES ('local'); COMMIT")
+                Issue.record("COMMIT should have been refused")
+            } catch let error as SQLiteError {
+                #expect(error.message.contains("atomic"), "\(error)")
+            }
+            if !db.connection.isAutocommit { try db.execute("ROLLBACK") }
+            #expect(try db.query("SELECT count(*) FROM t") == [[.integer(0)]])
+            #expect(try db.query("SELECT count(*) FROM loc.l") == [[.integer(0)]])
+            // Each in its own transaction works.
+            try db.execute("INSERT INTO t(v) VALUES ('remote')")
+            try db.execute("INSERT INTO loc.l(v) VALUES ('local')")
+            #expect(try db.query("SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM loc.l)") == [[.integer(1), .integer(1)]])
+        }
+    }
+}
