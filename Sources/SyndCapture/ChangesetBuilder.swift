@@ -24,6 +24,18 @@ public final class ChangesetCapture {
         let encoding = try HostConnection(uri: afterURI, vfs: vfs, routines: routines).query("PRAGMA encoding").first?.first
         scratch = try HostConnection(uri: beforeURI, vfs: vfs, routines: routines)
         _ = synd_db_enable_triggers(routines, scratch.db, 0)
+        // Collations only the application's connection has: capture reads rows
+        // by rowid, or scans (see `rows`), and never relies on their order; a
+        // stand-in lets the schema's definitions be created on the scratch side.
+        _ = routines.pointee.collation_needed(scratch.db, UnsafeMutableRawPointer(mutating: routines)) { context, db, _, name in
+            guard let context, let db, let name else { return }
+            let r = context.assumingMemoryBound(to: sqlite3_api_routines.self)
+            _ = r.pointee.create_collation_v2(db, name, SQLITE_UTF8, nil, { _, n1, p1, n2, p2 in
+                let n = Int(min(n1, n2))
+                let c = n == 0 ? 0 : memcmp(p1!, p2!, n)
+                return c != 0 ? c : n1 - n2
+            }, nil)
+        }
         if case .text(let name) = encoding, name.allSatisfy({ $0 != 0x27 }) {
             try scratch.execute("PRAGMA encoding='\(String(decoding: name, as: UTF8.self))'")
         }
@@ -126,14 +138,14 @@ public final class ChangesetCapture {
                 let keys = Self.distinct(events.flatMap { e in [e.old, e.new].compactMap { $0 } }.compactMap { values in
                     keyColumns.allSatisfy({ columns[$0].cid < values.count }) ? keyColumns.map { values[columns[$0].cid] } : nil
                 } + after.map { row in keyColumns.map { row[$0] } })
-                before = try rows(in: "main", t, list, keyColumns.map { columns[$0].name }, keys)
+                before = try rows(in: "main", table, list, keyColumns.map { columns[$0].name }, keyColumns, keys)
             }
         } else {
             let keys = Self.distinct(events.flatMap { e in [e.old, e.new].compactMap { $0 } }.compactMap { values in
                 keyColumns.allSatisfy({ columns[$0].cid < values.count }) ? keyColumns.map { values[columns[$0].cid] } : nil
             })
-            before = try rows(in: "main", t, list, keyColumns.map { columns[$0].name }, keys)
-            after = try rows(in: "after", t, list, keyColumns.map { columns[$0].name }, keys)
+            before = try rows(in: "main", table, list, keyColumns.map { columns[$0].name }, keyColumns, keys)
+            after = try rows(in: "after", table, list, keyColumns.map { columns[$0].name }, keyColumns, keys)
         }
         func key(_ row: [CapturedValue]) -> [CapturedValue] { keyColumns.map { row[$0] } }
         var old: [[CapturedValue]: [CapturedValue]] = [:]
@@ -156,8 +168,24 @@ public final class ChangesetCapture {
     }
 
     /// Rows of `table` in `schemaName` whose key is one of `keys`.
-    private func rows(in schemaName: String, _ table: String, _ list: String, _ keyNames: [String], _ keys: [[CapturedValue]]) throws(CaptureError) -> [[CapturedValue]] {
+    ///
+    /// A key under a collation only the application has is found by a scan
+    /// and exact comparison: a lookup would order by the scratch side's
+    /// stand-in, not by the collation the index was built with.
+    private func rows(in schemaName: String, _ name: String, _ list: String, _ keyNames: [String], _ keyIndices: [Int],
+                      _ keys: [[CapturedValue]]) throws(CaptureError) -> [[CapturedValue]] {
         guard !keys.isEmpty else { return [] }
+        let table = name.quotedIdentifier
+        let collations = try scratch.query(
+            "SELECT x.coll FROM \(schemaName).pragma_index_list(?1) AS l, \(schemaName).pragma_index_xinfo(l.name) AS x WHERE l.origin = 'pk' AND x.key = 1",
+            [.text(Array(name.utf8))])
+        let builtIn: Set<[UInt8]> = [Array("BINARY".utf8), Array("NOCASE".utf8), Array("RTRIM".utf8)]
+        if collations.contains(where: { row in if case .text(let c) = row.first { !builtIn.contains(c) } else { false } }) {
+            let wanted = Set(keys)
+            return try scratch.query("SELECT \(list) FROM \(schemaName).\(table)").filter { row in
+                wanted.contains(keyIndices.map { row[$0] })
+            }
+        }
         if keyNames.count == 1, let json = Self.jsonArray(keys) {
             return try scratch.query("SELECT \(list) FROM \(schemaName).\(table) WHERE \(keyNames[0].quotedIdentifier) IN (SELECT value FROM json_each(?1))", [.text(Array(json.utf8))])
         }

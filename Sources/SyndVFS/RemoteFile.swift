@@ -326,6 +326,10 @@ final class RemoteFile: OpenFile {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
         }
         if !txnOpen { beginTransaction() }
+        if truncationNeedsDeclaredPageSize(size) {
+            // A VACUUM to a smaller page size truncates to a whole number of new pages.
+            if let problem = adoptDeclaredPageSize() { return problem }
+        }
         let pageSize = effectivePageSize
         guard pageSize > 0, size >= 0, size % Int64(pageSize) == 0, size / Int64(pageSize) < Int64(UInt32.max) else {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' to \(size) bytes is not a whole number of pages")
@@ -424,6 +428,41 @@ final class RemoteFile: OpenFile {
         return true
     }
 
+    /// `PRAGMA page_size=N; VACUUM` changes the page size: SQLite copies the
+    /// new image into the file through its pager, in pages of the OLD size, and
+    /// only page 1's header tells the new one. The transaction is a file image
+    /// either way, so it is cut again into pages of the declared size (every
+    /// page is rewritten, as the sequencer requires for a page size change).
+    private func adoptDeclaredPageSize() -> Int32? {
+        guard let header = dirty[1], header.count >= 100, txnPageSize > 0 else { return nil }
+        let raw = Int(header[16]) << 8 | Int(header[17])
+        let declared = raw == 1 ? 65536 : raw
+        guard declared != txnPageSize else { return nil }
+        let bytes = Int64(txnPageCount) * Int64(txnPageSize)
+        guard declared >= 512, declared <= 65536, declared & (declared - 1) == 0, bytes % Int64(declared) == 0,
+            bytes / Int64(declared) < Int64(UInt32.max)
+        else {
+            return fail(SYND_SQLITE_IOERR_WRITE, "page 1 of '\(name)' declares page size \(raw), which does not divide the transaction's \(bytes) bytes")
+        }
+        var pages: [UInt32: [UInt8]] = [:]
+        let count = UInt32(bytes / Int64(declared))
+        for pgno in UInt32(1)...max(count, 1) where count > 0 {
+            var page = [UInt8](repeating: 0, count: declared)
+            let rc = page.withUnsafeMutableBytes { read($0, offset: Int64(pgno - 1) * Int64(declared)) }
+            guard rc == SQLITE_OK else { return fail(rc, "reading the image of '\(name)' at its new page size \(declared) failed") }
+            pages[pgno] = page
+        }
+        dirty = pages
+        txnPageSize = declared
+        txnPageCount = count
+        return nil
+    }
+
+    /// Whether a truncation to `size` bytes only makes sense at page 1's declared page size.
+    private func truncationNeedsDeclaredPageSize(_ size: Int64) -> Bool {
+        effectivePageSize > 0 && size % Int64(effectivePageSize) != 0 && dirty[1] != nil
+    }
+
     /// Starts buffering a write transaction on the committed snapshot.
     private func beginTransaction() {
         dirty.removeAll()
@@ -517,15 +556,10 @@ final class RemoteFile: OpenFile {
         guard let lease else {
             return fail(SQLITE_READONLY, "'\(name)' is open read-only")
         }
+        if let problem = adoptDeclaredPageSize() { return problem }
         let size = txnPageSize > 0 ? txnPageSize : pageSize
         guard size > 0, txnPageCount > 0 else {
             return fail(SYND_SQLITE_IOERR_WRITE, "commit of '\(name)' has no page size or no pages")
-        }
-        if let header = dirty[1] {
-            let declared = Int(header[16]) << 8 | Int(header[17])
-            guard (declared == 1 ? 65536 : declared) == size else {
-                return fail(SYND_SQLITE_IOERR_WRITE, "page 1 of '\(name)' declares page size \(declared) but pages are \(size) bytes")
-            }
         }
         guard UInt64(dirty.count) * UInt64(size) < UInt64(UInt32.max) - (16 << 20) else {
             return fail(SQLITE_FULL, "the transaction on '\(name)' changes \(dirty.count) pages of \(size) bytes, more than one batch can carry; split it")

@@ -3,6 +3,7 @@ import Foundation
 import SyndDB
 import SyndProtocol
 import SyndSQLite
+import SyndValidator
 import Testing
 
 /// COMMIT tells the truth, and a writer never keeps stale state: answers that
@@ -269,6 +270,102 @@ import Testing
             try db.execute("INSERT INTO t(v) VALUES ('remote')")
             try db.execute("INSERT INTO loc.l(v) VALUES ('local')")
             #expect(try db.query("SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM loc.l)") == [[.integer(1), .integer(1)]])
+        }
+    }
+}
+
+/// What SQLite lets an application do must commit through SyndDB too, with
+/// changesets that validate: page size changes, UTF-16, shared-cache mode,
+/// collations the application registered.
+@Suite struct SQLiteFeatureTests {
+    @Test(arguments: [(1024, 2048), (4096, 1024), (1024, 65536), (65536, 512)])
+    func vacuumChangesThePageSize(from: Int, to: Int) async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("pagesize")
+            var options = DatabaseOptions()
+            options.pageSize = from
+            let db = try Database.open(name, sequencer: server.url, options: options)
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v)")
+            try db.transaction {
+                for i in 1...300 { try db.query("INSERT INTO t(v) VALUES (?)", ["row \(i) " + String(repeating: "x", count: i % 90)]) }
+            }
+            try db.execute("PRAGMA page_size=\(to); VACUUM")
+            #expect(try db.scalar("PRAGMA page_size") == .integer(Int64(to)))
+            #expect(try db.scalar("PRAGMA integrity_check") == .text("ok"))
+            try db.execute("INSERT INTO t(v) VALUES ('after')")
+            var ro = DatabaseOptions()
+            ro.readOnly = true
+            let reader = try Database.open(name, sequencer: server.url, options: ro)
+            #expect(try reader.scalar("PRAGMA page_size") == .integer(Int64(to)))
+            #expect(try reader.scalar("SELECT count(*) FROM t") == .integer(301))
+            #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    @Test(arguments: ["UTF-16le", "UTF-16be"])
+    func utf16DatabasesCommitAndValidate(encoding: String) async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("utf16")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("PRAGMA encoding='\(encoding)'")
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
+            try db.execute("INSERT INTO t(v) VALUES ('plain'), ('ünïcødé ✓'), ('日本語')")
+            try db.execute("UPDATE t SET v = v || '!' WHERE id = 2; DELETE FROM t WHERE id = 1")
+            #expect(try db.scalar("PRAGMA encoding") == .text(encoding))
+            #expect(try db.query("SELECT v FROM t ORDER BY id") == [[.text("ünïcødé ✓!")], [.text("日本語")]])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    @Test func sharedCacheModeCommits() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("shared")
+            _ = sqlite3_enable_shared_cache(1)
+            defer { _ = sqlite3_enable_shared_cache(0) }
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            try db.execute("INSERT INTO t(v) VALUES ('shared')")
+            #expect(try db.query("SELECT v FROM t") == [[.text("shared")]])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+
+    /// A collation only the application's connection has: commits work (capture
+    /// reads rows by rowid, which needs no collation).
+    @Test func tablesWithAnApplicationCollationCommit() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("collation")
+            let db = try Database.open(name, sequencer: server.url)
+            let reverse: @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafeRawPointer?, Int32, UnsafeRawPointer?) -> Int32 = { _, n1, p1, n2, p2 in
+                let a = Array(UnsafeRawBufferPointer(start: p1, count: Int(n1))), b = Array(UnsafeRawBufferPointer(start: p2, count: Int(n2)))
+                return a == b ? 0 : (a.lexicographicallyPrecedes(b) ? 1 : -1)
+            }
+            #expect(sqlite3_create_collation(db.connection.handle, "reverse", SQLITE_UTF8, nil, reverse) == SQLITE_OK)
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT COLLATE reverse UNIQUE, w TEXT); CREATE INDEX t_w ON t(w COLLATE reverse)")
+            try db.execute("INSERT INTO t(v, w) VALUES ('a', 'x'), ('b', 'y'), ('c', 'z')")
+            try db.execute("UPDATE t SET w = 'q' WHERE v = 'b'; DELETE FROM t WHERE v = 'a'")
+            #expect(try db.query("SELECT v FROM t ORDER BY v") == [[.text("c")], [.text("b")]])
+            var ro = DatabaseOptions()
+            ro.readOnly = true
+            let reader = try Database.open(name, sequencer: server.url, options: ro)
+            // As with a local file, every connection that reads it registers the collation.
+            #expect(sqlite3_create_collation(reader.connection.handle, "reverse", SQLITE_UTF8, nil, reverse) == SQLITE_OK)
+            #expect(try reader.scalar("SELECT count(*) FROM t") == .integer(2))
+            // A WITHOUT ROWID table keyed under the application's collation.
+            try db.execute("CREATE TABLE k(name TEXT COLLATE reverse PRIMARY KEY, n INT) WITHOUT ROWID")
+            try db.execute("INSERT INTO k VALUES ('a', 1), ('b', 2), ('c', 3)")
+            try db.execute("BEGIN; UPDATE k SET n = n * 10 WHERE name = 'b'; DELETE FROM k WHERE name = 'c'; COMMIT")
+            #expect(try reader.query("SELECT name, n FROM k ORDER BY n") == [[.text("a"), .integer(1)], [.text("b"), .integer(20)]])
+            // Each changeset holds exactly the rows that changed.
+            let store = server.service.store
+            let head = try store.headVersion(of: name)
+            let last = try #require(try store.batch(database: name, version: head))
+            let text = try ChangesetText().statements(last.changeset).joined(separator: "; ")
+            #expect(text.contains("UPDATE") && text.contains("DELETE") && !text.contains("INSERT"), "\(text)")
         }
     }
 }
