@@ -27,6 +27,8 @@ public final class PhysicalReplica {
 
     /// A read-only connection to the replica as it is now.
     public func open() throws -> Connection {
-        try Connection(path: "file:\(path)?mode=ro&immutable=1", readOnly: true)
+        let connection = try Connection(path: "file:\(path)?mode=ro&immutable=1", readOnly: true)
+        connection.useStandInCollations()
+        return connection
     }
 }

@@ -63,6 +63,7 @@ public final class ReplicaGuard {
 
     /// Puts `connection` under the deadline and limits. The guard must outlive it.
     public func attach(_ connection: Connection) {
+        connection.useStandInCollations()
         let context = Unmanaged.passUnretained(self).toOpaque()
         sqlite3_trace_v2(connection.handle, UInt32(SQLITE_TRACE_STMT), { _, context, statement, text in
             // Trigger programs report "-- name"; they belong to the statement that fired them.

@@ -366,6 +366,8 @@ import Testing
             let last = try #require(try store.batch(database: name, version: head))
             let text = try ChangesetText().statements(last.changeset).joined(separator: "; ")
             #expect(text.contains("UPDATE") && text.contains("DELETE") && !text.contains("INSERT"), "\(text)")
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
         }
     }
 }
