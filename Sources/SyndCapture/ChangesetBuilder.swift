@@ -54,7 +54,12 @@ public final class ChangesetCapture {
     /// Reading by rowid needs none of what the application may have added to
     /// its own connection (collations, modules), and text comes back as UTF-8
     /// whatever the database encoding, as changesets carry it.
-    public func build(from recorder: ChangeRecorder, schemaChanged: Bool) throws(CaptureError) -> CapturedBatch {
+    ///
+    /// With `compareAll` (the transaction rewrote every page: a restore through
+    /// the backup API, VACUUM), pages changed that no row event names, so every
+    /// table is compared whole. That costs a read of the database, as the
+    /// rewrite itself did.
+    public func build(from recorder: ChangeRecorder, schemaChanged: Bool, compareAll: Bool = false) throws(CaptureError) -> CapturedBatch {
         let events = recorder.events
         var batch = CapturedBatch()
         try scratch.execute("BEGIN IMMEDIATE")
@@ -71,9 +76,17 @@ public final class ChangesetCapture {
                 if byTable[e.table] == nil { order.append(e.table) }
                 byTable[e.table, default: []].append(e)
             }
+            if compareAll {
+                let tables = try scratch.query("SELECT name FROM after.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL %' ORDER BY rowid")
+                for row in tables {
+                    guard case .text(let bytes) = row.first else { continue }
+                    let table = String(decoding: bytes, as: UTF8.self)
+                    if byTable[table] == nil { order.append(table) }
+                }
+            }
             var writer = ChangesetWriter()
             for table in order {
-                guard let changes = try diff(table, byTable[table]!, schemaChanged: schemaChanged) else {
+                guard let changes = try diff(table, byTable[table] ?? [], schemaChanged: schemaChanged, whole: compareAll) else {
                     batch.tablesWithoutPrimaryKey.append(table)
                     continue
                 }
@@ -100,7 +113,7 @@ public final class ChangesetCapture {
     /// The changed rows of one table (before, after), keyed as its changeset
     /// keys them, and which columns form that key; nil for a table without a
     /// PRIMARY KEY, which a changeset cannot carry.
-    private func diff(_ table: String, _ events: [ChangeRecorder.Event], schemaChanged: Bool) throws(CaptureError)
+    private func diff(_ table: String, _ events: [ChangeRecorder.Event], schemaChanged: Bool, whole: Bool) throws(CaptureError)
         -> (primaryKey: [Int], rows: [([CapturedValue]?, [CapturedValue]?)])?
     {
         let t = table.quotedIdentifier
@@ -122,7 +135,11 @@ public final class ChangesetCapture {
 
         var before: [[CapturedValue]] = []
         var after: [[CapturedValue]] = []
-        if !withoutRowid {
+        if whole {
+            after = try scratch.query("SELECT \(list) FROM after.\(t)")
+            let present = try scratch.query("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?1", [.text(Array(table.utf8))])
+            if !present.isEmpty { before = try scratch.query("SELECT \(list) FROM main.\(t)") }
+        } else if !withoutRowid {
             // By rowid: every row the transaction touched, as it was and as it is.
             var rowids = Set<Int64>()
             for e in events {

@@ -668,18 +668,21 @@ final class RemoteFile: OpenFile {
         // Checked first: a synddb database ATTACHed to another connection has no
         // hook, and must not commit without its changeset.
         guard recorder.isInstalled, let routines = recorder.routines else {
-            throw CaptureError(code: SQLITE_ERROR, message: "changeset capture is not installed on this connection (an ATTACHed synddb database, or a SQLite host without the preupdate hook and session extension), so the commit was refused; open the database as the connection's main database")
+            throw CaptureError(code: SQLITE_ERROR, message: "changeset capture is not installed on this connection (an ATTACHed synddb database, or a SQLite host built without the preupdate hook), so the commit was refused; open the database as the connection's main database")
         }
         if let problem = recorder.captureProblem() {
             throw CaptureError(code: SQLITE_ERROR, message: problem)
         }
         let schemaChanged = schemaCookieChanged
-        guard recorder.hasEvents || schemaChanged else { return CapturedBatch() }
+        // Every page rewritten (a restore through the backup API, VACUUM): rows
+        // may have changed that no preupdate event names.
+        let rewroteAll = pageCount > 0 && dirty.count >= Int(txnPageCount)
+        guard recorder.hasEvents || schemaChanged || rewroteAll else { return CapturedBatch() }
         captureGeneration &+= 1
         if capture == nil {
             capture = try ChangesetCapture(database: name, fileID: id, vfs: context.name, routines: routines)
         }
-        return try capture!.build(from: recorder, schemaChanged: schemaChanged)
+        return try capture!.build(from: recorder, schemaChanged: schemaChanged, compareAll: rewroteAll)
     }
 
     /// Whether page 1's schema cookie (offset 40) moved in this transaction.
