@@ -20,9 +20,9 @@ public enum SchemaMigration {
     ) rethrows -> [String] {
         let currentNames = Set(current.filter { $0.type == "table" }.map(\.name))
         let targetNames = Set(target.filter { $0.type == "table" }.map(\.name))
-        var gone = current.filter { $0.type == "table" && !targetNames.contains($0.name) }
+        var gone = current.filter { $0.type == "table" && !$0.isVirtualTable && !targetNames.contains($0.name) }
         var out: [String] = []
-        for t in target where t.type == "table" && !currentNames.contains(t.name) {
+        for t in target where t.type == "table" && !t.isVirtualTable && !currentNames.contains(t.name) {
             let columns = try columnsOfTarget(t)
             if let i = try gone.firstIndex(where: { try columnsOfCurrent($0.name) == columns }) {
                 out.append("ALTER TABLE \(gone[i].name.quotedIdentifier) RENAME TO \(t.name.quotedIdentifier)")
@@ -50,9 +50,19 @@ public enum SchemaMigration {
             out.append("DROP INDEX IF EXISTS \(o.name.quotedIdentifier)")
         }
         for o in current where o.type == "table" && targetTables[o.name] == nil {
-            out.append("DROP TABLE IF EXISTS \(o.name.quotedIdentifier)")
+            out.append(o.isVirtualTable ? Self.unregister(o) : "DROP TABLE IF EXISTS \(o.name.quotedIdentifier)")
         }
-        for t in target where t.type == "table" {
+        for t in target where t.type == "table" && t.isVirtualTable {
+            guard currentTables[t.name]?.sql != t.sql else { continue }
+            if let c = currentTables[t.name] { out.append(c.isVirtualTable ? Self.unregister(c) : "DROP TABLE IF EXISTS \(c.name.quotedIdentifier)") }
+            out.append(Self.register(t))
+        }
+        for t in target where t.type == "table" && !t.isVirtualTable {
+            if let c = currentTables[t.name], c.isVirtualTable {
+                out.append(Self.unregister(c))
+                out.append(t.sql)
+                continue
+            }
             guard let c = currentTables[t.name] else {
                 out.append(t.sql)
                 continue
@@ -85,6 +95,22 @@ public enum SchemaMigration {
             out.append("DROP TABLE \(old.quotedIdentifier)")
         }
         return out
+    }
+
+    /// A virtual table's definition, recorded without instantiating it: its
+    /// module may exist only in the writer's application. Its rows live in its
+    /// shadow tables (ordinary tables, migrated and audited like any other) or
+    /// outside the database, and changesets never carry them.
+    static func register(_ t: SchemaObject) -> String {
+        "PRAGMA writable_schema=ON; INSERT INTO sqlite_master(type, name, tbl_name, rootpage, sql) VALUES ('table', \(literal(t.name)), \(literal(t.name)), 0, \(literal(t.sql))); PRAGMA writable_schema=OFF"
+    }
+
+    static func unregister(_ t: SchemaObject) -> String {
+        "PRAGMA writable_schema=ON; DELETE FROM sqlite_master WHERE type = 'table' AND name = \(literal(t.name)); PRAGMA writable_schema=OFF"
+    }
+
+    static func literal(_ s: String) -> String {
+        "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'"
     }
 
     /// What `statements` leaves for after the rows are right: indexes (a new
@@ -140,4 +166,14 @@ func addedColumns(from old: String, to new: String) -> [String]? {
     definitions.append(current)
     let trimmed = definitions.map { $0.drop(while: { $0 == " " }) }.map(String.init)
     return trimmed.contains(where: \.isEmpty) ? nil : trimmed
+}
+
+extension SchemaObject {
+    /// `CREATE VIRTUAL TABLE ...`: a table whose module the writer's
+    /// application registered, which neither capture nor a validator may have.
+    public var isVirtualTable: Bool {
+        guard type == "table" else { return false }
+        let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }).prefix(2).map { $0.uppercased() }
+        return words == ["CREATE", "VIRTUAL"]
+    }
 }

@@ -21,7 +21,7 @@ public final class ChangesetText {
             try? schema.execute("DROP TABLE \(name.quotedIdentifier)")
         }
         // Schema text from the batch: plain definitions only (a table that is not one gets "c0, c1, ..." names).
-        for object in batch.schema where object.type == "table" {
+        for object in batch.schema where object.type == "table" && !object.isVirtualTable {
             try? sentry.runDefinition(object.sql, on: schema, entry: object.name)
         }
     }

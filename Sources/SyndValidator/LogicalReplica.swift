@@ -72,7 +72,8 @@ public final class LogicalReplica {
         func columns(_ db: Connection, _ table: String) throws -> [String] {
             try db.query("PRAGMA table_info(\(table.quotedIdentifier))").compactMap { $0[1].string }
         }
-        for object in target where object.type == "table" {
+        // Virtual tables are recorded, never instantiated (their module is the writer's).
+        for object in target where object.type == "table" && !object.isVirtualTable {
             try sentry.runDefinition(object.sql, on: scratch, entry: object.name)
         }
         let renames = try SchemaMigration.renames(

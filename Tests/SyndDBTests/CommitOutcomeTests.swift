@@ -398,3 +398,62 @@ extension SQLiteFeatureTests {
         }
     }
 }
+
+/// A virtual table module only the application's connection has: no rows, two columns.
+enum EmptyModule {
+    // Safe: built once, never written again; SQLite only reads it.
+    nonisolated(unsafe) static let module: UnsafeMutablePointer<sqlite3_module> = {
+        var m = sqlite3_module()
+        m.iVersion = 1
+        let connect: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, UnsafePointer<UnsafePointer<CChar>?>?,
+                                     UnsafeMutablePointer<UnsafeMutablePointer<sqlite3_vtab>?>?, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 = { db, _, _, _, out, _ in
+            let rc = sqlite3_declare_vtab(db, "CREATE TABLE x(a, b)")
+            guard rc == SQLITE_OK else { return rc }
+            let vtab = UnsafeMutablePointer<sqlite3_vtab>.allocate(capacity: 1)
+            vtab.initialize(to: sqlite3_vtab())
+            out?.pointee = vtab
+            return SQLITE_OK
+        }
+        m.xCreate = connect
+        m.xConnect = connect
+        m.xBestIndex = { _, _ in SQLITE_OK }
+        m.xDisconnect = { vtab in vtab?.deallocate(); return SQLITE_OK }
+        m.xDestroy = { vtab in vtab?.deallocate(); return SQLITE_OK }
+        m.xOpen = { _, out in
+            let cursor = UnsafeMutablePointer<sqlite3_vtab_cursor>.allocate(capacity: 1)
+            cursor.initialize(to: sqlite3_vtab_cursor())
+            out?.pointee = cursor
+            return SQLITE_OK
+        }
+        m.xClose = { cursor in cursor?.deallocate(); return SQLITE_OK }
+        m.xFilter = { _, _, _, _, _ in SQLITE_OK }
+        m.xNext = { _ in SQLITE_OK }
+        m.xEof = { _ in 1 }
+        m.xColumn = { _, _, _ in SQLITE_OK }
+        m.xRowid = { _, rowid in rowid?.pointee = 0; return SQLITE_OK }
+        let p = UnsafeMutablePointer<sqlite3_module>.allocate(capacity: 1)
+        p.initialize(to: m)
+        return p
+    }()
+}
+
+extension SQLiteFeatureTests {
+    /// A virtual table of a module only the application registered, in the
+    /// same schema as ordinary tables: schema changes and row changes commit
+    /// and validate (a virtual table's rows are not in changesets, as with
+    /// SQLite's session extension).
+    @Test func aVirtualTableOfAnApplicationModuleInTheSchema() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("vtab")
+            let db = try Database.open(name, sequencer: server.url)
+            #expect(sqlite3_create_module(db.connection.handle, "empty", EmptyModule.module, nil) == SQLITE_OK)
+            try db.execute("BEGIN; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE VIRTUAL TABLE e USING empty; INSERT INTO t(v) VALUES ('one'); COMMIT")
+            try db.execute("INSERT INTO t(v) VALUES ('two')")
+            try db.execute("CREATE TABLE u(id INTEGER PRIMARY KEY); INSERT INTO u VALUES (5)")
+            try db.execute("BEGIN; DROP TABLE e; UPDATE t SET v = 'uno' WHERE id = 1; COMMIT")
+            #expect(try db.query("SELECT v FROM t ORDER BY id") == [[.text("uno")], [.text("two")]])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+}
