@@ -64,8 +64,16 @@ public final class ChangesetCapture {
         var batch = CapturedBatch()
         try scratch.execute("BEGIN IMMEDIATE")
         do throws(CaptureError) {
+            // Tables whose definition this transaction changed (created, renamed,
+            // altered, dropped columns): their rows are compared whole, since the
+            // preupdate hook reported them in an older layout or under an older name.
+            var redefined = Set<String>()
             if schemaChanged {
                 let target = try schema("after")
+                let current = Dictionary(try schema("main").filter { $0.type == "table" }.map { ($0.name, $0.sql) }, uniquingKeysWith: { a, _ in a })
+                for t in target where t.type == "table" && !t.isVirtualTable && current[t.name] != t.sql {
+                    redefined.insert(t.name)
+                }
                 try migrate(to: target)
                 batch.schema = target
             }
@@ -76,17 +84,18 @@ public final class ChangesetCapture {
                 if byTable[e.table] == nil { order.append(e.table) }
                 byTable[e.table, default: []].append(e)
             }
+            for table in redefined.sorted() where byTable[table] == nil { order.append(table) }
             if compareAll {
                 let tables = try scratch.query("SELECT name FROM after.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL %' ORDER BY rowid")
                 for row in tables {
                     guard case .text(let bytes) = row.first else { continue }
                     let table = String(decoding: bytes, as: UTF8.self)
-                    if byTable[table] == nil { order.append(table) }
+                    if byTable[table] == nil && !redefined.contains(table) { order.append(table) }
                 }
             }
             var writer = ChangesetWriter()
             for table in order {
-                guard let changes = try diff(table, byTable[table] ?? [], schemaChanged: schemaChanged, whole: compareAll) else {
+                guard let changes = try diff(table, byTable[table] ?? [], schemaChanged: schemaChanged, whole: compareAll || redefined.contains(table)) else {
                     batch.tablesWithoutPrimaryKey.append(table)
                     continue
                 }

@@ -54,10 +54,10 @@ final class RemoteFile: OpenFile {
     /// restore its own page cache from the journal and keep it, although the
     /// database may have moved on. Failing the rollback's writes puts SQLite's
     /// pager in its error state, which drops the cache; the next read
-    /// transaction re-reads (see the change-counter probe in `read`). Later
-    /// rollback writes (SQLite retries the playback) are absorbed: never sent.
+    /// transaction re-reads (see the change-counter probe in `read`). One
+    /// write is refused, no more: a playback SQLite retries later restores the
+    /// committed pages, which `restoresCommittedState` recognizes.
     private var refuseRollbackWrites = false
-    private var absorbingRollback = false
     private var dirty: [UInt32: [UInt8]] = [:]
     private var txnPageSize = 0
     private var txnPageCount: UInt32 = 0
@@ -158,7 +158,6 @@ final class RemoteFile: OpenFile {
     override func read(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Int32 {
         if offset == 24, buffer.count == 16, !txnOpen, !viewingCommitted {
             refuseRollbackWrites = false
-            absorbingRollback = false
         }
         if offset == 24, buffer.count == 16, !txnOpen, !viewingCommitted, needsLease || needsRefresh {
             // SQLite reads the change counter when it starts a read transaction
@@ -287,7 +286,6 @@ final class RemoteFile: OpenFile {
         }
         if refuseRollbackWrites {
             refuseRollbackWrites = false
-            absorbingRollback = true
             return fail(SYND_SQLITE_IOERR_WRITE, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
         }
         if !txnOpen {
@@ -322,7 +320,6 @@ final class RemoteFile: OpenFile {
         }
         if refuseRollbackWrites {
             refuseRollbackWrites = false
-            absorbingRollback = true
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
         }
         if !txnOpen { beginTransaction() }
@@ -355,7 +352,7 @@ final class RemoteFile: OpenFile {
             // Also sent after a rollback that had spilled pages: SQLite writes the
             // original pages back and syncs. Such a "commit" changes nothing.
             guard inWriteTransaction && txnTouched else { return SQLITE_OK }
-            if restoresCommittedState || absorbingRollback {
+            if restoresCommittedState {
                 endTransaction()
                 return SQLITE_OK
             }
@@ -489,8 +486,14 @@ final class RemoteFile: OpenFile {
     /// error makes it drop its cache.
     private var staleSnapshotCode: Int32 {
         guard exclusiveLocking else { return SYND_SQLITE_BUSY_SNAPSHOT }
-        refuseRollbackWrites = true
+        dropCacheAfterRollback()
         return SYND_SQLITE_IOERR_WRITE
+    }
+
+    /// Exclusive locking mode only: make SQLite's coming rollback fail, so it
+    /// drops its page cache (an empty database has none to keep).
+    private func dropCacheAfterRollback() {
+        if exclusiveLocking && pageCount > 0 { refuseRollbackWrites = true }
     }
 
     /// Fencing at COMMIT: the lease must be live now. (In exclusive locking mode
@@ -521,7 +524,8 @@ final class RemoteFile: OpenFile {
 
     private enum Outcome {
         case applied(UInt64)
-        case notApplied
+        /// With whether the database moved on meanwhile (another writer).
+        case notApplied(moved: Bool)
         case unknown(String)
     }
 
@@ -531,22 +535,26 @@ final class RemoteFile: OpenFile {
     /// writer's newer one) makes the sequencer refuse it, and after that the
     /// lookup is final.
     private func resolveOutcome(_ lease: LeaseKeeper, txnID: [UInt8]) -> Outcome {
+        var moved = true
         do throws(SequencerError) {
             traceContext = "lease acquire to fence a commit with an unknown outcome"
             requests += 1
-            try lease.acquire()
+            let granted = try lease.acquire()
             needsLease = false
+            if let info = granted.info { moved = info.version != version }
         } catch {
             guard error.code == .failedPrecondition else { return .unknown(error.message) }
             // Another writer's live lease has a newer epoch: ours is fenced as well.
             lease.markLost(error.message)
             needsLease = true
         }
+        // Re-read at the next transaction, whatever the answer: others may have committed.
+        needsRefresh = true
         do throws(SequencerError) {
             traceContext = "commit status after fencing"
             requests += 1
             let status = try client.commitStatus(database: name, txnID: txnID)
-            return status.state == .committed ? .applied(status.version) : .notApplied
+            return status.state == .committed ? .applied(status.version) : .notApplied(moved: moved)
         } catch {
             return .unknown(error.message)
         }
@@ -605,8 +613,9 @@ final class RemoteFile: OpenFile {
             switch resolveOutcome(lease, txnID: request.txnID) {
             case .applied(let appliedVersion):
                 return committed(at: appliedVersion, pageSize: size)
-            case .notApplied:
+            case .notApplied(let moved):
                 endTransaction()
+                if moved { dropCacheAfterRollback() }
                 return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT failed, transaction rolled back (the sequencer confirmed it was not applied): \(failure.message)")
             case .unknown(let why):
                 // Fence before trusting any state: the next transaction takes a new epoch.
@@ -614,7 +623,7 @@ final class RemoteFile: OpenFile {
                 lease.markLost("a commit's outcome is unknown")
                 needsLease = true
                 needsRefresh = true
-                if exclusiveLocking { refuseRollbackWrites = true }
+                dropCacheAfterRollback()
                 return fail(SYND_SQLITE_IOERR_FSYNC, "COMMIT of '\(name)' has an unknown outcome: \(failure.message) (and it could not be resolved: \(why)). The next transaction fences the old attempt with a new lease epoch and then re-reads the database state")
             }
         }
@@ -649,7 +658,7 @@ final class RemoteFile: OpenFile {
         for pgno in cache.keys where pgno > txnPageCount {
             cacheBytes -= cache.removeValue(forKey: pgno)?.count ?? 0
         }
-        if newVersion != version + 1 {
+        if newVersion != version &+ 1 {
             // Others committed too (only after a lease loss): re-read at the next transaction.
             needsRefresh = true
         }

@@ -320,17 +320,45 @@ import Testing
         }
     }
 
+    /// Shared-cache mode, switched on process-wide (`sqlite3_enable_shared_cache`,
+    /// as SQLite's own tests do): in a python3 process of its own, since the
+    /// switch would change every other test's connections in this one.
     @Test func sharedCacheModeCommits() async throws {
-        try await withEmbeddedSequencer { server in
+        let dir = TemporaryDirectory()
+        let sequencer = try await offPool { try SequencerProcess(directory: dir.path + "/seq") }
+        let url = sequencer.url
+        try await offPool {
             let name = uniqueName("shared")
-            _ = sqlite3_enable_shared_cache(1)
-            defer { _ = sqlite3_enable_shared_cache(0) }
-            let db = try Database.open(name, sequencer: server.url)
-            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-            try db.execute("INSERT INTO t(v) VALUES ('shared')")
-            #expect(try db.query("SELECT v FROM t") == [[.text("shared")]])
-            let failure = try LedgerTests.validate(server.service.store, name)
-            #expect(failure == nil, "\(failure?.description ?? "")")
+            let script = """
+                import sqlite3, sys, warnings
+                warnings.simplefilter("ignore")
+                sqlite3.enable_shared_cache(True)
+                loader = sqlite3.connect(":memory:")
+                loader.enable_load_extension(True)
+                loader.load_extension(sys.argv[1])
+                uri = f"file:{sys.argv[3]}?vfs=synddb&sequencer={sys.argv[2]}"
+                a = sqlite3.connect(uri, uri=True, isolation_level=None)
+                a.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+                a.execute("INSERT INTO t(v) VALUES ('shared')")
+                a.execute("BEGIN"); a.execute("INSERT INTO t(v) VALUES ('two')"); a.execute("UPDATE t SET v = 'one' WHERE id = 1"); a.execute("COMMIT")
+                b = sqlite3.connect(uri + "&mode=ro", uri=True, isolation_level=None)
+                print(",".join(v for (v,) in b.execute("SELECT v FROM t ORDER BY id")))
+                """
+            let path = dir.path + "/shared.py"
+            try script.write(toFile: path, atomically: true, encoding: .utf8)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = [path, SQLiteToolsTests.extensionPath, url, name]
+            let out = Pipe(), err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+            let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let error = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0 && output == "one,two\n", "\(output) \(error)")
+            let validate = try runSynd(["validate", "--sequencer", url, "--db", name])
+            #expect(validate.status == 0, "\(validate.output) \(validate.error)")
         }
     }
 
@@ -452,6 +480,26 @@ extension SQLiteFeatureTests {
             try db.execute("CREATE TABLE u(id INTEGER PRIMARY KEY); INSERT INTO u VALUES (5)")
             try db.execute("BEGIN; DROP TABLE e; UPDATE t SET v = 'uno' WHERE id = 1; COMMIT")
             #expect(try db.query("SELECT v FROM t ORDER BY id") == [[.text("uno")], [.text("two")]])
+            let failure = try LedgerTests.validate(server.service.store, name)
+            #expect(failure == nil, "\(failure?.description ?? "")")
+        }
+    }
+}
+
+extension SQLiteFeatureTests {
+    /// Row changes and schema changes of the same tables in one transaction:
+    /// the changeset is relative to the migrated schema, and validates.
+    @Test func rowChangesAroundSchemaChangesInOneTransaction() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("ddl-dml")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("CREATE TABLE t(note TEXT, id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES ('n1', 1, 'a'), ('n2', 2, 'b'), ('n3', 3, 'c')")
+            try db.execute("CREATE TABLE a(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO a VALUES (1, 'x')")
+            try db.execute("BEGIN; DELETE FROM t WHERE id = 2; ALTER TABLE t DROP COLUMN note; UPDATE t SET v = 'cc' WHERE id = 3; COMMIT")
+            try db.execute("BEGIN; INSERT INTO a VALUES (2, 'y'); ALTER TABLE a RENAME TO b; UPDATE b SET v = 'xx' WHERE id = 1; COMMIT")
+            try db.execute("BEGIN; ALTER TABLE b ADD COLUMN w INT DEFAULT 7; INSERT INTO b(id, v) VALUES (3, 'z'); UPDATE b SET w = 8 WHERE id = 2; COMMIT")
+            #expect(try db.query("SELECT * FROM t ORDER BY id") == [[.integer(1), .text("a")], [.integer(3), .text("cc")]])
+            #expect(try db.query("SELECT * FROM b ORDER BY id") == [[.integer(1), .text("xx"), .integer(7)], [.integer(2), .text("y"), .integer(8)], [.integer(3), .text("z"), .integer(7)]])
             let failure = try LedgerTests.validate(server.service.store, name)
             #expect(failure == nil, "\(failure?.description ?? "")")
         }
