@@ -135,11 +135,16 @@ public struct SigningKey: Sendable {
 
     /// A new key in a new file, or nil when a file appeared at `path` meanwhile.
     private static func create(_ path: String) throws -> Curve25519.Signing.PrivateKey? {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        // Written whole to a private temporary file, then linked to its name
+        // (link never replaces): a crash midway leaves no partial key under
+        // the real name that would stop the next start.
+        let temporary = "\(path).new-\(getpid())"
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            if errno == EEXIST { return nil }
             throw SealError(message: "cannot create the sequencer key \(path): \(lastError())")
         }
+        defer { unlink(temporary) }
         let key = Curve25519.Signing.PrivateKey()
         let bytes = Array(key.rawRepresentation)
         var failure: String?
@@ -155,10 +160,12 @@ public struct SigningKey: Sendable {
         }
         if failure == nil, fsync(fd) != 0 { failure = "fsync: \(lastError())" }
         if close(fd) != 0, failure == nil { failure = "close: \(lastError())" }
-        if failure == nil { failure = syncFolder(of: path) }
-        if let failure {
-            // The file is ours and nothing was signed with it: leave no partial key behind.
-            unlink(path)
+        if let failure { throw SealError(message: "cannot create the sequencer key \(path): \(failure)") }
+        guard link(temporary, path) == 0 else {
+            if errno == EEXIST { return nil }  // created by someone else meanwhile: load theirs
+            throw SealError(message: "cannot create the sequencer key \(path): link: \(lastError())")
+        }
+        if let failure = syncFolder(of: path) {
             throw SealError(message: "cannot create the sequencer key \(path): \(failure)")
         }
         return key

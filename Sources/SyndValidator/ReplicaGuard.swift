@@ -58,7 +58,9 @@ public final class ReplicaGuard {
     public init(limits: ReplicaLimits = ReplicaLimits()) {
         self.limits = limits
         let (seconds, attoseconds) = limits.statementTimeout.components
-        timeoutNanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        // Saturating: a huge --statement-timeout means "no limit", not a trap.
+        let (whole, overflow) = UInt64(max(0, seconds)).multipliedReportingOverflow(by: 1_000_000_000)
+        timeoutNanos = overflow ? .max : whole.addingReportingOverflow(UInt64(max(0, attoseconds) / 1_000_000_000)).partialValue
     }
 
     /// Puts `connection` under the deadline and limits. The guard must outlive it.
