@@ -42,6 +42,14 @@ import Testing
             let script = dir.path + "/reader.py"
             try Self.readerScript.write(toFile: script, atomically: true, encoding: .utf8)
             var pythons: [Process] = []
+            // Readers stop when the stop file appears: on every way out of this test.
+            defer {
+                FileManager.default.createFile(atPath: stopFile, contents: nil)
+                for process in pythons where process.isRunning {
+                    process.terminate()
+                    process.waitUntilExit()
+                }
+            }
             for p in 0..<2 {
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
