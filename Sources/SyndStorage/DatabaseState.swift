@@ -1,3 +1,4 @@
+import Synchronization
 import SyndProtocol
 
 /// A writer lease as the sequencer holds it. Expiry is on the monotonic clock;
@@ -10,6 +11,7 @@ struct LeaseState {
 }
 
 /// One database's head state, mirrored in memory from the `databases` table.
+/// Behind `PageStore`'s store lock, except `leases`, which has a lock of its own.
 final class DatabaseState {
     let id: Int64
     let name: String
@@ -17,9 +19,9 @@ final class DatabaseState {
     var pageSize: UInt32
     var pageCount: UInt32
     var oldestVersion: UInt64
-    /// Highest epoch ever granted; never reused.
-    var leaseEpoch: UInt64
-    var lease: LeaseState?
+    /// The writer lease (and the highest epoch granted), readable and
+    /// renewable without the store lock.
+    let leases: LeaseCell
     /// Hash of the latest batch: the next batch's previous_hash.
     var lastHash = [UInt8](repeating: 0, count: 32)
 
@@ -31,8 +33,13 @@ final class DatabaseState {
         self.pageSize = pageSize
         self.pageCount = pageCount
         self.oldestVersion = oldestVersion
-        self.leaseEpoch = leaseEpoch
-        self.lease = lease
+        var head = DatabaseInfo()
+        head.name = name
+        head.version = version
+        head.pageSize = pageSize
+        head.pageCount = pageCount
+        head.oldestVersion = oldestVersion
+        self.leases = LeaseCell(LeaseRecord(name: name, leaseEpoch: leaseEpoch, lease: lease, head: head))
     }
 
     var info: DatabaseInfo {
@@ -45,18 +52,50 @@ final class DatabaseState {
         return i
     }
 
-    var leaseMessage: Lease {
+    /// Copies the head into the lease record, for the `info` of lease answers
+    /// given without the store lock. Called with the store lock held, after
+    /// every change of the head.
+    func publishHead() {
+        let head = info
+        leases.withLock { $0.head = head }
+    }
+}
+
+/// A database's lease record behind a small lock of its own. Never held across
+/// store I/O, and taken after the store lock, never before it (see `PageStore`).
+final class LeaseCell: Sendable {
+    private let record: Mutex<LeaseRecord>
+
+    init(_ record: LeaseRecord) {
+        self.record = Mutex(record)
+    }
+
+    func withLock<T, E: Error>(_ body: (inout LeaseRecord) throws(E) -> T) throws(E) -> T {
+        try record.withLock { (r: inout LeaseRecord) throws(E) -> T in try body(&r) }
+    }
+}
+
+/// What `LeaseCell` guards.
+struct LeaseRecord: Sendable {
+    let name: String
+    /// Highest epoch ever granted; never reused.
+    var leaseEpoch: UInt64
+    var lease: LeaseState?
+    /// The database's head as of its last commit (see `DatabaseState.publishHead`).
+    var head: DatabaseInfo
+
+    var message: Lease {
         var l = Lease()
         l.database = name
         l.holder = lease?.holder ?? ""
         l.epoch = lease?.epoch ?? 0
         l.ttlMs = lease?.ttlMs ?? 0
-        l.info = info
+        l.info = head
         return l
     }
 
     /// Fencing: the caller must hold the live lease of this epoch.
-    func checkLease(holder: String, epoch: UInt64, now: ContinuousClock.Instant) throws(SequencerError) {
+    func check(holder: String, epoch: UInt64, now: ContinuousClock.Instant) throws(SequencerError) {
         guard let lease else {
             throw SequencerError(.failedPrecondition, "writer lease of '\(name)' (epoch \(epoch)) was released or lost; reopen the database to take a new lease")
         }

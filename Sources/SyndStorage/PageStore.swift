@@ -14,9 +14,38 @@ import Glibc
 /// Every page version is a row; a read at version V takes, for each page, the newest
 /// row at or below V. A commit is one SQLite transaction, so a crash at any instant
 /// leaves either the whole batch or none of it (SQLite's own recovery).
+///
+/// Databases do not wait for each other except where the store file makes
+/// them: it has one SQLite writer. Three kinds of lock:
+///
+/// - `state`, the store lock: the writing connection and the in-memory heads.
+///   Held across store I/O (a commit's SQLite transaction and fsync) by
+///   everything that writes: commit, acquire, release, create, prune; and by
+///   commit-status lookups.
+/// - one `LeaseCell` per database: its lease (holder, epoch, expiry) and a copy
+///   of its head. Never held across store I/O. Renewals and HoldLease checks
+///   take only this lock (after a short look-up in `leaseCells`), so they
+///   never wait for a commit, of their own database or another.
+/// - `reader`: a read-only connection to the store file (WAL: it reads while a
+///   commit writes). ReadPages, OpenDatabase of an existing database, head
+///   versions and batches are served from it, each from one read transaction.
+///
+/// Lock order: `state`, then `leaseCells`, then a `LeaseCell`; never the
+/// reverse. `leaseCells` and a `LeaseCell` are never held together (the cell
+/// is looked up, then locked). `reader` is never held with any other lock.
+///
+/// Fencing: the holder and epoch of a lease change only under the store lock
+/// (acquire, release). A commit checks its lease with the store lock held and
+/// keeps holding it until the batch is applied, so a takeover that comes
+/// while a commit waits or applies is ordered entirely before or after it: a
+/// commit that waited behind a takeover is refused. Renewals during a commit
+/// only move the expiry forward.
 public final class PageStore: Sendable {
     public let configuration: StoreConfiguration
     private let state: Mutex<StoreState>
+    /// Each database's lease cell by name, filled under the store lock.
+    private let leaseCells: Mutex<[String: LeaseCell]>
+    private let reader: Mutex<StoreReader>
     /// Signs every batch (Ed25519); the key lives in the store's folder.
     public let signingKey: SigningKey
 
@@ -74,7 +103,9 @@ public final class PageStore: Sendable {
         let hasHistory = try connection.scalar("SELECT EXISTS(SELECT 1 FROM commits)") == .integer(1)
         signingKey = try SigningKey(path: configuration.directory + "/sequencer.ed25519", create: !hasHistory)
         let state = try StoreState(connection: connection, signingKey: signingKey)
+        self.leaseCells = Mutex(state.databases.mapValues(\.leases))
         self.state = Mutex(state)
+        self.reader = Mutex(try StoreReader(path: configuration.directory + "/store.sqlite"))
     }
 
     public var capabilities: Capabilities {
@@ -90,47 +121,82 @@ public final class PageStore: Sendable {
         return c
     }
 
+    /// Opens `request.name`, creating it if asked and missing.
     public func open(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo {
+        if let info = try openExisting(request) { return info }
+        return try create(request)
+    }
+
+    /// The head of `request.name` if it exists (nil if not), without the store lock.
+    public func openExisting(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo? {
+        try validateName(request.name)
+        return try reader.withLock { r throws(SequencerError) in try r.head(request.name)?.info }
+    }
+
+    /// Creates `request.name` under the store lock if `request.create` (NOT_FOUND
+    /// if not); a database that exists meanwhile is just opened.
+    public func create(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo {
         try validateName(request.name)
         return try state.withLock { s throws(SequencerError) in
             if let db = s.databases[request.name] { return db.info }
             guard request.create else {
                 throw SequencerError(.notFound, "database '\(request.name)' does not exist; open it with create=true to create it")
             }
-            return try s.create(request.name).info
+            let db = try s.create(request.name)
+            leaseCells.withLock { $0[db.name] = db.leases }
+            return db.info
         }
     }
 
+    /// A database's lease cell, found without the store lock.
+    private func leaseCell(_ database: String) throws(SequencerError) -> LeaseCell {
+        guard let cell = leaseCells.withLock({ $0[database] }) else {
+            throw SequencerError(.notFound, "database '\(database)' does not exist on this sequencer; open it with create=true first")
+        }
+        return cell
+    }
+
+    /// Grants a new epoch. The epoch is stored durably (epochs are never reused,
+    /// even across restarts) before the answer, so this waits for the store lock.
     public func acquireLease(_ request: AcquireLeaseRequest) throws(SequencerError) -> Lease {
         let ttl = try leaseTTL(request.ttlMs)
         guard !request.holder.isEmpty else { throw SequencerError(.invalidArgument, "lease request has no holder id") }
         return try state.withLock { s throws(SequencerError) in
             let db = try s.database(request.database)
-            let now = ContinuousClock.now
-            if let lease = db.lease, lease.holder != request.holder, lease.expires > now {
-                let left = (lease.expires - now).milliseconds
-                throw SequencerError(
-                    .failedPrecondition,
-                    "database '\(request.database)' has a live writer (holder '\(lease.holder)', epoch \(lease.epoch), \(left) ms left); open it read-only, or retry when that writer closes")
+            // Only acquires (here, under the store lock) install a lease, and a
+            // lapsed lease cannot be renewed, so what is checked here still holds
+            // after the store write below.
+            let epoch = try db.leases.withLock { l throws(SequencerError) -> UInt64 in
+                let now = ContinuousClock.now
+                if let lease = l.lease, lease.holder != request.holder, lease.expires > now {
+                    let left = (lease.expires - now).milliseconds
+                    throw SequencerError(
+                        .failedPrecondition,
+                        "database '\(request.database)' has a live writer (holder '\(lease.holder)', epoch \(lease.epoch), \(left) ms left); open it read-only, or retry when that writer closes")
+                }
+                return l.leaseEpoch + 1
             }
-            let epoch = db.leaseEpoch + 1
             try s.run("UPDATE databases SET lease_epoch=?, lease_holder=?, lease_ttl_ms=? WHERE id=?",
                       [Int64(epoch), request.holder, Int64(ttl), db.id])
-            db.leaseEpoch = epoch
-            db.lease = LeaseState(holder: request.holder, epoch: epoch, ttlMs: ttl, expires: now + .milliseconds(ttl))
-            return db.leaseMessage
+            return db.leases.withLock { l in
+                l.leaseEpoch = epoch
+                l.lease = LeaseState(holder: request.holder, epoch: epoch, ttlMs: ttl, expires: .now + .milliseconds(ttl))
+                return l.message
+            }
         }
     }
 
+    /// Extends the live lease of `request`'s holder and epoch. Takes only the
+    /// database's lease lock: never waits for the store.
     public func renewLease(_ request: RenewLeaseRequest) throws(SequencerError) -> Lease {
         let ttl = try leaseTTL(request.ttlMs)
-        return try state.withLock { s throws(SequencerError) in
-            let db = try s.database(request.database)
+        let cell = try leaseCell(request.database)
+        return try cell.withLock { l throws(SequencerError) in
             let now = ContinuousClock.now
-            try db.checkLease(holder: request.holder, epoch: request.epoch, now: now)
-            db.lease?.ttlMs = ttl
-            db.lease?.expires = now + .milliseconds(ttl)
-            return db.leaseMessage
+            try l.check(holder: request.holder, epoch: request.epoch, now: now)
+            l.lease?.ttlMs = ttl
+            l.lease?.expires = now + .milliseconds(ttl)
+            return l.message
         }
     }
 
@@ -140,52 +206,63 @@ public final class PageStore: Sendable {
     public func releaseLease(_ request: ReleaseLeaseRequest) throws(SequencerError) -> Bool {
         try state.withLock { s throws(SequencerError) in
             let db = try s.database(request.database)
-            guard let lease = db.lease, lease.holder == request.holder, lease.epoch == request.epoch else { return false }
+            @Sendable func held(_ l: LeaseRecord) -> Bool {
+                guard let lease = l.lease else { return false }
+                return lease.holder == request.holder && lease.epoch == request.epoch
+            }
+            guard db.leases.withLock({ held($0) }) else { return false }
             try s.run("UPDATE databases SET lease_holder=NULL WHERE id=?", [db.id])
-            db.lease = nil
+            // Holder and epoch cannot have changed meanwhile (that takes the store lock).
+            db.leases.withLock { l in if held(l) { l.lease = nil } }
             return true
         }
     }
 
     /// The lease a HoldLease call may hold: `request`'s holder and epoch must
     /// be the live lease (FAILED_PRECONDITION otherwise, with the reason).
-    /// Renews nothing.
+    /// Renews nothing; never waits for the store.
     public func heldLease(_ request: HoldLeaseRequest) throws(SequencerError) -> Lease {
-        try state.withLock { s throws(SequencerError) in
-            let db = try s.database(request.database)
-            try db.checkLease(holder: request.holder, epoch: request.epoch, now: .now)
-            return db.leaseMessage
+        let cell = try leaseCell(request.database)
+        return try cell.withLock { l throws(SequencerError) in
+            try l.check(holder: request.holder, epoch: request.epoch, now: .now)
+            return l.message
         }
     }
 
+    /// Pages of one committed version, from the read-only connection: the
+    /// database's row and its pages come from one read transaction, so the
+    /// answer is consistent without the store lock.
     public func readPages(_ request: ReadPagesRequest) throws(SequencerError) -> ReadPagesResponse {
         guard request.pageNumbers.count <= Int(configuration.maxPagesPerRead) else {
             throw SequencerError(.invalidArgument, "read asks for \(request.pageNumbers.count) pages; the most per call is \(configuration.maxPagesPerRead)")
         }
-        return try state.withLock { s throws(SequencerError) in
-            let db = try s.database(request.database)
-            let version = request.version == 0 ? db.version : request.version
-            guard version <= db.version else {
-                throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is not committed yet (latest is \(db.version))")
+        return try reader.withLock { r throws(SequencerError) in
+            try r.snapshot { r throws(SequencerError) in
+                let db = try r.database(request.database)
+                let version = request.version == 0 ? db.version : request.version
+                guard version <= db.version else {
+                    throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is not committed yet (latest is \(db.version))")
+                }
+                guard version >= db.oldestVersion else {
+                    throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is older than the retention window (oldest kept: \(db.oldestVersion))")
+                }
+                var response = ReadPagesResponse()
+                response.version = version
+                if version == db.version {
+                    response.pageSize = db.pageSize
+                    response.pageCount = db.pageCount
+                } else if version > 0 {
+                    guard let sizes = try r.sizes(db: db.id, version: version) else {
+                        throw SequencerError(.dataLoss, "commit record of version \(version) is missing")
+                    }
+                    response.pageSize = sizes.pageSize
+                    response.pageCount = sizes.pageCount
+                }
+                for pgno in request.pageNumbers where pgno >= 1 && pgno <= response.pageCount {
+                    response.pages.append(try r.readPage(db: db.id, pgno: pgno, version: version, pageSize: response.pageSize))
+                }
+                return response
             }
-            guard version >= db.oldestVersion else {
-                throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is older than the retention window (oldest kept: \(db.oldestVersion))")
-            }
-            var response = ReadPagesResponse()
-            response.version = version
-            if version == db.version {
-                response.pageSize = db.pageSize
-                response.pageCount = db.pageCount
-            } else if version > 0 {
-                let row = try s.query("SELECT page_size, page_count FROM commits WHERE db=? AND version=?", [db.id, Int64(version)])
-                guard let first = row.first else { throw SequencerError(.dataLoss, "commit record of version \(version) is missing") }
-                response.pageSize = UInt32(first[0].int64 ?? 0)
-                response.pageCount = UInt32(first[1].int64 ?? 0)
-            }
-            for pgno in request.pageNumbers where pgno >= 1 && pgno <= response.pageCount {
-                response.pages.append(try s.readPage(db: db, pgno: pgno, version: version, pageSize: response.pageSize))
-            }
-            return response
         }
     }
 
@@ -203,7 +280,10 @@ public final class PageStore: Sendable {
                 r.duplicate = true
                 return r
             }
-            try db.checkLease(holder: request.holder, epoch: request.leaseEpoch, now: .now)
+            // With the store lock held until the batch is applied: see the type's comment.
+            try db.leases.withLock { l throws(SequencerError) in
+                try l.check(holder: request.holder, epoch: request.leaseEpoch, now: .now)
+            }
             guard request.baseVersion == db.version else {
                 throw SequencerError(.aborted, "stale base version \(request.baseVersion): '\(db.name)' is at version \(db.version); re-read and retry the transaction")
             }
@@ -242,21 +322,24 @@ public final class PageStore: Sendable {
         return k
     }
 
-    /// Batch `version` of `database` with its pages and seal, or nil past the head.
+    /// Batch `version` of `database` with its pages and seal, or nil past the
+    /// head. From the read-only connection, in one read transaction.
     public func batch(database: String, version: UInt64) throws(SequencerError) -> Batch? {
-        try state.withLock { s throws(SequencerError) in
-            let db = try s.database(database)
-            guard version >= 1, version <= db.version else { return nil }
-            guard version >= db.oldestVersion else {
-                throw SequencerError(.outOfRange, "batch \(version) of '\(database)' is older than the retention window (oldest kept: \(db.oldestVersion)); start a validator within it or raise --retain")
+        try reader.withLock { r throws(SequencerError) -> Batch? in
+            try r.snapshot { r throws(SequencerError) -> Batch? in
+                let db = try r.database(database)
+                guard version >= 1, version <= db.version else { return nil }
+                guard version >= db.oldestVersion else {
+                    throw SequencerError(.outOfRange, "batch \(version) of '\(database)' is older than the retention window (oldest kept: \(db.oldestVersion)); start a validator within it or raise --retain")
+                }
+                return try r.batch(db: db.id, name: database, version: version)
             }
-            return try s.batch(db: db, version: version)
         }
     }
 
-    /// The head version of `database`.
+    /// The head version of `database` (its latest durable commit), from the read-only connection.
     public func headVersion(of database: String) throws(SequencerError) -> UInt64 {
-        try state.withLock { s throws(SequencerError) in try s.database(database).version }
+        try reader.withLock { r throws(SequencerError) in try r.database(database).version }
     }
 
     /// Commits answered from the idempotency record instead of being applied again.

@@ -6,17 +6,18 @@ import SyndSQLite
 import Glibc
 #endif
 
-/// Everything behind `PageStore`'s mutex: the SQLite connection and the
-/// in-memory mirror of each database's head.
+/// Everything behind `PageStore`'s store lock: the SQLite connection that
+/// writes, and the in-memory mirror of each database's head.
 final class StoreState {
     let connection: Connection
+    let statements: StoreStatements
     let signingKey: SigningKey
     var databases: [String: DatabaseState] = [:]
     var duplicateCommits = 0
-    private var statements: [String: Statement] = [:]
 
     init(connection: Connection, signingKey: SigningKey) throws {
         self.connection = connection
+        self.statements = StoreStatements(connection)
         self.signingKey = signingKey
         let rows = try connection.query(
             "SELECT id, name, version, page_size, page_count, oldest_version, lease_epoch, lease_holder, lease_ttl_ms FROM databases")
@@ -88,49 +89,17 @@ final class StoreState {
         return db
     }
 
-    /// A cached prepared statement; SQL errors become UNAVAILABLE (the store failed).
-    private func statement(_ sql: String) throws(SequencerError) -> Statement {
-        if let s = statements[sql] { return s }
-        do {
-            let s = try connection.prepare(sql)
-            statements[sql] = s
-            return s
-        } catch {
-            throw SequencerError(.internal, "store: \(error)")
-        }
-    }
-
     @discardableResult
     func query(_ sql: String, _ values: [any SQLiteBindable]) throws(SequencerError) -> [[Value]] {
-        let s = try statement(sql)
-        do {
-            return try s.run(values)
-        } catch {
-            throw SequencerError(.unavailable, "store failed: \(error)")
-        }
+        try statements.query(sql, values)
     }
 
     func run(_ sql: String, _ values: [any SQLiteBindable]) throws(SequencerError) {
-        try query(sql, values)
+        try statements.run(sql, values)
     }
 
     func committedVersion(db: DatabaseState, txnID: [UInt8]) throws(SequencerError) -> UInt64? {
         try query("SELECT version FROM commits WHERE db=? AND txn_id=?", [db.id, txnID]).first?.first?.int64.map(UInt64.init)
-    }
-
-    func readPage(db: DatabaseState, pgno: UInt32, version: UInt64, pageSize: UInt32) throws(SequencerError) -> Page {
-        let rows = try query(
-            "SELECT data, checksum FROM pages WHERE db=? AND pgno=? AND version<=? ORDER BY version DESC LIMIT 1",
-            [db.id, Int64(pgno), Int64(version)])
-        if let r = rows.first, case .blob(let data) = r[0], data.count == Int(pageSize) {
-            var page = Page()
-            page.number = pgno
-            page.data = data
-            page.checksum = UInt32(truncatingIfNeeded: r[1].int64 ?? 0)
-            return page
-        }
-        // Never written, truncated away, or written at another page size: zeros, as a file would read.
-        return Page(number: pgno, data: [UInt8](repeating: 0, count: Int(pageSize)))
     }
 
     /// Applies a validated batch as one durable SQLite transaction, sealed
@@ -193,45 +162,8 @@ final class StoreState {
         db.pageSize = request.pageSize
         db.pageCount = request.pageCount
         db.lastHash = batch.hash
+        db.publishHead()
         return version
-    }
-
-    /// A stored batch, rebuilt from its commit record and its page rows.
-    func batch(db: DatabaseState, version: UInt64) throws(SequencerError) -> Batch? {
-        let rows = try query("""
-            SELECT committed_at_ms, page_size, page_count, changeset, schema_changed, schema, unaudited,
-                   previous_hash, pages_hash, changeset_hash, schema_hash, hash, signature
-            FROM commits WHERE db=? AND version=?
-            """, [db.id, Int64(version)])
-        guard let r = rows.first else { return nil }
-        func blob(_ v: Value) -> [UInt8] { if case .blob(let b) = v { b } else { [] } }
-        var b = Batch()
-        b.database = db.name
-        b.version = version
-        b.committedAtMs = UInt64(r[0].int64 ?? 0)
-        b.pageSize = UInt32(r[1].int64 ?? 0)
-        b.pageCount = UInt32(r[2].int64 ?? 0)
-        b.changeset = blob(r[3])
-        b.schemaChanged = (r[4].int64 ?? 0) != 0
-        b.schema = Self.decodeSchema(blob(r[5]))
-        b.unauditedTables = Self.decodeNames(r[6])
-        b.previousHash = blob(r[7])
-        b.pagesHash = blob(r[8])
-        b.changesetHash = blob(r[9])
-        b.schemaHash = blob(r[10])
-        b.hash = blob(r[11])
-        b.signature = blob(r[12])
-        let pages = try query(
-            "SELECT pgno, data, checksum FROM pages WHERE db=? AND version=? AND length(data) > 0 ORDER BY pgno",
-            [db.id, Int64(version)])
-        b.pages = pages.map { p in
-            var page = Page()
-            page.number = UInt32(p[0].int64 ?? 0)
-            page.data = blob(p[1])
-            page.checksum = UInt32(truncatingIfNeeded: p[2].int64 ?? 0)
-            return page
-        }
-        return b
     }
 
     static func encodeSchema(_ schema: [SchemaObject]) -> [UInt8] {
@@ -294,5 +226,96 @@ final class StoreState {
             throw error
         }
         db.oldestVersion = keepFrom
+        db.publishHead()
+    }
+}
+
+/// A store connection with its prepared statements cached; SQL errors become
+/// sequencer errors. Used from one thread at a time (its owner's lock).
+final class StoreStatements {
+    let connection: Connection
+    private var statements: [String: Statement] = [:]
+
+    init(_ connection: Connection) {
+        self.connection = connection
+    }
+
+    /// A cached prepared statement; SQL errors become UNAVAILABLE (the store failed).
+    private func statement(_ sql: String) throws(SequencerError) -> Statement {
+        if let s = statements[sql] { return s }
+        do {
+            let s = try connection.prepare(sql)
+            statements[sql] = s
+            return s
+        } catch {
+            throw SequencerError(.internal, "store: \(error)")
+        }
+    }
+
+    @discardableResult
+    func query(_ sql: String, _ values: [any SQLiteBindable]) throws(SequencerError) -> [[Value]] {
+        let s = try statement(sql)
+        do {
+            return try s.run(values)
+        } catch {
+            throw SequencerError(.unavailable, "store failed: \(error)")
+        }
+    }
+
+    func run(_ sql: String, _ values: [any SQLiteBindable]) throws(SequencerError) {
+        try query(sql, values)
+    }
+
+    func readPage(db: Int64, pgno: UInt32, version: UInt64, pageSize: UInt32) throws(SequencerError) -> Page {
+        let rows = try query(
+            "SELECT data, checksum FROM pages WHERE db=? AND pgno=? AND version<=? ORDER BY version DESC LIMIT 1",
+            [db, Int64(pgno), Int64(version)])
+        if let r = rows.first, case .blob(let data) = r[0], data.count == Int(pageSize) {
+            var page = Page()
+            page.number = pgno
+            page.data = data
+            page.checksum = UInt32(truncatingIfNeeded: r[1].int64 ?? 0)
+            return page
+        }
+        // Never written, truncated away, or written at another page size: zeros, as a file would read.
+        return Page(number: pgno, data: [UInt8](repeating: 0, count: Int(pageSize)))
+    }
+
+    /// A stored batch, rebuilt from its commit record and its page rows.
+    func batch(db: Int64, name: String, version: UInt64) throws(SequencerError) -> Batch? {
+        let rows = try query("""
+            SELECT committed_at_ms, page_size, page_count, changeset, schema_changed, schema, unaudited,
+                   previous_hash, pages_hash, changeset_hash, schema_hash, hash, signature
+            FROM commits WHERE db=? AND version=?
+            """, [db, Int64(version)])
+        guard let r = rows.first else { return nil }
+        func blob(_ v: Value) -> [UInt8] { if case .blob(let b) = v { b } else { [] } }
+        var b = Batch()
+        b.database = name
+        b.version = version
+        b.committedAtMs = UInt64(r[0].int64 ?? 0)
+        b.pageSize = UInt32(r[1].int64 ?? 0)
+        b.pageCount = UInt32(r[2].int64 ?? 0)
+        b.changeset = blob(r[3])
+        b.schemaChanged = (r[4].int64 ?? 0) != 0
+        b.schema = StoreState.decodeSchema(blob(r[5]))
+        b.unauditedTables = StoreState.decodeNames(r[6])
+        b.previousHash = blob(r[7])
+        b.pagesHash = blob(r[8])
+        b.changesetHash = blob(r[9])
+        b.schemaHash = blob(r[10])
+        b.hash = blob(r[11])
+        b.signature = blob(r[12])
+        let pages = try query(
+            "SELECT pgno, data, checksum FROM pages WHERE db=? AND version=? AND length(data) > 0 ORDER BY pgno",
+            [db, Int64(version)])
+        b.pages = pages.map { p in
+            var page = Page()
+            page.number = UInt32(p[0].int64 ?? 0)
+            page.data = blob(p[1])
+            page.checksum = UInt32(truncatingIfNeeded: p[2].int64 ?? 0)
+            return page
+        }
+        return b
     }
 }
