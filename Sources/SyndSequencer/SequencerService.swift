@@ -8,12 +8,23 @@ import SyndStorage
 
 /// The gRPC face of the sequencer: decodes requests, calls the store, maps every
 /// refusal to a gRPC status with its message. Nothing a client sends can crash it.
+///
+/// One database's calls never wait for another's commit, except for what the
+/// one store file serializes (commits, lease grants and releases, creation;
+/// see `PageStore`). Calls that take the store lock run on the `writes` lane,
+/// reads on the `reads` lane (the store's read-only connection), each a thread
+/// of its own; renewals and HoldLease checks take only a database's lease lock
+/// and run inline. So a commit blocks no thread that another call needs.
 public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
     public let store: PageStore
     public let counters: RequestCounters
     let logger: Logger
     /// How often an open HoldLease call checks that its lease is still live.
     let holdCheckInterval: Duration
+    /// Calls that take the store lock.
+    private let writes = BlockingLane(label: "synd.sequencer.writes")
+    /// Calls served by the store's read-only connection.
+    private let reads = BlockingLane(label: "synd.sequencer.reads")
 
     public init(
         store: PageStore, counters: RequestCounters = RequestCounters(), logger: Logger = Logger(label: "synd.sequencer"),
@@ -27,8 +38,8 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
 
     /// Runs one RPC: converts the request, calls `body`, converts the answer.
     private func handle<In: SwiftProtobuf.Message, Req: WireMessage, Res: WireMessage, Out: SwiftProtobuf.Message>(
-        _ method: SequencerMethod, _ request: In, _ body: (Req) throws(SequencerError) -> Res
-    ) throws -> Out {
+        _ method: SequencerMethod, _ request: In, _ body: (Req) async throws(SequencerError) -> Res
+    ) async throws -> Out {
         counters.count(method)
         let decoded: Req
         do {
@@ -37,7 +48,7 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "malformed \(Req.self): \(error)")
         }
         do {
-            return try body(decoded).converted()
+            return try await body(decoded).converted()
         } catch let error as SequencerError {
             if error.code == .internal || error.code == .unavailable || error.code == .dataLoss {
                 logger.error("\(method.rawValue) failed: \(error.message)")
@@ -49,24 +60,30 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
     }
 
     public func getCapabilities(request: Synddb_V1_GetCapabilitiesRequest, context: ServerContext) async throws -> Synddb_V1_Capabilities {
-        try handle(.getCapabilities, request) { (_: GetCapabilitiesRequest) in store.capabilities }
+        try await handle(.getCapabilities, request) { (_: GetCapabilitiesRequest) in store.capabilities }
     }
 
     public func openDatabase(request: Synddb_V1_OpenDatabaseRequest, context: ServerContext) async throws -> Synddb_V1_DatabaseInfo {
-        try handle(.openDatabase, request) { (r: OpenDatabaseRequest) throws(SequencerError) in try store.open(r) }
+        try await handle(.openDatabase, request) { (r: OpenDatabaseRequest) async throws(SequencerError) in
+            if let info = try await reads.run({ [store] () throws(SequencerError) in try store.openExisting(r) }) { return info }
+            return try await writes.run { [store] () throws(SequencerError) in try store.create(r) }
+        }
     }
 
     public func acquireLease(request: Synddb_V1_AcquireLeaseRequest, context: ServerContext) async throws -> Synddb_V1_Lease {
-        try handle(.acquireLease, request) { (r: AcquireLeaseRequest) throws(SequencerError) in try store.acquireLease(r) }
+        try await handle(.acquireLease, request) { (r: AcquireLeaseRequest) async throws(SequencerError) in
+            try await writes.run { [store] () throws(SequencerError) in try store.acquireLease(r) }
+        }
     }
 
     public func renewLease(request: Synddb_V1_RenewLeaseRequest, context: ServerContext) async throws -> Synddb_V1_Lease {
-        try handle(.renewLease, request) { (r: RenewLeaseRequest) throws(SequencerError) in try store.renewLease(r) }
+        // Inline: takes only the database's lease lock.
+        try await handle(.renewLease, request) { (r: RenewLeaseRequest) throws(SequencerError) in try store.renewLease(r) }
     }
 
     public func releaseLease(request: Synddb_V1_ReleaseLeaseRequest, context: ServerContext) async throws -> Synddb_V1_ReleaseLeaseResponse {
-        try handle(.releaseLease, request) { (r: ReleaseLeaseRequest) throws(SequencerError) in
-            try store.releaseLease(r)
+        try await handle(.releaseLease, request) { (r: ReleaseLeaseRequest) async throws(SequencerError) in
+            _ = try await writes.run { [store] () throws(SequencerError) in try store.releaseLease(r) }
             return ReleaseLeaseResponse()
         }
     }
@@ -125,7 +142,7 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
             release.holder = hold.holder
             release.epoch = hold.epoch
             do {
-                if try store.releaseLease(release) {
+                if try await writes.run({ [store, release] () throws(SequencerError) in try store.releaseLease(release) }) {
                     logger.info("released the writer lease of '\(hold.database)' (holder '\(hold.holder)', epoch \(hold.epoch)): its holder's connection closed")
                 }
             } catch {
@@ -139,15 +156,19 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
     }
 
     public func readPages(request: Synddb_V1_ReadPagesRequest, context: ServerContext) async throws -> Synddb_V1_ReadPagesResponse {
-        try handle(.readPages, request) { (r: ReadPagesRequest) throws(SequencerError) in try store.readPages(r) }
+        try await handle(.readPages, request) { (r: ReadPagesRequest) async throws(SequencerError) in
+            try await reads.run { [store] () throws(SequencerError) in try store.readPages(r) }
+        }
     }
 
     public func commit(request: Synddb_V1_CommitRequest, context: ServerContext) async throws -> Synddb_V1_CommitResponse {
-        try handle(.commit, request) { (r: CommitRequest) throws(SequencerError) in try store.commit(r) }
+        try await handle(.commit, request) { (r: CommitRequest) async throws(SequencerError) in
+            try await writes.run { [store] () throws(SequencerError) in try store.commit(r) }
+        }
     }
 
     public func getSequencerKey(request: Synddb_V1_GetSequencerKeyRequest, context: ServerContext) async throws -> Synddb_V1_SequencerKey {
-        try handle(.getSequencerKey, request) { (_: GetSequencerKeyRequest) in store.sequencerKey }
+        try await handle(.getSequencerKey, request) { (_: GetSequencerKeyRequest) in store.sequencerKey }
     }
 
     public func streamBatches(
@@ -157,10 +178,14 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         var next = max(1, request.fromVersion)
         while true {
             do {
-                let head = try store.headVersion(of: request.database)
+                let database = request.database
+                let head = try await reads.run { [store] () throws(SequencerError) in try store.headVersion(of: database) }
                 while next <= head {
                     // A missing record is skipped; the validator then sees the gap.
-                    guard let batch = try store.batch(database: request.database, version: next) else {
+                    let version = next
+                    guard let batch = try await reads.run({ [store] () throws(SequencerError) in
+                        try store.batch(database: database, version: version)
+                    }) else {
                         next += 1
                         continue
                     }
@@ -182,7 +207,9 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
     }
 
     public func getCommitStatus(request: Synddb_V1_GetCommitStatusRequest, context: ServerContext) async throws -> Synddb_V1_GetCommitStatusResponse {
-        try handle(.getCommitStatus, request) { (r: GetCommitStatusRequest) throws(SequencerError) in try store.commitStatus(r) }
+        try await handle(.getCommitStatus, request) { (r: GetCommitStatusRequest) async throws(SequencerError) in
+            try await writes.run { [store] () throws(SequencerError) in try store.commitStatus(r) }
+        }
     }
 }
 
