@@ -6,9 +6,8 @@ import SyndClient
 import Glibc
 #endif
 
-/// The VFS's shared state: the platform VFS it delegates to, one client per
-/// sequencer URL (one HTTP/2 connection each), and the detail of the last
-/// failure per thread, served by `xGetLastError`.
+/// The VFS's shared state: the platform VFS it delegates to, the open files,
+/// and the detail of the last failure per thread, served by `xGetLastError`.
 final class VFSContext: Sendable {
     let name: String
     /// The platform VFS for xDlOpen, xRandomness, xSleep and xCurrentTime.
@@ -19,7 +18,6 @@ final class VFSContext: Sendable {
     /// The io_methods every open file points to. Immutable.
     nonisolated(unsafe) let methods: UnsafeMutablePointer<sqlite3_io_methods>
     let printsOpenErrors: Bool
-    private let clients = Mutex<[String: SequencerClient]>([:])
     /// Open writer files by id, for the views changeset capture opens.
     private let files = Mutex<(next: UInt64, byID: [UInt64: WeakFile])>((1, [:]))
     private let errors = Mutex<[UInt: String]>([:])
@@ -42,14 +40,12 @@ final class VFSContext: Sendable {
         }
     }
 
+    /// A client for one open file, with an HTTP/2 connection of its own (closed
+    /// with the file). Never shared between files: a client serializes its
+    /// requests on its connection, so one database's big commit would hold up
+    /// every other database's reads and commits behind it.
     func client(url: String, options: ClientOptions) throws -> SequencerClient {
-        try clients.withLock { c in
-            let key = url + "\u{0}" + (options.tlsCAFile ?? "")
-            if let existing = c[key] { return existing }
-            let client = try SequencerClient(url: url, options: options)
-            c[key] = client
-            return client
-        }
+        try SequencerClient(url: url, options: options)
     }
 
     func nextFileID() -> UInt64 {
