@@ -18,7 +18,10 @@ import Testing
             let a = try Database.open(nameA, sequencer: server.url)
             try a.execute("CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB)")
             var short = DatabaseOptions()
-            short.leaseTTLMs = 600  // renewed every 200 ms; lapses if one waits ~400 ms
+            // Renewed every 500 ms; lapses if one waits ~1 s (A's commit takes 2-5 s
+            // here, so a renewal queued behind it would lapse), with room for a
+            // loaded machine running the whole suite.
+            short.leaseTTLMs = 1500
             let b = try Database.open(nameB, sequencer: server.url, options: short)
             try b.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
             try b.execute("INSERT INTO t(v) VALUES ('first')")

@@ -17,6 +17,8 @@ final class HoldingProxy: Sendable {
         var deliver: Int?
         var dropping = false
         var keep: Int?
+        /// Bytes the sequencer sent back on the delivered connection.
+        var answeredAfterDelivery = 0
     }
     private let state = Mutex(State())
 
@@ -48,6 +50,9 @@ final class HoldingProxy: Sendable {
         state.withLock { s in s.deliver = s.heldOrder.first }
     }
 
+    /// Whether the sequencer answered what `deliverFirstHeld` forwarded.
+    var deliveredWasAnswered: Bool { state.withLock { $0.answeredAfterDelivery > 0 } }
+
     /// Drops every connection still held (but the first, with `keepingFirst`);
     /// new connections pass again.
     func dropHeld(keepingFirst: Bool = false) {
@@ -73,7 +78,7 @@ final class HoldingProxy: Sendable {
             guard ok else { close(client); close(upstream); continue }
             let id = state.withLock { s in defer { s.nextID += 1 }; return s.nextID }
             Thread.detachNewThread { [self] in requests(id: id, from: client, to: upstream) }
-            Thread.detachNewThread { [self] in answers(from: upstream, to: client) }
+            Thread.detachNewThread { [self] in answers(id: id, from: upstream, to: client) }
         }
     }
 
@@ -128,11 +133,12 @@ final class HoldingProxy: Sendable {
         }
     }
 
-    private func answers(from upstream: Int32, to client: Int32) {
+    private func answers(id: Int, from upstream: Int32, to client: Int32) {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(upstream, $0.baseAddress, $0.count, 0) }
             if n <= 0 { break }
+            state.withLock { s in if s.deliver == id { s.answeredAfterDelivery += n } }
             Self.sendAll(client, Array(buffer[0..<n]))
         }
         shutdown(client, Int32(SHUT_RDWR))

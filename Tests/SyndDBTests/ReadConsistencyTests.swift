@@ -121,8 +121,8 @@ import Testing
                 }
             }
             let report = Self.check(lines, acks: acks)
-            #expect(acks.count > 40, "the writer committed only \(acks.count) transfers")
-            #expect(report.reads > 200, "only \(report.reads) read transactions")
+            #expect(acks.count > 10, "the writer committed only \(acks.count) transfers")
+            #expect(report.reads > 100, "only \(report.reads) read transactions")
             #expect(report.anomalies.isEmpty, "\(report.anomalies.count) anomalies in \(report.reads) reads (\(lockingMode)/\(journalMode)), e.g. \(report.anomalies.prefix(5))")
             _ = sequencer
         }
