@@ -44,14 +44,17 @@ import Testing
             }
 
             let stop = Mutex(false)
+            let opened = Mutex(false)
             let outcome = Mutex<(acked: [Int64], uncertain: [Int64], errors: [String])>(([], [], []))
             let writer = Thread {
                 var options = DatabaseOptions()
                 options.timeoutMs = 1000
                 guard let db = try? Database.open(name, sequencer: url, options: options) else {
                     outcome.withLock { $0.errors.append("writer cannot open") }
+                    opened.withLock { $0 = true }
                     return
                 }
+                opened.withLock { $0 = true }
                 var i: Int64 = 0
                 while !stop.withLock({ $0 }) {
                     i += 1
@@ -67,6 +70,9 @@ import Testing
                 }
             }
             writer.start()
+            // The kills start once the writer is open and committing (on a loaded
+            // machine opening can take longer than the first pause).
+            for _ in 0..<1000 where !opened.withLock({ $0 }) { usleep(10_000) }
             for kill in 0..<8 {
                 usleep(UInt32.random(in: 150_000...400_000))
                 sequencer.kill9()
