@@ -14,6 +14,11 @@ class OpenFile {
     func truncate(_ size: Int64) -> Int32 { SQLITE_OK }
     func sync() -> Int32 { SQLITE_OK }
     func fileSize() -> Int64 { 0 }
+    /// xFileSize: the size, or an error code (the default never fails).
+    func fileSize(_ size: inout Int64) -> Int32 {
+        size = fileSize()
+        return SQLITE_OK
+    }
     func lock(_ level: Int32) -> Int32 { SQLITE_OK }
     func unlock(_ level: Int32) -> Int32 { SQLITE_OK }
     func checkReservedLock() -> Bool { false }

@@ -52,11 +52,12 @@ final class RemoteFile: OpenFile {
     private var exclusiveLocking = false
     /// A refused COMMIT in exclusive locking mode: SQLite's rollback would
     /// restore its own page cache from the journal and keep it, although the
-    /// database may have moved on. Failing the rollback's writes puts SQLite's
-    /// pager in its error state, which drops the cache; the next read
-    /// transaction re-reads (see the change-counter probe in `read`). One
-    /// write is refused, no more: a playback SQLite retries later restores the
-    /// committed pages, which `restoresCommittedState` recognizes.
+    /// database may have moved on. Failing the rollback's first file call (its
+    /// size check before playback, or a page it writes back) puts SQLite's pager
+    /// in its error state, which drops the cache; the next read transaction
+    /// re-reads (see the change-counter probe in `read`). One call fails, no
+    /// more: a playback SQLite retries later restores the committed pages,
+    /// which `restoresCommittedState` recognizes.
     private var refuseRollbackWrites = false
     private var dirty: [UInt32: [UInt8]] = [:]
     private var txnPageSize = 0
@@ -341,6 +342,13 @@ final class RemoteFile: OpenFile {
         Int64(effectivePageCount) * Int64(effectivePageSize)
     }
 
+    override func fileSize(_ size: inout Int64) -> Int32 {
+        size = fileSize()
+        guard refuseRollbackWrites, !txnOpen else { return SQLITE_OK }
+        refuseRollbackWrites = false
+        return fail(SYND_SQLITE_IOERR_FSTAT, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
+    }
+
     override func sync() -> Int32 {
         // The commit normally happened at SQLITE_FCNTL_SYNC, just before this.
         inWriteTransaction && txnTouched ? fileControl(SQLITE_FCNTL_SYNC, nil) : SQLITE_OK
@@ -522,6 +530,18 @@ final class RemoteFile: OpenFile {
         }
     }
 
+    /// A new epoch for this connection when its lease merely lapsed: nobody
+    /// holds it and the database is still at this connection's version.
+    private func retakenLease(_ lease: LeaseKeeper) -> UInt64? {
+        traceContext = "lease acquire after a lapse at commit"
+        requests += 1
+        guard let granted = try? lease.acquire(), let info = granted.info,
+            info.version == version, Int(info.pageSize) == pageSize, info.pageCount == pageCount
+        else { return nil }
+        needsLease = false
+        return granted.epoch
+    }
+
     private enum Outcome {
         case applied(UInt64)
         /// With whether the database moved on meanwhile (another writer).
@@ -602,12 +622,26 @@ final class RemoteFile: OpenFile {
         }
         traceContext = "commit of \(request.pages.count) pages on version \(version)"
         requests += 1
-        let failure: SequencerError
+        var failure: SequencerError
         do throws(SequencerError) {
             let response = try client.commit(request)
             return committed(at: response.version, pageSize: size)
         } catch {
             failure = error
+        }
+        if failure.code == .failedPrecondition, failure.provesNotApplied, let epoch = retakenLease(lease) {
+            // The lease lapsed on the sequencer while the batch was on its way,
+            // and nobody took it or wrote since: the same batch under a new epoch
+            // is safe (the base version is still the head).
+            request.leaseEpoch = epoch
+            traceContext = "commit retried under a new lease epoch"
+            requests += 1
+            do throws(SequencerError) {
+                let response = try client.commit(request)
+                return committed(at: response.version, pageSize: size)
+            } catch {
+                failure = error
+            }
         }
         if failure.outcomeUnknown {
             switch resolveOutcome(lease, txnID: request.txnID) {

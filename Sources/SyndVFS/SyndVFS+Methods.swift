@@ -180,8 +180,10 @@ enum IOMethods {
         }
         m.xFileSize = { file, size in
             guard let object = FileSlot.object(file), let size else { return SQLITE_IOERR }
-            size.pointee = object.fileSize()
-            return SQLITE_OK
+            var value: Int64 = 0
+            let rc = object.fileSize(&value)
+            size.pointee = value
+            return rc
         }
         m.xLock = { file, level in
             guard let object = FileSlot.object(file) else { return SYND_SQLITE_IOERR_LOCK }
