@@ -43,13 +43,7 @@ final class DatabaseState {
     }
 
     var info: DatabaseInfo {
-        var i = DatabaseInfo()
-        i.name = name
-        i.version = version
-        i.pageSize = pageSize
-        i.pageCount = pageCount
-        i.oldestVersion = oldestVersion
-        return i
+        DatabaseInfo(name: name, version: version, pageSize: pageSize, pageCount: pageCount, oldestVersion: oldestVersion)
     }
 
     /// Copies the head into the lease record, for the `info` of lease answers

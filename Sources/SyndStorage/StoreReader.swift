@@ -20,13 +20,7 @@ final class StoreReader {
         var oldestVersion: UInt64
 
         var info: DatabaseInfo {
-            var i = DatabaseInfo()
-            i.name = name
-            i.version = version
-            i.pageSize = pageSize
-            i.pageCount = pageCount
-            i.oldestVersion = oldestVersion
-            return i
+            DatabaseInfo(name: name, version: version, pageSize: pageSize, pageCount: pageCount, oldestVersion: oldestVersion)
         }
     }
 

@@ -80,7 +80,7 @@ final class SequencerProcess: @unchecked Sendable {
     /// kill -9: no chance to flush or close anything.
     func kill9() {
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.waitForExit()
     }
 
     /// Starts again on the same port and data.
@@ -99,10 +99,9 @@ final class SequencerProcess: @unchecked Sendable {
     }
 
     deinit {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        // Often on a cooperative thread (a test's last reference): see waitForExit.
+        kill(process.processIdentifier, SIGKILL)
+        process.waitForExit()
     }
 }
 
@@ -201,4 +200,26 @@ func runSynd(_ arguments: [String], environment: [String: String] = [:]) throws 
 /// `blocking`, rethrowing: for test bodies that make blocking SQLite calls.
 func offPool<T: Sendable>(_ body: @Sendable @escaping () throws -> T) async throws -> T {
     try await blocking(body).get()
+}
+
+extension Process {
+    /// Waits for the process to end without Foundation's run loop.
+    ///
+    /// `waitUntilExit` spins a run loop until Foundation's child monitor says
+    /// the process ended; from a deinit on one of Swift's two cooperative
+    /// threads (this machine has two cores) two such waits can starve that
+    /// monitor and spin forever. This polls the process's state instead.
+    func waitForExit(timeout: Duration = .seconds(10)) {
+        let pid = processIdentifier
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            // Gone, or a zombie waiting to be reaped: it ended.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return }
+            let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
+            if state == "Z" || state == "X" { return }
+            usleep(5_000)
+        }
+    }
 }

@@ -348,7 +348,7 @@ final class PythonWriter: @unchecked Sendable {
 
     func kill9() {
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.waitForExit()
     }
 
     func stop() { kill(process.processIdentifier, SIGSTOP) }
@@ -361,9 +361,7 @@ final class PythonWriter: @unchecked Sendable {
     }
 
     deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitForExit()
     }
 }
