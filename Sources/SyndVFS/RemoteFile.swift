@@ -285,10 +285,7 @@ final class RemoteFile: OpenFile {
         guard lockLevel >= SQLITE_LOCK_RESERVED else {
             return fail(SYND_SQLITE_IOERR_WRITE, "write to '\(name)' outside a write transaction")
         }
-        if refuseRollbackWrites {
-            refuseRollbackWrites = false
-            return fail(SYND_SQLITE_IOERR_WRITE, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
-        }
+        if let refused = refusedForRollback(SYND_SQLITE_IOERR_WRITE) { return refused }
         if !txnOpen {
             // Exclusive locking mode: SQLite kept its lock since the last
             // transaction, so this write is the first sign of a new one (or,
@@ -319,10 +316,7 @@ final class RemoteFile: OpenFile {
         guard lockLevel >= SQLITE_LOCK_RESERVED else {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' outside a write transaction")
         }
-        if refuseRollbackWrites {
-            refuseRollbackWrites = false
-            return fail(SYND_SQLITE_IOERR_TRUNCATE, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
-        }
+        if let refused = refusedForRollback(SYND_SQLITE_IOERR_TRUNCATE) { return refused }
         if !txnOpen { beginTransaction() }
         if truncationNeedsDeclaredPageSize(size) {
             // A VACUUM to a smaller page size truncates to a whole number of new pages.
@@ -344,9 +338,16 @@ final class RemoteFile: OpenFile {
 
     override func fileSize(_ size: inout Int64) -> Int32 {
         size = fileSize()
-        guard refuseRollbackWrites, !txnOpen else { return SQLITE_OK }
+        guard !txnOpen else { return SQLITE_OK }
+        return refusedForRollback(SYND_SQLITE_IOERR_FSTAT) ?? SQLITE_OK
+    }
+
+    /// The one file call failed on purpose after a refused commit in exclusive
+    /// mode (see `refuseRollbackWrites`), or nil.
+    private func refusedForRollback(_ code: Int32) -> Int32? {
+        guard refuseRollbackWrites else { return nil }
         refuseRollbackWrites = false
-        return fail(SYND_SQLITE_IOERR_FSTAT, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
+        return fail(code, "'\(name)' may have moved on since this connection's snapshot; SQLite drops its cache and re-reads at the next transaction")
     }
 
     override func sync() -> Int32 {

@@ -357,17 +357,8 @@ import Testing
                 """
             let path = dir.path + "/shared.py"
             try script.write(toFile: path, atomically: true, encoding: .utf8)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            process.arguments = [path, SQLiteToolsTests.extensionPath, url, name]
-            let out = Pipe(), err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            try process.run()
-            let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            let error = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0 && output == "one,two\n", "\(output) \(error)")
+            let (status, output, error) = try runProgram("/usr/bin/python3", [path, SQLiteToolsTests.extensionPath, url, name])
+            #expect(status == 0 && output == "one,two\n", "\(output) \(error)")
             let validate = try runSynd(["validate", "--sequencer", url, "--db", name])
             #expect(validate.status == 0, "\(validate.output) \(validate.error)")
         }

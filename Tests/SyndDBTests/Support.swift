@@ -223,3 +223,26 @@ extension Process {
         }
     }
 }
+
+/// Runs a program with `input` on its standard input; returns its status and output.
+func runProgram(
+    _ path: String, _ arguments: [String], input: String = "", directory: String? = nil,
+    environment: [String: String] = [:], removing: [String] = []
+) throws -> (status: Int32, output: String, error: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = arguments
+    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    p.environment = ProcessInfo.processInfo.environment.filter { !removing.contains($0.key) }.merging(environment) { $1 }
+    let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
+    p.standardInput = stdin
+    p.standardOutput = stdout
+    p.standardError = stderr
+    try p.run()
+    stdin.fileHandleForWriting.write(Data(input.utf8))
+    try stdin.fileHandleForWriting.close()
+    let out = stdout.fileHandleForReading.readDataToEndOfFile()
+    let err = stderr.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+}
