@@ -186,12 +186,13 @@ import Testing
 
             // Refused for an epoch the caller does not hold.
             var a: SequencerClient? = try SequencerClient(url: server.url)
-            let lease = try acquire(a!, "a")
+            // A TTL far longer than the wait below: a release seen here came from the closed connection.
+            let lease = try acquire(a!, "a", ttl: 120_000)
             let refused = Ends()
             try hold(a!, "a", lease.epoch + 1, refused)
             #expect(try awaitEnd(a!, refused)?.code == .failedPrecondition)
 
-            // Held: another holder is refused; closing the connection releases it at once.
+            // Held: another holder is refused; closing the connection releases it long before its TTL.
             let ends = Ends()
             try hold(a!, "a", lease.epoch, ends)
             _ = try a!.capabilities()
@@ -199,11 +200,13 @@ import Testing
             let closed = ContinuousClock.now
             a = nil
             var b: Lease?
-            while b == nil, ContinuousClock.now - closed < .seconds(5) {
+            while b == nil, ContinuousClock.now - closed < .seconds(30) {
                 b = try? acquire(setup, "b", ttl: 300)
                 if b == nil { usleep(10_000) }
             }
-            #expect(b != nil && ContinuousClock.now - closed < .seconds(1), "released after \(ContinuousClock.now - closed)")
+            // Not a timing bound (loaded CI machines stall for seconds): the TTL is 120 s, so any release here is the close.
+            #expect(b != nil, "not released \(ContinuousClock.now - closed) after its connection closed")
+            print("holdLeaseSemantics: released \(ContinuousClock.now - closed) after the connection closed")
             // The client learned that its hold ended with the connection, before the socket closed.
             #expect(ends.list.withLock { $0.count == 1 && $0[0].isTransport })
 
