@@ -163,8 +163,8 @@ class Client:
             else:
                 uri += f"&lease_ttl_ms={a.lease_ttl_ms}"
             try:
-                # cached_statements=0: PRAGMA synddb_version is answered when the
-                # statement is prepared, so a cached statement would repeat an old answer.
+                # cached_statements=0: PRAGMA synddb_version is answered when SQLite
+                # prepares the statement; never let a cached copy repeat an old answer.
                 con = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=0)
             except sqlite3.Error:
                 if a.open_deadline_s > 0 and time.monotonic() - started > a.open_deadline_s:
