@@ -39,9 +39,8 @@ done
 if [[ $build -eq 1 ]]; then
   # Two cores shared with other work: one Swift build at a time.
   flock /tmp/synd-swift-build.lock swift build --product synd >&2
-  if [[ ! -f .build-static/release/libsyndvfs.so ]]; then
-    flock /tmp/synd-swift-build.lock ./scripts/build-sqlite-tools.sh >&2
-  fi
+  # The extension as scripts/build-sqlite-tools.sh builds it (only this product: no shell relink).
+  flock /tmp/synd-swift-build.lock swift build -c release --scratch-path .build-static -Xswiftc -static-stdlib --product syndvfs >&2
 fi
 [[ -x .build/debug/synd ]] || { echo "missing .build/debug/synd (run without --no-build)" >&2; exit 2; }
 [[ -f .build-static/release/libsyndvfs.so ]] || { echo "missing .build-static/release/libsyndvfs.so: run scripts/build-sqlite-tools.sh" >&2; exit 2; }
@@ -59,10 +58,21 @@ cp .build-static/release/libsyndvfs.so "$out/bin/libsyndvfs.so"
 seed_args=()
 [[ -n "$seed" ]] && seed_args=(--seed "$seed")
 status=0
+# In the background, so an interrupt reaches the trap, which asks the runner to
+# stop every process it started (it handles SIGTERM) and waits for it.
 /usr/bin/python3 scripts/chaos/run.py --minutes "$minutes" --clients "$clients" --out "$out" \
-  --synd "$out/bin/synd" --extension "$out/bin/libsyndvfs" ${seed_args[@]+"${seed_args[@]}"} $verbose || status=$?
+  --synd "$out/bin/synd" --extension "$out/bin/libsyndvfs" ${seed_args[@]+"${seed_args[@]}"} $verbose &
+runner=$!
+trap 'kill -TERM "$runner" 2>/dev/null || true' INT TERM
+wait "$runner" || status=$?
+if kill -0 "$runner" 2>/dev/null; then wait "$runner" || true; fi
+trap - INT TERM
 
 rm -rf "$out/bin" "$out/stop"
+if [[ $status -gt 128 ]]; then
+  echo "chaos: interrupted; run directory kept: $out" >&2
+  exit "$status"
+fi
 if [[ $status -ne 0 ]]; then
   echo "chaos: FAILED (exit $status); history: $out/history.jsonl, anomalies: $out/anomalies.json, sequencer log: $out/logs/sequencer.log, data: $out/seq" >&2
   exit "$status"
