@@ -77,6 +77,13 @@ if [[ $status -ne 0 ]]; then
   echo "chaos: FAILED (exit $status); history: $out/history.jsonl, anomalies: $out/anomalies.json, sequencer log: $out/logs/sequencer.log, data: $out/seq" >&2
   exit "$status"
 fi
+# The checker must be able to fail: inject each anomaly kind into this run and expect it reported.
+if ! /usr/bin/python3 scripts/chaos/selftest.py "$out" > "$out/selftest.txt"; then
+  cat "$out/selftest.txt" >&2
+  echo "chaos: the checker's self-test FAILED; run directory kept: $out" >&2
+  exit 3
+fi
+echo "checker self-test: $(grep -c '^ok' "$out/selftest.txt") injected anomalies detected"
 if [[ $keep -eq 1 ]]; then
   echo "chaos: passed; run directory kept: $out"
 else
