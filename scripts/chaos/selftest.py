@@ -50,6 +50,10 @@ def main():
     refused = [op for op, (i, d) in ops.items() if d and d["type"] == "fail" and i["f"] in ("append", "transfer")]
     reads = [d for op, (i, d) in ops.items() if d and d["type"] == "ok" and i["f"] == "read" and i["db"] == bank and d["count"] > 10]
 
+    if len(acked) < 10 or len(reads) < 10:
+        print("selftest: the run is too short to inject anomalies into")
+        sys.exit(1)
+
     # An acknowledged append missing from the final state (the last one: nothing after it shifts).
     sv = copy.deepcopy(saved)
     rows = sv["final"][lst]["rows"]
