@@ -39,7 +39,9 @@ public final class ChangesetCapture {
         if case .text(let name) = encoding, name.allSatisfy({ $0 != 0x27 }) {
             try scratch.execute("PRAGMA encoding='\(String(decoding: name, as: UTF8.self))'")
         }
-        try scratch.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
+        // CHECK constraints were enforced on the application's connection; here
+        // they may call stand-ins (see `executeMigration`), so they are not re-run.
+        try scratch.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY; PRAGMA ignore_check_constraints=ON")
         // The VFS gives the after image a new change counter for every commit
         // (SnapshotFile), so SQLite never trusts pages cached from an earlier one.
         let literal = "'" + afterURI.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'"
@@ -266,16 +268,47 @@ public final class ChangesetCapture {
                 from: try schema("main"), to: target,
                 columnsOfCurrent: { table in try columns("main", table) },
                 columnsOfTarget: { object in try columns("after", object.name) })
-            for sql in renames { try scratch.execute(sql) }
+            for sql in renames { try executeMigration(sql) }
             let statements = try SchemaMigration.statements(
                 from: try schema("main"), to: target,
                 columnsOfCurrent: { table in try columns("main", table) },
                 columnsOfTarget: { object in try columns("after", object.name) })
-            for sql in statements { try scratch.execute(sql) }
+            for sql in statements { try executeMigration(sql) }
         } catch let error as CaptureError {
             throw error
         } catch {
             throw CaptureError(code: SQLITE_ERROR, message: "\(error)")
         }
+    }
+
+    /// Functions given a stand-in on the scratch connection.
+    private var standInFunctions = Set<String>()
+
+    /// Runs one migration statement. SQLite resolves the functions a CHECK
+    /// constraint, an index expression or a generated column calls when the
+    /// definition is created, so a function only the application registered
+    /// (as with collations, see `init`) gets a stand-in that returns NULL.
+    /// Capture never evaluates it for a row it reports: it reads stored
+    /// columns (generated ones are not in a changeset), CHECK constraints are
+    /// off here, and the scratch side's index contents are never read.
+    private func executeMigration(_ sql: String) throws(CaptureError) {
+        while true {
+            do {
+                try scratch.execute(sql)
+                return
+            } catch {
+                guard let name = Self.missingFunction(in: error.message), standInFunctions.count < 64,
+                    standInFunctions.insert(name.lowercased()).inserted
+                else { throw error }
+                try scratch.createStandInFunction(name)
+            }
+        }
+    }
+
+    /// The function named by SQLite's "no such function: NAME" error, if any.
+    static func missingFunction(in message: String) -> String? {
+        guard let range = message.firstRange(of: "no such function: ") else { return nil }
+        let name = message[range.upperBound...].prefix { $0 != " " && $0 != "[" && $0 != "]" }
+        return name.isEmpty ? nil : String(name)
     }
 }

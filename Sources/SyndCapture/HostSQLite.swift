@@ -56,6 +56,17 @@ final class HostConnection {
         guard rc == SQLITE_OK else { throw error(rc, sql) }
     }
 
+    /// Registers `name` (any number of arguments) as a deterministic function
+    /// that returns NULL: a stand-in for a function only the application
+    /// registered, so that definitions calling it (CHECK constraints, index
+    /// expressions, generated columns) can be created on this connection.
+    func createStandInFunction(_ name: String) throws(CaptureError) {
+        // A function that sets no result returns NULL.
+        let rc = r.pointee.create_function_v2(
+            db, name, -1, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, nil, { _, _, _ in }, nil, nil, nil)
+        guard rc == SQLITE_OK else { throw error(rc, "stand-in for function \(name)") }
+    }
+
     /// Runs one statement (cached) with bindings; returns its rows.
     @discardableResult
     func query(_ sql: String, _ values: [CapturedValue] = []) throws(CaptureError) -> [[CapturedValue]] {
