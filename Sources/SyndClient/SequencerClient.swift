@@ -87,8 +87,18 @@ public final class SequencerClient: Sendable {
         let _: ReleaseLeaseResponse = try call(.releaseLease, request, attempts: 1, deadline: deadline)
     }
 
+    /// Drops a database (DropDatabase): with the caller's lease in `request`
+    /// if it holds one. Safe to retry: a second drop finds it dropped.
+    public func drop(_ request: DropDatabaseRequest) throws(SequencerError) -> DropDatabaseResponse {
+        try call(.dropDatabase, request)
+    }
+
     public func readPages(_ request: ReadPagesRequest) throws(SequencerError) -> ReadPagesResponse {
-        let response: ReadPagesResponse = try call(.readPages, request)
+        try Self.checked(call(.readPages, request))
+    }
+
+    /// `response` if every page has its checksum and the page size (DATA_LOSS if not).
+    package static func checked(_ response: ReadPagesResponse) throws(SequencerError) -> ReadPagesResponse {
         for page in response.pages where !page.isIntact || page.data.count != Int(response.pageSize) {
             throw SequencerError(.dataLoss, "page \(page.number) from the sequencer fails its checksum or size; not using it")
         }
@@ -193,7 +203,7 @@ public final class SequencerClient: Sendable {
     }
 
     /// The gRPC status a finished stream carries.
-    private static func status(of response: HTTP2Response, resetCode: UInt32, method: SequencerMethod) -> SequencerError {
+    package static func status(of response: HTTP2Response, resetCode: UInt32, method: SequencerMethod) -> SequencerError {
         if let raw = response.header("grpc-status"), let code = Int(raw).flatMap(GRPCStatusCode.init(rawValue:)) {
             return SequencerError(code, percentDecoded(response.header("grpc-message") ?? "\(code)"))
         }
@@ -250,6 +260,14 @@ public final class SequencerClient: Sendable {
                 throw e
             }
         }
+        return try Self.answer(response, method: method, endpoint: endpoint)
+    }
+
+    /// The message of a finished unary call, or the error its HTTP status,
+    /// grpc-status or body amounts to. Pure: fuzzed with hostile answers.
+    package static func answer<Response: WireMessage>(
+        _ response: HTTP2Response, method: SequencerMethod, endpoint: Endpoint
+    ) throws(SequencerError) -> Response {
         guard response.status == 200 else {
             throw SequencerError(.unknown, "sequencer answered HTTP \(response.status.map(String.init) ?? "?") to \(method.rawValue); is \(endpoint) a SyndDB sequencer?")
         }
@@ -273,7 +291,7 @@ public final class SequencerClient: Sendable {
         while nanosleep(&ts, &left) != 0 && errno == EINTR { ts = left }
     }
 
-    static func percentDecoded(_ s: String) -> String {
+    package static func percentDecoded(_ s: String) -> String {
         guard s.contains("%") else { return s }
         var out: [UInt8] = []
         var bytes = Array(s.utf8)[...]

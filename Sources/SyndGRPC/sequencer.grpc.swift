@@ -154,6 +154,19 @@ public enum Synddb_V1_Sequencer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "DropDatabase" metadata.
+        public enum DropDatabase: Sendable {
+            /// Request type for "DropDatabase".
+            public typealias Input = Synddb_V1_DropDatabaseRequest
+            /// Response type for "DropDatabase".
+            public typealias Output = Synddb_V1_DropDatabaseResponse
+            /// Descriptor for "DropDatabase".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synddb.v1.Sequencer"),
+                method: "DropDatabase",
+                type: .unary
+            )
+        }
         /// Namespace for "GetSequencerKey" metadata.
         public enum GetSequencerKey: Sendable {
             /// Request type for "GetSequencerKey".
@@ -191,6 +204,7 @@ public enum Synddb_V1_Sequencer: Sendable {
             ReadPages.descriptor,
             Commit.descriptor,
             GetCommitStatus.descriptor,
+            DropDatabase.descriptor,
             GetSequencerKey.descriptor,
             StreamBatches.descriptor
         ]
@@ -407,6 +421,29 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.StreamingServerRequest<Synddb_V1_GetCommitStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_GetCommitStatusResponse>
+
+        /// Handle the "DropDatabase" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Delete a database: its pages and history go, and a sealed drop batch
+        /// > (page_count 0) takes the next version, so the hash chain, the version
+        /// > numbers and the lease epochs of the name never restart. Fails with
+        /// > FAILED_PRECONDITION while a live lease is held by another holder or at
+        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > Afterwards the database is NOT_FOUND until opened with create = true.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Synddb_V1_DropDatabaseRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Synddb_V1_DropDatabaseResponse` messages.
+        func dropDatabase(
+            request: GRPCCore.StreamingServerRequest<Synddb_V1_DropDatabaseRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_DropDatabaseResponse>
 
         /// Handle the "GetSequencerKey" method.
         ///
@@ -643,6 +680,29 @@ extension Synddb_V1_Sequencer {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Synddb_V1_GetCommitStatusResponse>
 
+        /// Handle the "DropDatabase" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Delete a database: its pages and history go, and a sealed drop batch
+        /// > (page_count 0) takes the next version, so the hash chain, the version
+        /// > numbers and the lease epochs of the name never restart. Fails with
+        /// > FAILED_PRECONDITION while a live lease is held by another holder or at
+        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > Afterwards the database is NOT_FOUND until opened with create = true.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_DropDatabaseRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Synddb_V1_DropDatabaseResponse` message.
+        func dropDatabase(
+            request: GRPCCore.ServerRequest<Synddb_V1_DropDatabaseRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Synddb_V1_DropDatabaseResponse>
+
         /// Handle the "GetSequencerKey" method.
         ///
         /// > Source IDL Documentation:
@@ -877,6 +937,29 @@ extension Synddb_V1_Sequencer {
             context: GRPCCore.ServerContext
         ) async throws -> Synddb_V1_GetCommitStatusResponse
 
+        /// Handle the "DropDatabase" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Delete a database: its pages and history go, and a sealed drop batch
+        /// > (page_count 0) takes the next version, so the hash chain, the version
+        /// > numbers and the lease epochs of the name never restart. Fails with
+        /// > FAILED_PRECONDITION while a live lease is held by another holder or at
+        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > Afterwards the database is NOT_FOUND until opened with create = true.
+        ///
+        /// - Parameters:
+        ///   - request: A `Synddb_V1_DropDatabaseRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Synddb_V1_DropDatabaseResponse` to respond with.
+        func dropDatabase(
+            request: Synddb_V1_DropDatabaseRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Synddb_V1_DropDatabaseResponse
+
         /// Handle the "GetSequencerKey" method.
         ///
         /// > Source IDL Documentation:
@@ -1021,6 +1104,17 @@ extension Synddb_V1_Sequencer.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Synddb_V1_Sequencer.Method.DropDatabase.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_DropDatabaseRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_DropDatabaseResponse>(),
+            handler: { request, context in
+                try await self.dropDatabase(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Synddb_V1_Sequencer.Method.GetSequencerKey.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_GetSequencerKeyRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_SequencerKey>(),
@@ -1141,6 +1235,17 @@ extension Synddb_V1_Sequencer.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_GetCommitStatusResponse> {
         let response = try await self.getCommitStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func dropDatabase(
+        request: GRPCCore.StreamingServerRequest<Synddb_V1_DropDatabaseRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_DropDatabaseResponse> {
+        let response = try await self.dropDatabase(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1287,6 +1392,19 @@ extension Synddb_V1_Sequencer.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Synddb_V1_GetCommitStatusResponse> {
         return GRPCCore.ServerResponse<Synddb_V1_GetCommitStatusResponse>(
             message: try await self.getCommitStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func dropDatabase(
+        request: GRPCCore.ServerRequest<Synddb_V1_DropDatabaseRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Synddb_V1_DropDatabaseResponse> {
+        return GRPCCore.ServerResponse<Synddb_V1_DropDatabaseResponse>(
+            message: try await self.dropDatabase(
                 request: request.message,
                 context: context
             ),
@@ -1566,6 +1684,34 @@ extension Synddb_V1_Sequencer {
             deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_GetCommitStatusResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_GetCommitStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DropDatabase" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Delete a database: its pages and history go, and a sealed drop batch
+        /// > (page_count 0) takes the next version, so the hash chain, the version
+        /// > numbers and the lease epochs of the name never restart. Fails with
+        /// > FAILED_PRECONDITION while a live lease is held by another holder or at
+        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > Afterwards the database is NOT_FOUND until opened with create = true.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_DropDatabaseRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_DropDatabaseRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_DropDatabaseResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func dropDatabase<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_DropDatabaseRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_DropDatabaseRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_DropDatabaseResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_DropDatabaseResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetSequencerKey" method.
@@ -1963,6 +2109,45 @@ extension Synddb_V1_Sequencer {
             )
         }
 
+        /// Call the "DropDatabase" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Delete a database: its pages and history go, and a sealed drop batch
+        /// > (page_count 0) takes the next version, so the hash chain, the version
+        /// > numbers and the lease epochs of the name never restart. Fails with
+        /// > FAILED_PRECONDITION while a live lease is held by another holder or at
+        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > Afterwards the database is NOT_FOUND until opened with create = true.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_DropDatabaseRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_DropDatabaseRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_DropDatabaseResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func dropDatabase<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_DropDatabaseRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_DropDatabaseRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_DropDatabaseResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_DropDatabaseResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Synddb_V1_Sequencer.Method.DropDatabase.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "GetSequencerKey" method.
         ///
         /// > Source IDL Documentation:
@@ -2310,6 +2495,40 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_GetCommitStatusRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_GetCommitStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DropDatabase" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Delete a database: its pages and history go, and a sealed drop batch
+    /// > (page_count 0) takes the next version, so the hash chain, the version
+    /// > numbers and the lease epochs of the name never restart. Fails with
+    /// > FAILED_PRECONDITION while a live lease is held by another holder or at
+    /// > another epoch (pass the caller's own lease, or none when it holds none).
+    /// > Afterwards the database is NOT_FOUND until opened with create = true.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Synddb_V1_DropDatabaseRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func dropDatabase<Result>(
+        request: GRPCCore.ClientRequest<Synddb_V1_DropDatabaseRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_DropDatabaseResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.dropDatabase(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_DropDatabaseRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_DropDatabaseResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2686,6 +2905,44 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             metadata: metadata
         )
         return try await self.getCommitStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DropDatabase" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Delete a database: its pages and history go, and a sealed drop batch
+    /// > (page_count 0) takes the next version, so the hash chain, the version
+    /// > numbers and the lease epochs of the name never restart. Fails with
+    /// > FAILED_PRECONDITION while a live lease is held by another holder or at
+    /// > another epoch (pass the caller's own lease, or none when it holds none).
+    /// > Afterwards the database is NOT_FOUND until opened with create = true.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func dropDatabase<Result>(
+        _ message: Synddb_V1_DropDatabaseRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_DropDatabaseResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Synddb_V1_DropDatabaseRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.dropDatabase(
             request: request,
             options: options,
             onResponse: handleResponse

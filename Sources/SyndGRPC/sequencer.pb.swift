@@ -480,6 +480,36 @@ public nonisolated struct Synddb_V1_GetCommitStatusResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Synddb_V1_DropDatabaseRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var database: String = String()
+
+  /// The caller's lease, if it holds one (else empty and 0).
+  public var holder: String = String()
+
+  public var epoch: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Synddb_V1_DropDatabaseResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The version of the drop batch; 0 if the database did not exist.
+  public var version: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Synddb_V1_GetSequencerKeyRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -513,8 +543,9 @@ public nonisolated struct Synddb_V1_StreamBatchesRequest: Sendable {
 
   public var database: String = String()
 
-  /// First version to send (1 is the first batch; 0 means 1). OUT_OF_RANGE when
-  /// older than the retention window.
+  /// First version to send (1 is the first batch). 0 means the oldest batch
+  /// kept: 1, or the last drop batch, or the start of the retention window.
+  /// OUT_OF_RANGE when older than the retention window.
   public var fromVersion: UInt64 = 0
 
   /// Keep the stream open and send batches as they commit.
@@ -553,7 +584,9 @@ public nonisolated struct Synddb_V1_Batch: Sendable {
 
   public var pageSize: UInt32 = 0
 
-  /// Page count after the batch (truncation included).
+  /// Page count after the batch (truncation included). 0 only for a drop
+  /// batch (DropDatabase): no pages, no changeset; the database is empty, and
+  /// the batches before it are deleted.
   public var pageCount: UInt32 = 0
 
   /// The page images the batch wrote.
@@ -1386,6 +1419,76 @@ nonisolated extension Synddb_V1_GetCommitStatusResponse: SwiftProtobuf.Message, 
 
 nonisolated extension Synddb_V1_GetCommitStatusResponse.State: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATE_UNSPECIFIED\0\u{1}STATE_COMMITTED\0\u{1}STATE_NOT_FOUND\0")
+}
+
+nonisolated extension Synddb_V1_DropDatabaseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DropDatabaseRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}holder\0\u{1}epoch\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.holder) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.database.isEmpty {
+      try visitor.visitSingularStringField(value: self.database, fieldNumber: 1)
+    }
+    if !self.holder.isEmpty {
+      try visitor.visitSingularStringField(value: self.holder, fieldNumber: 2)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_DropDatabaseRequest, rhs: Synddb_V1_DropDatabaseRequest) -> Bool {
+    if lhs.database != rhs.database {return false}
+    if lhs.holder != rhs.holder {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_DropDatabaseResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DropDatabaseResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_DropDatabaseResponse, rhs: Synddb_V1_DropDatabaseResponse) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Synddb_V1_GetSequencerKeyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

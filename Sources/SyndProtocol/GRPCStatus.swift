@@ -63,6 +63,7 @@ public enum SequencerMethod: String, Sendable {
     case readPages = "/synddb.v1.Sequencer/ReadPages"
     case commit = "/synddb.v1.Sequencer/Commit"
     case getCommitStatus = "/synddb.v1.Sequencer/GetCommitStatus"
+    case dropDatabase = "/synddb.v1.Sequencer/DropDatabase"
     case getSequencerKey = "/synddb.v1.Sequencer/GetSequencerKey"
     case streamBatches = "/synddb.v1.Sequencer/StreamBatches"
 }

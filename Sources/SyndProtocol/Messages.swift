@@ -501,6 +501,42 @@ public struct StreamBatchesRequest: WireMessage {
     }
 }
 
+/// DropDatabase: deletes a database, under the caller's lease if it holds one.
+public struct DropDatabaseRequest: WireMessage {
+    public var database = ""
+    public var holder = ""
+    public var epoch: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.string(2, holder)
+        w.uint64(3, epoch)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: holder = try r.string()
+        case 3: epoch = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+/// The version of the drop batch (0: there was no such database).
+public struct DropDatabaseResponse: WireMessage {
+    public var version: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.uint64(1, version)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: version = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
 public struct GetSequencerKeyRequest: WireMessage {
     public init() {}
     public func encode(to writer: inout ProtoWriter) {}

@@ -167,6 +167,14 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         }
     }
 
+    public func dropDatabase(request: Synddb_V1_DropDatabaseRequest, context: ServerContext) async throws -> Synddb_V1_DropDatabaseResponse {
+        try await handle(.dropDatabase, request) { (r: DropDatabaseRequest) async throws(SequencerError) in
+            let response = try await writes.run { [store] () throws(SequencerError) in try store.drop(r) }
+            if response.version > 0 { logger.info("dropped '\(r.database)' at version \(response.version)") }
+            return response
+        }
+    }
+
     public func getSequencerKey(request: Synddb_V1_GetSequencerKeyRequest, context: ServerContext) async throws -> Synddb_V1_SequencerKey {
         try await handle(.getSequencerKey, request) { (_: GetSequencerKeyRequest) in store.sequencerKey }
     }
@@ -175,10 +183,18 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         request: Synddb_V1_StreamBatchesRequest, response: RPCWriter<Synddb_V1_Batch>, context: ServerContext
     ) async throws {
         counters.count(.streamBatches)
-        var next = max(1, request.fromVersion)
+        let database = request.database
+        var next = request.fromVersion
+        if next == 0 {
+            // From the oldest batch kept: 1, or the last drop (or the retention window).
+            do {
+                next = try await reads.run { [store] () throws(SequencerError) in try store.oldestVersion(of: database) }
+            } catch let error as SequencerError {
+                throw error.rpcError
+            }
+        }
         while true {
             do {
-                let database = request.database
                 let head = try await reads.run { [store] () throws(SequencerError) in try store.headVersion(of: database) }
                 while next <= head {
                     // A missing record is skipped; the validator then sees the gap.

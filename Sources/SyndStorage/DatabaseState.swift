@@ -42,6 +42,9 @@ final class DatabaseState {
         self.leases = LeaseCell(LeaseRecord(name: name, leaseEpoch: leaseEpoch, lease: lease, head: head))
     }
 
+    /// Dropped (its head is a drop batch): it exists again only once opened with create.
+    var isDropped: Bool { version > 0 && pageCount == 0 }
+
     var info: DatabaseInfo {
         DatabaseInfo(name: name, version: version, pageSize: pageSize, pageCount: pageCount, oldestVersion: oldestVersion)
     }

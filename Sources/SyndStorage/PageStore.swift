@@ -115,7 +115,7 @@ public final class PageStore: Sendable {
         c.maxBatchBytes = configuration.maxBatchBytes
         c.maxPagesPerRead = configuration.maxPagesPerRead
         c.features = ["lease-epoch", "idempotent-commit", "commit-status", "point-in-time-read", "crc32c",
-                      "changeset", "sealed-batches", "batch-stream", "lease-hold"]
+                      "changeset", "sealed-batches", "batch-stream", "lease-hold", "drop"]
         c.defaultLeaseTTLMs = configuration.defaultLeaseTTLMs
         c.retainedVersions = configuration.retainedVersions
         return c
@@ -127,10 +127,12 @@ public final class PageStore: Sendable {
         return try create(request)
     }
 
-    /// The head of `request.name` if it exists (nil if not), without the store lock.
+    /// The head of `request.name` if it exists (nil if not, or if it was
+    /// dropped and `request.create` is false), without the store lock.
     public func openExisting(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo? {
         try validateName(request.name)
-        return try reader.withLock { r throws(SequencerError) in try r.head(request.name)?.info }
+        guard let head = try reader.withLock({ r throws(SequencerError) in try r.head(request.name) }) else { return nil }
+        return head.isDropped && !request.create ? nil : head.info
     }
 
     /// Creates `request.name` under the store lock if `request.create` (NOT_FOUND
@@ -138,7 +140,8 @@ public final class PageStore: Sendable {
     public func create(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo {
         try validateName(request.name)
         return try state.withLock { s throws(SequencerError) in
-            if let db = s.databases[request.name] { return db.info }
+            // A dropped database is created again as it is: empty, its versions going on.
+            if let db = s.databases[request.name], !db.isDropped || request.create { return db.info }
             guard request.create else {
                 throw SequencerError(.notFound, "database '\(request.name)' does not exist; open it with create=true to create it")
             }
@@ -312,6 +315,34 @@ public final class PageStore: Sendable {
             }
             return r
         }
+    }
+
+    /// Drops `request.database` (see `StoreState.drop`). FAILED_PRECONDITION
+    /// while a live lease is held by anyone but `request`'s holder and epoch;
+    /// a database that does not exist, or is already dropped, is left as it is
+    /// (version 0 in the answer).
+    public func drop(_ request: DropDatabaseRequest) throws(SequencerError) -> DropDatabaseResponse {
+        try validateName(request.database)
+        return try state.withLock { s throws(SequencerError) in
+            var response = DropDatabaseResponse()
+            guard let db = s.databases[request.database], !db.isDropped else { return response }
+            try db.leases.withLock { l throws(SequencerError) in
+                let now = ContinuousClock.now
+                guard let lease = l.lease, lease.expires > now,
+                    lease.holder != request.holder || lease.epoch != request.epoch
+                else { return }
+                throw SequencerError(
+                    .failedPrecondition,
+                    "database '\(request.database)' has a live writer (holder '\(lease.holder)', epoch \(lease.epoch), \((lease.expires - now).milliseconds) ms left); it can be dropped once that writer closes")
+            }
+            response.version = try s.drop(db)
+            return response
+        }
+    }
+
+    /// The oldest batch kept of `database` (at least 1), from the read-only connection.
+    public func oldestVersion(of database: String) throws(SequencerError) -> UInt64 {
+        try reader.withLock { r throws(SequencerError) in max(1, try r.database(database).oldestVersion) }
     }
 
     /// The public half of the signing key.

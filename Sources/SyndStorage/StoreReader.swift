@@ -19,6 +19,9 @@ final class StoreReader {
         var pageCount: UInt32
         var oldestVersion: UInt64
 
+        /// Dropped (its head is a drop batch); see `DatabaseState.isDropped`.
+        var isDropped: Bool { version > 0 && pageCount == 0 }
+
         var info: DatabaseInfo {
             DatabaseInfo(name: name, version: version, pageSize: pageSize, pageCount: pageCount, oldestVersion: oldestVersion)
         }

@@ -166,6 +166,57 @@ final class StoreState {
         return version
     }
 
+    /// Drops `db`: one durable transaction deletes its pages and batches and
+    /// appends a sealed drop batch (no pages, page count 0, an empty schema) at
+    /// the next version, which becomes the oldest kept. Versions, the hash
+    /// chain and lease epochs go on from there, so a reader's cache of the old
+    /// database or a writer fenced before the drop can never pass for the new one.
+    /// Releases the lease.
+    func drop(_ db: DatabaseState) throws(SequencerError) -> UInt64 {
+        let version = db.version + 1
+        var batch = Batch()
+        batch.database = db.name
+        batch.version = version
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        batch.committedAtMs = UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
+        batch.schemaChanged = true
+        do {
+            try BatchSeal.seal(&batch, previousHash: db.lastHash, key: signingKey)
+        } catch {
+            throw SequencerError(.internal, "sealing the drop batch failed: \(error)")
+        }
+        // Unique per database and version; no client sends it (theirs are random).
+        let txnID = Array("synddb-drop-\(version)".utf8)
+        try run("BEGIN IMMEDIATE", [])
+        do throws(SequencerError) {
+            try run("DELETE FROM pages WHERE db=?", [db.id])
+            try run("DELETE FROM commits WHERE db=?", [db.id])
+            try run("""
+                INSERT INTO commits(db, version, txn_id, page_size, page_count, pages, bytes, committed_at_ms, changeset,
+                  schema_changed, schema, unaudited, previous_hash, pages_hash, changeset_hash, schema_hash, hash, signature)
+                VALUES (?,?,?,0,0,0,0,?,?,1,?,?,?,?,?,?,?,?)
+                """,
+                [db.id, Int64(version), txnID, Int64(batch.committedAtMs), Value.blob([]), Value.blob(Self.encodeSchema([])),
+                 Value.blob(Self.encodeNames([])), batch.previousHash, batch.pagesHash, batch.changesetHash,
+                 batch.schemaHash, batch.hash, batch.signature])
+            try run("UPDATE databases SET version=?, page_size=0, page_count=0, oldest_version=?, lease_holder=NULL WHERE id=?",
+                    [Int64(version), Int64(version), db.id])
+            try run("COMMIT", [])
+        } catch {
+            try? run("ROLLBACK", [])
+            throw error
+        }
+        db.version = version
+        db.pageSize = 0
+        db.pageCount = 0
+        db.oldestVersion = version
+        db.lastHash = batch.hash
+        db.publishHead()
+        db.leases.withLock { $0.lease = nil }
+        return version
+    }
+
     static func encodeSchema(_ schema: [SchemaObject]) -> [UInt8] {
         var w = ProtoWriter()
         for o in schema { w.message(1, o) }

@@ -835,6 +835,12 @@ final class RemoteFile: OpenFile {
             }
             needsRefresh = false
             return SQLITE_OK
+        } catch where error.code == .notFound {
+            // Dropped since it was opened (synd drop, a delete): an empty
+            // database until it is created again, as a deleted file reads empty.
+            _ = adopt(0, 0, 0)
+            needsRefresh = false
+            return SQLITE_OK
         } catch {
             return fail(SYND_SQLITE_IOERR_LOCK, "cannot start a read transaction on '\(name)': \(error.message)")
         }

@@ -89,8 +89,15 @@ enum VFSMethods {
             return SQLITE_OK
         }
         // Journals and temp files are private memory files: nothing to delete,
-        // and no hot journal can ever be found (the sequencer's commits are atomic).
-        v.xDelete = { _, _, _ in SQLITE_OK }
+        // and no hot journal can ever be found (the sequencer's commits are
+        // atomic). Deleting a database drops it on the sequencer.
+        v.xDelete = { vfs, name, _ in
+            guard let context = vfsContext(vfs), let name else { return SQLITE_OK }
+            let path = String(cString: name)
+            if VFSContext.isCompanionFile(path) { return SQLITE_OK }
+            context.clearError()
+            return context.dropDatabase(path)
+        }
         v.xAccess = { _, _, _, result in
             result?.pointee = 0
             return SQLITE_OK

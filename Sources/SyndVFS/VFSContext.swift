@@ -55,6 +55,11 @@ final class VFSContext: Sendable {
     func register(_ file: RemoteFile) { files.withLock { $0.byID[file.id] = WeakFile(file: file) } }
     func unregister(_ file: RemoteFile) { _ = files.withLock { $0.byID.removeValue(forKey: file.id) } }
     func file(id: UInt64) -> RemoteFile? { files.withLock { $0.byID[id]?.file } }
+    /// An open file of database `name`, the lease holder first.
+    func openFile(named name: String) -> RemoteFile? {
+        let open = files.withLock { $0.byID.values.compactMap(\.file).filter { $0.name == name } }
+        return open.first { $0.lease?.status.held == true } ?? open.first
+    }
 
     func recordError(_ code: Int32, _ message: String) {
         let thread = UInt(pthread_self())
@@ -74,8 +79,10 @@ final class VFSContext: Sendable {
     }
 }
 
-/// A reference that does not keep a file open. Only dereferenced on the thread
-/// of the connection that owns the file (SQLite serializes a connection).
+/// A reference that does not keep a file open. Safe to share: loading a weak
+/// reference is atomic, and a file is used only on the thread of the connection
+/// that owns it (SQLite serializes a connection), except for its immutable,
+/// Sendable `name`, `client` and `lease`, which `openFile(named:)` lends to xDelete.
 struct WeakFile: @unchecked Sendable {
     weak var file: RemoteFile?
 }

@@ -32,8 +32,18 @@ public final class Validator {
     }
 
     /// Checks the next batch; throws the first problem found.
+    ///
+    /// The first batch is version 1, or a drop batch (page count 0): a dropped
+    /// database's history before the drop is deleted, so its chain starts
+    /// there, at a database known to be empty. A drop batch later on empties
+    /// both replicas (its schema is empty).
     public func process(_ batch: Batch) throws(ValidationFailure) {
-        let expected = version + 1
+        var expected = version + 1
+        var previousHash = self.previousHash
+        if version == 0, batch.version > 1, batch.pageCount == 0 {
+            expected = batch.version
+            previousHash = batch.previousHash
+        }
         if let problem = BatchSeal.problem(with: batch, expectedVersion: expected, previousHash: previousHash, publicKey: publicKey) {
             throw ValidationFailure(version: expected, reason: problem)
         }
@@ -52,7 +62,7 @@ public final class Validator {
             throw ValidationFailure(version: batch.version, reason: "the batch does not apply to the logical replica: \(error)")
         }
         try compare(at: batch.version)
-        previousHash = batch.hash
+        self.previousHash = batch.hash
         version = batch.version
     }
 

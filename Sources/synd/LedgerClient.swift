@@ -54,6 +54,15 @@ struct LedgerClient {
         }
     }
 
+    /// Drops `database`; returns the drop batch's version (0: there was no such database).
+    func drop(database: String) async throws -> UInt64 {
+        try await run { client, options in
+            var request = Synddb_V1_DropDatabaseRequest()
+            request.database = database
+            return try await client.dropDatabase(request, options: options).version
+        }
+    }
+
     /// Calls `each` for every batch from `from`; stops early when it returns false.
     func batches(database: String, from: UInt64, follow: Bool = false, _ each: @Sendable @escaping (Batch) async throws -> Bool) async throws {
         try await run { client, options in

@@ -19,13 +19,17 @@ struct LogCommand: AsyncParsableCommand {
         let url = try sequencerURL(sequencer)
         let printer = PrinterBox(try ChangesetText())
         let first = from
-        // Column names need the schema from version 1 on.
-        try await LedgerClient(url: url).batches(database: db, from: 1) { batch in
+        // Column names need the schema from the oldest batch on (version 1, or the last drop).
+        try await LedgerClient(url: url).batches(database: db, from: 0) { batch in
             printer.text.track(batch)
             guard batch.version >= first else { return true }
             let time = Date(timeIntervalSince1970: Double(batch.committedAtMs) / 1000).formatted(.iso8601)
             let bytes = batch.pages.reduce(0) { $0 + $1.data.count }
             let hash = batch.hash.prefix(8).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+            if batch.pageCount == 0 {
+                print("version \(batch.version)  \(time)  dropped: the database was emptied and its earlier history deleted  hash \(hash)")
+                return true
+            }
             print("version \(batch.version)  \(time)  \(batch.pages.count) pages  \(bytes) bytes  page_count \(batch.pageCount)  hash \(hash)")
             if batch.schemaChanged {
                 print("  -- schema is now: \(batch.schema.filter { $0.type == "table" }.map(\.name).joined(separator: ", "))")

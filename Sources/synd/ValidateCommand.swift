@@ -8,7 +8,7 @@ struct ValidateCommand: AsyncParsableCommand {
         commandName: "validate",
         abstract: "Verify a database's whole history: signatures, hash chain, and that page images and changesets agree.",
         discussion: """
-            Follows the batch stream from version 1, keeps a physical replica (page images
+            Follows the batch stream from its oldest batch (version 1, or the last drop), keeps a physical replica (page images
             applied) and a logical replica (changesets applied), and after every batch checks
             that both hold the same rows in every table. Stops at the first failure with the
             version, table, key, and both sides; exits non-zero.
@@ -53,7 +53,7 @@ struct ValidateCommand: AsyncParsableCommand {
         let limits = ReplicaLimits(statementTimeout: .seconds(statementTimeout))
         let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList, limits: limits))
         let validator = box.validator
-        try await client.batches(database: db, from: 1, follow: follow) { batch in
+        try await client.batches(database: db, from: 0, follow: follow) { batch in
             do throws(ValidationFailure) {
                 try box.validator.process(batch)
                 return true
