@@ -15,14 +15,18 @@ public final class LogicalReplica {
     public let connection: Connection
     /// Limits every statement on `connection`; shared with the validator's other connections.
     public let sentry: ReplicaGuard
+    /// Functions of the writer's application the schema calls (shared with the validator's physical side).
+    public let standIns: StandInFunctions
 
-    public init(path: String, sentry: ReplicaGuard = ReplicaGuard()) throws {
+    public init(path: String, sentry: ReplicaGuard = ReplicaGuard(), standIns: StandInFunctions = StandInFunctions()) throws {
         connection = try Connection(path: path)
         self.sentry = sentry
+        self.standIns = standIns
         sentry.attach(connection)
         // The changesets already hold what triggers and cascades did.
         _ = synd_linked_enable_triggers(connection.handle, 0)
         try connection.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
+        try standIns.install(on: connection)
     }
 
     /// Applies one batch; throws a `ReplicaConflict` at the first conflict, and a
@@ -33,11 +37,13 @@ public final class LogicalReplica {
         try connection.execute("BEGIN")
         do {
             if schemaChanged { try migrate(to: schema) }
-            if !changeset.isEmpty { try Self.apply(changeset, to: connection) }
+            if !changeset.isEmpty {
+                try standIns.run(on: [connection]) { try Self.apply(changeset, to: connection) }
+            }
             if schemaChanged {
                 // Indexes, views and triggers the migration left missing, now that the rows are in place.
                 for sql in SchemaMigration.finishingStatements(from: try self.schema(), to: schema) {
-                    try run(sql, from: schema)
+                    try standIns.run(on: [connection]) { try run(sql, from: schema) }
                 }
             }
             try connection.execute("COMMIT")
@@ -69,23 +75,24 @@ public final class LogicalReplica {
         // Column names of the target tables: create them in a scratch in-memory database.
         let scratch = try Connection(path: ":memory:")
         sentry.attach(scratch)
+        try standIns.install(on: scratch)
         func columns(_ db: Connection, _ table: String) throws -> [String] {
             try db.query("PRAGMA table_info(\(table.quotedIdentifier))").compactMap { $0[1].string }
         }
         // Virtual tables are recorded, never instantiated (their module is the writer's).
         for object in target where object.type == "table" && !object.isVirtualTable {
-            try sentry.runDefinition(object.sql, on: scratch, entry: object.name)
+            try standIns.run(on: [scratch, connection]) { try sentry.runDefinition(object.sql, on: scratch, entry: object.name) }
         }
         let renames = try SchemaMigration.renames(
             from: current, to: target,
             columnsOfCurrent: { try columns(self.connection, $0) },
             columnsOfTarget: { try columns(scratch, $0.name) })
-        for sql in renames { try connection.execute(sql) }
+        for sql in renames { try standIns.run(on: [scratch, connection]) { try connection.execute(sql) } }
         let statements = try SchemaMigration.statements(
             from: try schema(), to: target,
             columnsOfCurrent: { try columns(self.connection, $0) },
             columnsOfTarget: { try columns(scratch, $0.name) })
-        for sql in statements { try run(sql, from: target) }
+        for sql in statements { try standIns.run(on: [scratch, connection]) { try run(sql, from: target) } }
     }
 
     /// Runs one migration statement. Text from the batch (an entry's CREATE

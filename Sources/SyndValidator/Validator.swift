@@ -20,6 +20,8 @@ public final class Validator {
     private var previousHash = BatchSeal.genesis
     private let physical: PhysicalReplica
     private let logical: LogicalReplica
+    /// Functions of the writer's application that its schema calls (see `StandInFunctions`).
+    private let standIns = StandInFunctions()
 
     /// - Parameter directory: where the two replicas are kept (created if missing).
     public init(directory: String, publicKey: [UInt8], rules: [String] = [], limits: ReplicaLimits = ReplicaLimits()) throws {
@@ -28,7 +30,7 @@ public final class Validator {
         self.rules = rules
         sentry = ReplicaGuard(limits: limits)
         physical = try PhysicalReplica(path: directory + "/physical.sqlite")
-        logical = try LogicalReplica(path: directory + "/logical.sqlite", sentry: sentry)
+        logical = try LogicalReplica(path: directory + "/logical.sqlite", sentry: sentry, standIns: standIns)
     }
 
     /// Checks the next batch; throws the first problem found.
@@ -71,23 +73,9 @@ public final class Validator {
         do {
             let pages = try physical.open()
             sentry.attach(pages)
-            if pages.isAutocommit, try pages.scalar("PRAGMA quick_check")?.string != "ok" {
-                throw ValidationFailure(version: version, reason: "the page images do not form a valid SQLite database (quick_check failed)")
-            }
-            // Same objects and statements; creation order may differ after rebuilds.
-            func ordered(_ s: [SchemaObject]) -> [SchemaObject] { s.sorted { ($0.type, $0.name) < ($1.type, $1.name) } }
-            let physicalSchema = ordered(try logical.schema(of: pages))
-            let logicalSchema = ordered(try logical.schema())
-            if physicalSchema != logicalSchema {
-                let p = Set(physicalSchema.map(\.sql)), l = Set(logicalSchema.map(\.sql))
-                throw ValidationFailure(
-                    version: version, reason: "schemas differ",
-                    expected: p.subtracting(l).sorted().joined(separator: "; "), actual: l.subtracting(p).sorted().joined(separator: "; "))
-            }
-            // A virtual table's rows are in its shadow tables (compared as tables) or not in the file.
-            for table in physicalSchema where table.type == "table" && !table.isVirtualTable {
-                try compareTable(table.name, pages, at: version)
-            }
+            try standIns.install(on: pages)
+            try standIns.run(on: [pages, logical.connection]) { try compare(pages, at: version) }
+            // The user's rules run as written: a function they call is never stood in for.
             for rule in rules {
                 let ok = try pages.scalar(rule)
                 if ok != .integer(1) {
@@ -102,10 +90,37 @@ public final class Validator {
         }
     }
 
+    /// Schemas and tables; repeated from the start when it names a function to stand in for.
+    private func compare(_ pages: Connection, at version: UInt64) throws {
+        if pages.isAutocommit, try pages.scalar("PRAGMA quick_check")?.string != "ok" {
+            throw ValidationFailure(version: version, reason: "the page images do not form a valid SQLite database (quick_check failed)")
+        }
+        // Same objects and statements; creation order may differ after rebuilds.
+        func ordered(_ s: [SchemaObject]) -> [SchemaObject] { s.sorted { ($0.type, $0.name) < ($1.type, $1.name) } }
+        let physicalSchema = ordered(try logical.schema(of: pages))
+        let logicalSchema = ordered(try logical.schema())
+        if physicalSchema != logicalSchema {
+            let p = Set(physicalSchema.map(\.sql)), l = Set(logicalSchema.map(\.sql))
+            throw ValidationFailure(
+                version: version, reason: "schemas differ",
+                expected: p.subtracting(l).sorted().joined(separator: "; "), actual: l.subtracting(p).sorted().joined(separator: "; "))
+        }
+        // A virtual table's rows are in its shadow tables (compared as tables) or not in the file.
+        for table in physicalSchema where table.type == "table" && !table.isVirtualTable {
+            try compareTable(table.name, pages, at: version)
+        }
+    }
+
     private func compareTable(_ table: String, _ pages: Connection, at version: UInt64) throws {
         let quoted = table.quotedIdentifier
-        let info = try pages.query("PRAGMA table_info(\(quoted))")
-        let pk = info.filter { ($0[5].int64 ?? 0) > 0 }.sorted { ($0[5].int64 ?? 0) < ($1[5].int64 ?? 0) }.map { Int($0[0].int64!) }
+        // Generated columns (hidden 2 and 3) are in no changeset: the logical
+        // replica computes them. They are compared unless the schema calls a
+        // function the validator only has a stand-in for.
+        let info = try pages.query("PRAGMA table_xinfo(\(quoted))").filter { row in
+            let hidden = row[6].int64 ?? 0
+            return hidden == 0 || (standIns.names.isEmpty && (hidden == 2 || hidden == 3))
+        }
+        let pk = info.indices.filter { (info[$0][5].int64 ?? 0) > 0 }.sorted { (info[$0][5].int64 ?? 0) < (info[$1][5].int64 ?? 0) }
         let columns = info.map { $0[1].string ?? "?" }
         // Without a primary key (or with NULL in one) rows have no identity a
         // changeset can carry: those rows are reported as unaudited, not compared.
@@ -114,7 +129,7 @@ public final class Validator {
             return
         }
         let order = (pk.isEmpty ? Array(0..<columns.count) : pk).map { String($0 + 1) }.joined(separator: ", ")
-        let sql = "SELECT * FROM \(quoted) ORDER BY \(order)"
+        let sql = "SELECT \(columns.map(\.quotedIdentifier).joined(separator: ", ")) FROM \(quoted) ORDER BY \(order)"
         let keyed = { (row: [Value]) in pk.allSatisfy { row[$0] != .null } }
         let expected = try pages.query(sql).filter(keyed)
         let actual = try logical.connection.query(sql).filter(keyed)
