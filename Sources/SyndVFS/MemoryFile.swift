@@ -37,4 +37,24 @@ final class MemoryFile: OpenFile {
     }
 
     override func fileSize() -> Int64 { Int64(bytes.count) }
+
+    // Private to one connection: locks never conflict, but SQLite may ask
+    // which one it holds (PRAGMA lock_status on a temp database).
+    private var lockLevel = SQLITE_LOCK_NONE
+
+    override func lock(_ level: Int32) -> Int32 {
+        lockLevel = max(lockLevel, level)
+        return SQLITE_OK
+    }
+
+    override func unlock(_ level: Int32) -> Int32 {
+        lockLevel = min(lockLevel, level)
+        return SQLITE_OK
+    }
+
+    override func fileControl(_ op: Int32, _ arg: UnsafeMutableRawPointer?) -> Int32 {
+        guard op == SQLITE_FCNTL_LOCKSTATE else { return SQLITE_NOTFOUND }
+        arg?.assumingMemoryBound(to: Int32.self).pointee = lockLevel
+        return SQLITE_OK
+    }
 }

@@ -368,6 +368,10 @@ final class RemoteFile: OpenFile {
             return commit()
         case SQLITE_FCNTL_COMMIT_PHASETWO:
             return SQLITE_OK
+        case SQLITE_FCNTL_LOCKSTATE:
+            // The lock SQLite holds on this file (PRAGMA lock_status), as the unix VFS answers.
+            arg?.assumingMemoryBound(to: Int32.self).pointee = lockLevel
+            return SQLITE_OK
         case SQLITE_FCNTL_PRAGMA:
             return pragma(arg)
         case SQLITE_FCNTL_VFSNAME:

@@ -33,6 +33,43 @@ func vfsContext(_ vfs: UnsafeMutablePointer<sqlite3_vfs>?) -> VFSContext? {
     return Unmanaged<VFSContext>.fromOpaque(p).takeUnretainedValue()
 }
 
+/// How the VFS spells a database name. SQLite passes names through
+/// xFullPathname (and xDelete gets them as the caller wrote them), so one
+/// database can arrive as `test.db`, `./test.db` or `d/../test.db`; the local
+/// VFS resolves all of them to one file, and synddb to one sequencer name.
+///
+/// The rule is lexical, like a path cleaned without looking at any disk:
+/// empty components and `.` are dropped (`./a//b` is `a/b`), `x/..` is
+/// removed, and a trailing `/` goes. A relative name stays relative (no
+/// working directory is prepended: `app` stays `app`, so existing databases
+/// keep their names); an absolute one stays absolute. `..` that climbs above
+/// the start stays at the start of a relative name (`../a`) and is dropped
+/// after a leading `/` (`/../a` is `/a`). A name that cleans to nothing is `.`.
+public enum DatabaseName {
+    public static func normalized(_ name: String) -> String {
+        guard !name.isEmpty else { return name }
+        let absolute = name.utf8.first == UInt8(ascii: "/")
+        var parts: [Substring] = []
+        for part in name.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".":
+                continue
+            case "..":
+                if let last = parts.last, last != ".." {
+                    parts.removeLast()
+                } else if !absolute {
+                    parts.append(part)
+                }
+            default:
+                parts.append(part)
+            }
+        }
+        let joined = parts.joined(separator: "/")
+        if absolute { return "/" + joined }
+        return joined.isEmpty ? "." : joined
+    }
+}
+
 enum VFSMethods {
     static func table(name: String, context: UnsafeMutableRawPointer, platform: UnsafeMutablePointer<sqlite3_vfs>) -> sqlite3_vfs {
         var v = sqlite3_vfs()
@@ -68,7 +105,7 @@ enum VFSMethods {
                 do {
                     let options = try FileOptions(uriName: name, api: context.api)
                     object = try RemoteFile(
-                        context: context, name: String(cString: name), readOnly: flags & SQLITE_OPEN_READONLY != 0,
+                        context: context, name: DatabaseName.normalized(String(cString: name)), readOnly: flags & SQLITE_OPEN_READONLY != 0,
                         create: flags & SQLITE_OPEN_CREATE != 0, options: options)
                 } catch let error as VFSOpenError {
                     context.recordOpenError(error.code, error.message)
@@ -93,7 +130,7 @@ enum VFSMethods {
         // atomic). Deleting a database drops it on the sequencer.
         v.xDelete = { vfs, name, _ in
             guard let context = vfsContext(vfs), let name else { return SQLITE_OK }
-            let path = String(cString: name)
+            let path = DatabaseName.normalized(String(cString: name))
             if VFSContext.isCompanionFile(path) { return SQLITE_OK }
             context.clearError()
             return context.dropDatabase(path)
@@ -102,12 +139,16 @@ enum VFSMethods {
             result?.pointee = 0
             return SQLITE_OK
         }
-        // Database names are sequencer names, not paths: keep them as given.
+        // Database names are sequencer names, not paths, but every spelling of
+        // one path names one database (see `DatabaseName.normalized`).
         v.xFullPathname = { _, name, size, out in
             guard let name, let out, size > 0 else { return SQLITE_CANTOPEN }
-            let n = strlen(name)
-            guard n < Int(size) else { return SYND_SQLITE_CANTOPEN_FULLPATH }
-            memcpy(out, name, n + 1)
+            let normalized = Array(DatabaseName.normalized(String(cString: name)).utf8)
+            guard normalized.count < Int(size) else { return SYND_SQLITE_CANTOPEN_FULLPATH }
+            normalized.withUnsafeBytes { b in
+                if let base = b.baseAddress { memcpy(out, base, b.count) }
+            }
+            out[normalized.count] = 0
             return SQLITE_OK
         }
         v.xDlOpen = { vfs, path in

@@ -12,14 +12,13 @@ build fails (a new SQLite version must be looked at, not silently mis-patched).
                     passed to synddb_vfs_delete (xDelete of the default VFS when
                     that is synddb), so forcedelete, delete_file and the tests'
                     own [file delete] drop databases on the sequencer.
-                    reset_db opens "test.db" instead of "./test.db": the same
-                    local file, but synddb keeps names as given, and every
-                    test uses "test.db" for the database reset_db creates.
+                    (reset_db's "./test.db" needs no change: synddb names
+                    every spelling of one path one database.)
 """
 import sys
 
 MARKER_C = "/* SYNDDB_TESTFIXTURE_PATCH 1 */"
-MARKER_TCL = "# SYNDDB_TESTER_PATCH 1"
+MARKER_TCL = "# SYNDDB_TESTER_PATCH 2"
 
 
 def fail(message):
@@ -76,12 +75,6 @@ def patch_tester(path):
         return
     text = replace_once(text, "proc delete_file {args} {\n", TCL_WRAPPER + "proc delete_file {args} {\n",
                         "tester.tcl delete_file")
-    text = replace_once(
-        text,
-        "  forcedelete test.db-wal\n  sqlite3 db ./test.db\n",
-        "  forcedelete test.db-wal\n  sqlite3 db test.db\n",
-        "tester.tcl reset_db",
-    )
     open(path, "w", encoding="utf-8").write(text)
 
 
