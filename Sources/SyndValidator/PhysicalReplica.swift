@@ -16,7 +16,23 @@ public final class PhysicalReplica {
 
     deinit { try? handle.close() }
 
+    /// Throws a `ReplicaRefusal` for pages that cannot be placed (a page
+    /// number or size the sequencer should never have sealed).
     public func apply(_ batch: Batch) throws {
+        let size = batch.pageSize
+        if !batch.pages.isEmpty || batch.pageCount > 0 {
+            guard size >= 512, size <= 65536, size & (size - 1) == 0 else {
+                throw ReplicaRefusal("page size \(size) is not a power of two between 512 and 65536")
+            }
+        }
+        for page in batch.pages {
+            guard page.number >= 1, page.number <= batch.pageCount else {
+                throw ReplicaRefusal("page \(page.number) is outside the batch's 1...\(batch.pageCount)")
+            }
+            guard page.data.count == Int(size) else {
+                throw ReplicaRefusal("page \(page.number) has \(page.data.count) bytes; the page size is \(size)")
+            }
+        }
         for page in batch.pages {
             try handle.seek(toOffset: UInt64(page.number - 1) * UInt64(batch.pageSize))
             try handle.write(contentsOf: page.data)
