@@ -23,7 +23,7 @@ public struct Capabilities: WireMessage {
         w.packedUInt32(2, pageSizes)
         w.uint64(3, maxBatchBytes)
         w.uint32(4, maxPagesPerRead)
-        for f in features { w.string(5, f) }
+        for f in features { w.element(5, f) }
         w.uint32(6, defaultLeaseTTLMs)
         w.uint64(7, retainedVersions)
     }
@@ -314,7 +314,7 @@ public struct CommitRequest: WireMessage {
         w.string(9, holder)
         w.bool(10, schemaChanged)
         for o in schema { w.message(11, o) }
-        for t in unauditedTables { w.string(12, t) }
+        for t in unauditedTables { w.element(12, t) }
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
@@ -450,7 +450,7 @@ public struct Batch: WireMessage {
         w.bytes(7, changeset)
         w.bool(8, schemaChanged)
         for o in schema { w.message(9, o) }
-        for t in unauditedTables { w.string(10, t) }
+        for t in unauditedTables { w.element(10, t) }
         w.bytes(11, previousHash)
         w.bytes(12, pagesHash)
         w.bytes(13, changesetHash)

@@ -9,6 +9,8 @@ public struct ProtoReader {
     private let buffer: [UInt8]
     private var index: Int
     private let end: Int
+    /// The wire type of the field being read (nil inside a packed run).
+    private var fieldWire: WireType?
 
     public init(_ buffer: [UInt8]) {
         self.buffer = buffer
@@ -24,7 +26,13 @@ public struct ProtoReader {
 
     public var isAtEnd: Bool { index >= end }
 
+    /// A varint field's value.
     public mutating func varint() throws -> UInt64 {
+        try expectField(.varint)
+        return try rawVarint()
+    }
+
+    private mutating func rawVarint() throws -> UInt64 {
         var result: UInt64 = 0
         var shift: UInt64 = 0
         while true {
@@ -41,17 +49,20 @@ public struct ProtoReader {
     /// The next field's number and wire type, or nil at the end.
     public mutating func nextField() throws -> (Int, WireType)? {
         guard !isAtEnd else { return nil }
-        let key = try varint()
+        fieldWire = nil
+        let key = try rawVarint()
         guard let wire = WireType(rawValue: UInt8(key & 7)) else {
             throw ProtocolError("unsupported wire type \(key & 7)")
         }
         let field = Int(key >> 3)
         guard field > 0 else { throw ProtocolError("field number 0") }
+        fieldWire = wire
         return (field, wire)
     }
 
     private mutating func lengthDelimitedRange() throws -> Range<Int> {
-        let length = try varint()
+        try expectField(.lengthDelimited)
+        let length = try rawVarint()
         guard length <= UInt64(end - index) else { throw ProtocolError("length \(length) past end of message") }
         let range = index..<(index + Int(length))
         index = range.upperBound
@@ -85,9 +96,18 @@ public struct ProtoReader {
             var inner = ProtoReader(buffer, range: try lengthDelimitedRange())
             while !inner.isAtEnd { values.append(try inner.uint32()) }
         } else {
-            try expect(wire, .varint)
             values.append(try uint32())
         }
+    }
+
+    /// A known field sent with another wire type is skipped, as generated
+    /// SwiftProtobuf code does (it keeps it as an unknown field): reading it
+    /// as the expected type would take its bytes for something else.
+    private mutating func expectField(_ expected: WireType) throws {
+        guard let wire = fieldWire, wire != expected else { return }
+        fieldWire = nil
+        try skip(wire)
+        throw SkippedField()
     }
 
     public func expect(_ wire: WireType, _ expected: WireType) throws {
@@ -96,8 +116,9 @@ public struct ProtoReader {
 
     /// Skips a field this version does not know (forward compatibility).
     public mutating func skip(_ wire: WireType) throws {
+        fieldWire = nil
         switch wire {
-        case .varint: _ = try varint()
+        case .varint: _ = try rawVarint()
         case .fixed64: try advance(8)
         case .fixed32: try advance(4)
         case .lengthDelimited: _ = try lengthDelimitedRange()
@@ -117,11 +138,18 @@ public protocol WireMessage: Sendable, Equatable {
     mutating func decode(field: Int, wire: WireType, from reader: inout ProtoReader) throws
 }
 
+/// A field skipped for its wire type; its message decodes on.
+struct SkippedField: Error {}
+
 extension WireMessage {
     public init(reader: inout ProtoReader) throws {
         self.init()
         while let (field, wire) = try reader.nextField() {
-            try decode(field: field, wire: wire, from: &reader)
+            do {
+                try decode(field: field, wire: wire, from: &reader)
+            } catch is SkippedField {
+                continue
+            }
         }
     }
 

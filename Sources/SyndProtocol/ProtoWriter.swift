@@ -55,6 +55,14 @@ public struct ProtoWriter: Sendable {
         bytes(field, value.utf8)
     }
 
+    /// One element of a repeated string, written even when empty (only
+    /// singular fields leave out their default; an empty element is data).
+    public mutating func element(_ field: Int, _ value: String) {
+        tag(field, .lengthDelimited)
+        varint(UInt64(value.utf8.count))
+        bytes.append(contentsOf: value.utf8)
+    }
+
     public mutating func packedUInt32(_ field: Int, _ values: [UInt32]) {
         guard !values.isEmpty else { return }
         var inner = ProtoWriter(capacity: values.count * 2)
