@@ -66,6 +66,9 @@ struct ChaosClientCommand: ParsableCommand {
     @Option(help: "Number of lists (append role).")
     var keys: Int = 6
 
+    @Flag(help: "Writers use PRAGMA locking_mode=EXCLUSIVE.")
+    var exclusive = false
+
     func run() throws {
         var rng = SplitMix64(seed: seed)
         let log = try ChaosHistory(path: history, process: process)
@@ -93,6 +96,13 @@ struct ChaosClientCommand: ParsableCommand {
             } catch {
                 if openDeadlineS > 0, Double(chaosNow() - started) / 1e9 > openDeadlineS { return }
                 pause(150)
+                continue
+            }
+            do {
+                if exclusive && role != "read" { try db.execute("PRAGMA locking_mode=EXCLUSIVE") }
+                // A tiny page cache: SQLite re-reads pages in the middle of a read transaction.
+                if role == "read" && Bool.random(using: &rng) { try db.execute("PRAGMA cache_size=2") }
+            } catch {
                 continue
             }
             let session = role == "read" ? 50 : Int.random(in: 3...30, using: &rng)

@@ -171,6 +171,15 @@ class Client:
                     return
                 time.sleep(self.rng.randint(0, 150) / 1000)
                 continue
+            try:
+                if a.exclusive and a.role != "read":
+                    con.execute("PRAGMA locking_mode=EXCLUSIVE")
+                if a.role == "read" and self.rng.random() < 0.5:
+                    # A tiny page cache: SQLite re-reads pages in the middle of a read transaction.
+                    con.execute("PRAGMA cache_size=2")
+            except sqlite3.Error:
+                con.close()
+                continue
             session = 50 if a.role == "read" else self.rng.randint(3, 30)
             failures = 0
             for _ in range(session):
@@ -206,6 +215,7 @@ def main():
     p.add_argument("--max-ops", type=int, default=0)
     p.add_argument("--open-deadline-s", type=float, default=0)
     p.add_argument("--keys", type=int, default=6)
+    p.add_argument("--exclusive", action="store_true", help="writers use PRAGMA locking_mode=EXCLUSIVE")
     args = p.parse_args()
     loader = sqlite3.connect(":memory:")
     loader.enable_load_extension(True)
