@@ -130,4 +130,38 @@ import Testing
             #expect(failure == nil, "\(failure.map(\.description) ?? "")")
         }
     }
+
+    /// view2.test and tkt3838.test: a view naming `main.t1`, and an ALTER TABLE
+    /// RENAME of a table with a trigger in a UTF-16 database, failed their
+    /// COMMIT with "disk I/O error": capture ATTACHes the after image, and
+    /// SQLite refuses an attached schema whose view names `main.` and, there,
+    /// failed to re-check the renamed trigger. The scratch connection now
+    /// loads such schemas (writable_schema) and the changesets are exact.
+    @Test func aViewNamingMainAndARenamedTriggerTableInUTF16Commit() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("mainview")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("CREATE TABLE t1(id INTEGER PRIMARY KEY, x); INSERT INTO t1(x) VALUES (1)")
+            try db.execute("CREATE VIEW v3 AS SELECT * FROM main.t1")
+            try db.execute("INSERT INTO t1(x) VALUES (2)")
+            #expect(try db.query("SELECT x FROM v3 ORDER BY x") == [[.integer(1)], [.integer(2)]])
+
+            let utf16 = uniqueName("utf16rename")
+            let other = try Database.open(utf16, sequencer: server.url)
+            try other.execute("PRAGMA encoding=UTF16")
+            try other.execute("""
+                CREATE TABLE t1(id INTEGER PRIMARY KEY, x); CREATE TABLE log(id INTEGER PRIMARY KEY, y);
+                CREATE TRIGGER r1 AFTER INSERT ON T1 BEGIN INSERT INTO log(y) VALUES (new.x); END;
+                INSERT INTO t1(x) VALUES (123)
+                """)
+            try other.execute("ALTER TABLE T1 RENAME TO XYZ2")
+            try other.execute("INSERT INTO xyz2(x) VALUES (456)")
+            #expect(try other.query("SELECT y FROM log ORDER BY id") == [[.integer(123)], [.integer(456)]])
+
+            for database in [name, utf16] {
+                let failure = try LedgerTests.validate(server.service.store, database)
+                #expect(failure == nil, "\(database): \(failure.map(\.description) ?? "")")
+            }
+        }
+    }
 }
