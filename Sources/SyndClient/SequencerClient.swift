@@ -205,7 +205,7 @@ public final class SequencerClient: Sendable {
     /// The gRPC status a finished stream carries.
     package static func status(of response: HTTP2Response, resetCode: UInt32, method: SequencerMethod) -> SequencerError {
         if let raw = response.header("grpc-status"), let code = Int(raw).flatMap(GRPCStatusCode.init(rawValue:)) {
-            return SequencerError(code, percentDecoded(response.header("grpc-message") ?? "\(code)"))
+            return SequencerError(code, statusMessage(response, code, method))
         }
         if resetCode != 0 {
             return SequencerError(.unavailable, "the sequencer reset \(method.rawValue) (HTTP/2 error \(resetCode))")
@@ -275,7 +275,7 @@ public final class SequencerClient: Sendable {
             throw SequencerError(.unknown, "sequencer sent no grpc-status for \(method.rawValue)")
         }
         guard code == .ok else {
-            throw SequencerError(code, Self.percentDecoded(response.header("grpc-message") ?? "\(code)"))
+            throw SequencerError(code, Self.statusMessage(response, code, method))
         }
         do {
             return try Response(serializedBytes: GRPCFraming.unframe(response.body))
@@ -289,6 +289,12 @@ public final class SequencerClient: Sendable {
         var ts = timespec(tv_sec: Int(s), tv_nsec: Int(atto / 1_000_000_000))
         var left = timespec()
         while nanosleep(&ts, &left) != 0 && errno == EINTR { ts = left }
+    }
+
+    /// The grpc-message; when it is missing or empty, the status and call.
+    private static func statusMessage(_ response: HTTP2Response, _ code: GRPCStatusCode, _ method: SequencerMethod) -> String {
+        let message = percentDecoded(response.header("grpc-message") ?? "")
+        return message.isEmpty ? "\(method.rawValue) answered \(code) with no message" : message
     }
 
     package static func percentDecoded(_ s: String) -> String {
