@@ -20,6 +20,8 @@ let package = Package(
         // Built with static Swift stdlib by scripts/build-shell.sh and scripts/build-extension.sh.
         .executable(name: "synd-sqlite3", targets: ["synd-sqlite3"]),
         .library(name: "syndvfs", type: .dynamic, targets: ["SyndExtension"]),
+        // Fuzz targets, linked with libFuzzer only by the package in Fuzz/ (scripts/fuzz.sh).
+        .library(name: "SyndFuzzTargets", targets: ["SyndFuzzTargets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -93,6 +95,17 @@ let package = Package(
         ),
         // Validation: logical replicas, physical replicas, the checks between them.
         .target(name: "SyndValidator", dependencies: ["SyndSQLite", "SyndCapture", "SyndLedger", "SyndProtocol"]),
+        // Fuzz targets: pure entries over bytes (Fuzz/, scripts/fuzz.sh, FuzzRegressionTests).
+        .target(
+            name: "SyndFuzzTargets",
+            dependencies: [
+                "SyndProtocol", "SyndClient", "SyndHTTP2", "SyndSequencer", "SyndStorage", "SyndGRPC", "SyndValidator",
+                "SyndLedger", "SyndSQLite", "SyndCapture", "CSQLite",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ]
+        ),
         // The Swift API.
         .target(name: "SyndDB", dependencies: ["SyndSQLite", "SyndVFS"]),
         // The `synd` command.
@@ -111,7 +124,7 @@ let package = Package(
         .executableTarget(name: "swift-api-example", dependencies: ["SyndDB", "SyndSQLite"], path: "examples/swift-api"),
         .testTarget(
             name: "SyndDBTests",
-            dependencies: ["SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "SyndValidator", "SyndLedger", "synd", "swift-api-example"]
+            dependencies: ["SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "SyndValidator", "SyndLedger", "SyndFuzzTargets", "synd", "swift-api-example"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -3,6 +3,8 @@ public struct HTTP2Response: Sendable {
     public var headers: [(name: String, value: String)] = []
     public var body: [UInt8] = []
 
+    package init() {}
+
     public func header(_ name: String) -> String? {
         headers.last(where: { $0.name == name })?.value
     }
