@@ -188,6 +188,8 @@ class Client:
                 self.counter += 1
                 op = f"{a.process}-{self.counter}"
                 fn = {"bank": self.transfer, "append": self.append, "read": self.read}[a.role]
+                if a.writer_reads and a.role != "read" and self.rng.random() < 0.25:
+                    fn = self.read  # a read-only transaction on the writer's connection
                 ok = fn(con, db, op)
                 ops += 1
                 failures = 0 if ok else failures + 1
@@ -216,6 +218,7 @@ def main():
     p.add_argument("--open-deadline-s", type=float, default=0)
     p.add_argument("--keys", type=int, default=6)
     p.add_argument("--exclusive", action="store_true", help="writers use PRAGMA locking_mode=EXCLUSIVE")
+    p.add_argument("--writer-reads", action="store_true", help="writers also run read-only transactions")
     args = p.parse_args()
     loader = sqlite3.connect(":memory:")
     loader.enable_load_extension(True)

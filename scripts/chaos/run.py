@@ -131,7 +131,11 @@ class Run:
         # Short-TTL writers (the ones writer-pause stops) think longer inside
         # their transactions, so a pause often lands before COMMIT.
         extra = ["--think-ms", "150"] if c["spec"][6] else []
-        if name in ("py-append", "sw-bank"):
+        if self.args.writer_reads and prefix[0].endswith("python3"):
+            extra.append("--writer-reads")
+        # Exclusive locking mode, except with --writer-reads: there a connection
+        # reading its last snapshot is documented behaviour, not a stale read.
+        if name in ("py-append", "sw-bank") and not self.args.writer_reads:
             extra.append("--exclusive")  # exclusive locking mode: the lease is checked at COMMIT only
         c["proc"] = subprocess.Popen(self.command(prefix, role, dbs, ttl, timeout, process, self.rng.randrange(1 << 62), extra),
                                      stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
@@ -290,15 +294,7 @@ class Run:
         if db:
             # Another writer on the same database, so the paused one's lease is
             # taken over and the database moves on while it sleeps.
-            tk = f"tk-{len(self.oneshots) + 1}"
-            err = open(f"{self.dir}/logs/{tk}.stderr", "w")
-            sw = [self.args.synd, "chaos-client"]
-            py = ["/usr/bin/python3", os.path.dirname(os.path.abspath(__file__)) + "/client.py", "--extension", self.args.extension]
-            cmd = self.command(sw if self.rng.random() < 0.5 else py, role, db, 10000, 3000, tk, self.rng.randrange(1 << 62),
-                               ["--max-ops", "3", "--open-deadline-s", str(round(pause, 1)), "--pause-ms", "0"])
-            takeover = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
-            err.close()
-            self.oneshots.append((tk, takeover))
+            tk, takeover = self.launch_takeover(role, db, pause)
         self.nemesis("writer-pause", process=c["process"], db=db, seconds=round(pause, 2), takeover=tk, in_flight=op)
         time.sleep(pause)
         if takeover is not None:
@@ -311,9 +307,31 @@ class Run:
         c["down"] = False
         self.nemesis("writer-pause", phase="end", process=c["process"])
 
+    def launch_takeover(self, role, db, deadline_s):
+        """A one-shot writer (python or Swift) that takes the lease of db and commits, directly."""
+        tk = f"tk-{len(self.oneshots) + 1}"
+        err = open(f"{self.dir}/logs/{tk}.stderr", "w")
+        sw = [self.args.synd, "chaos-client"]
+        py = ["/usr/bin/python3", os.path.dirname(os.path.abspath(__file__)) + "/client.py", "--extension", self.args.extension]
+        cmd = self.command(sw if self.rng.random() < 0.5 else py, role, db, 10000, 3000, tk, self.rng.randrange(1 << 62),
+                           ["--max-ops", "3", "--open-deadline-s", str(round(deadline_s, 1)), "--pause-ms", "0"])
+        proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
+        err.close()
+        self.oneshots.append((tk, proc))
+        return tk, proc
+
     def nem_net_cut(self):
         n = self.proxy.cut()
-        self.nemesis("net-cut", connections=n, effective=n > 0)
+        tk = None
+        if self.args.writer_reads:
+            # The sequencer releases a cut writer's lease at once; a writer that
+            # takes it right away makes the cut writer's cached reads stale.
+            name = self.pick_writer()
+            if name is not None:
+                db = self.current_db(self.clients[name]["process"])
+                if db:
+                    tk, _ = self.launch_takeover(self.clients[name]["spec"][2], db, 3.0)
+        self.nemesis("net-cut", connections=n, effective=n > 0, takeover=tk)
 
     def nem_net_stall(self):
         d = self.rng.choice([self.rng.uniform(0.3, 1.5), self.rng.uniform(1.5, 6.0)])
@@ -486,6 +504,8 @@ def main():
     p.add_argument("--extension", required=True)
     p.add_argument("--clients", type=int, default=6)
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--writer-reads", action="store_true",
+                   help="python writers also run read-only transactions (exposes the stale-read window after a lease connection cut)")
     a = p.parse_args()
     if a.seed is None:
         a.seed = random.randrange(1 << 31)
