@@ -2,6 +2,7 @@
 # Jepsen-style chaos checker for SyndDB.
 #
 #   scripts/chaos.sh [--minutes N] [--seed S] [--clients N] [--out DIR] [--keep] [--no-build] [--verbose]
+#                    [--writer-reads]
 #
 # Runs a real `synd sequencer` behind a TCP proxy, workload clients in python3
 # (libsyndvfs.so) and through the Swift API (`synd chaos-client`) on several
@@ -12,6 +13,9 @@
 # `synd validate` on every database. Prints one summary table; exits non-zero on
 # any anomaly and keeps the run directory (history, sequencer log) of a failing
 # run. Details: scripts/chaos/check.py (the checks) and scripts/chaos/run.py.
+# --writer-reads (opt-in) adds read-only transactions on writer connections and
+# a takeover after each cut: aimed at the stale-read window that
+# scripts/chaos/repro-writer-stale-read.py shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +26,7 @@ out=""
 keep=0
 build=1
 verbose=""
+writer_reads=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
@@ -31,7 +36,8 @@ while [[ $# -gt 0 ]]; do
     --keep) keep=1; shift ;;
     --no-build) build=0; shift ;;
     --verbose) verbose="--verbose"; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --writer-reads) writer_reads="--writer-reads"; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -61,7 +67,7 @@ status=0
 # In the background, so an interrupt reaches the trap, which asks the runner to
 # stop every process it started (it handles SIGTERM) and waits for it.
 /usr/bin/python3 scripts/chaos/run.py --minutes "$minutes" --clients "$clients" --out "$out" \
-  --synd "$out/bin/synd" --extension "$out/bin/libsyndvfs" ${seed_args[@]+"${seed_args[@]}"} $verbose &
+  --synd "$out/bin/synd" --extension "$out/bin/libsyndvfs" ${seed_args[@]+"${seed_args[@]}"} $verbose $writer_reads &
 runner=$!
 trap 'kill -TERM "$runner" 2>/dev/null || true' INT TERM
 wait "$runner" || status=$?
