@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds the SQLite tools the tests
-# drive (synd-sqlite3, libsyndvfs.so), and runs every test.
+# drive (synd-sqlite3, libsyndvfs.so), and runs every test. Then the short
+# versions of the reliability harness (TESTING.md): SQLite's own test suite with
+# synddb as the default VFS, the Jepsen-style chaos checker, and the fuzzers.
+#
+#   scripts/test.sh                 everything (what .ci/run calls)
+#   scripts/test.sh ARGS...         only `swift test ARGS...` (e.g. --filter X)
+#   SYNDDB_HARNESS=0 scripts/test.sh   only the Swift tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build-sqlite-tools.sh
 swift test "$@"
+if [ $# -gt 0 ] || [ "${SYNDDB_HARNESS:-1}" = 0 ]; then exit 0; fi
+
+step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }
+step "SQLite's own test suite, quick list"
+./scripts/sqlite-test-suite.sh --quick
+step "chaos checker, 2 minutes"
+./scripts/chaos.sh --minutes 2
+step "fuzzing, 30 s per target"
+./scripts/fuzz.sh --seconds 30
+step "all passed"
