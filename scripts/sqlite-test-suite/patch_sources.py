@@ -14,6 +14,9 @@ build fails (a new SQLite version must be looked at, not silently mis-patched).
                     own [file delete] drop databases on the sequencer.
                     (reset_db's "./test.db" needs no change: synddb names
                     every spelling of one path one database.)
+                    db_delete_and_reopen (faultsim_delete_and_reopen) deletes
+                    the test.db* files glob finds on disk; a synddb test.db is
+                    not on disk, so it first deletes test.db by name.
 """
 import sys
 
@@ -75,6 +78,13 @@ def patch_tester(path):
         return
     text = replace_once(text, "proc delete_file {args} {\n", TCL_WRAPPER + "proc delete_file {args} {\n",
                         "tester.tcl delete_file")
+    text = replace_once(
+        text,
+        "proc db_delete_and_reopen {{file test.db}} {\n  catch { db close }\n",
+        "proc db_delete_and_reopen {{file test.db}} {\n  catch { db close }\n"
+        "  forcedelete test.db ;# synddb: not a local file that glob finds\n",
+        "tester.tcl db_delete_and_reopen",
+    )
     open(path, "w", encoding="utf-8").write(text)
 
 
