@@ -75,6 +75,16 @@ public final class LeaseKeeper: Sendable {
 
     public var status: LeaseStatus { state.withLock { $0 } }
 
+    /// The lease as this writer knows it, after learning what its connection
+    /// already says, without a request: if the connection holding the lease
+    /// closed (the sequencer then releases the lease and another writer may
+    /// take it at once), the lease is lost from now on. A writer checks this
+    /// before it trusts its cache for a read transaction. Costs a poll(2).
+    public var checkedStatus: LeaseStatus {
+        if state.withLock({ $0.held }) { client.processPendingInput() }
+        return status
+    }
+
     /// Takes the lease (a new epoch) and returns the database state it was granted at.
     @discardableResult
     public func acquire() throws(SequencerError) -> Lease {

@@ -191,6 +191,23 @@ public final class SequencerClient: Sendable {
         }
     }
 
+    /// Processes what the sequencer already sent on this client's connection,
+    /// without waiting and without a request: calls left open with `openStream`
+    /// that ended, or the connection's close, are reported to their `onEnd`
+    /// now. Does nothing while a request holds the connection (it reads the
+    /// same input).
+    public func processPendingInput() {
+        let deadline = ContinuousClock.now + options.requestTimeout
+        _ = connection.withLockIfAvailable { slot in
+            guard let c = slot.connection else { return }
+            do throws(TransportError) {
+                try c.processPendingInput(deadline: deadline)
+            } catch {
+                slot.connection = nil
+            }
+        }
+    }
+
     /// Ends a call started with `openStream` (RST_STREAM), if its connection is
     /// still this client's; its `onEnd` does not run.
     public func cancel(_ stream: OpenStream) {

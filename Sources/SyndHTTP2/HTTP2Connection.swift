@@ -95,6 +95,32 @@ public final class HTTP2Connection {
         isOpen = false
     }
 
+    /// Processes what the server already sent, without waiting: frames of the
+    /// background streams (their `onClose` runs for those that ended), or the
+    /// server's close (the connection is then closed, and every background
+    /// stream learns it). Lets a holder of an open stream notice at once that
+    /// its connection is gone, without a request.
+    public func processPendingInput(deadline: ContinuousClock.Instant) throws(TransportError) {
+        guard isOpen, let session else { throw TransportError(.io, "connection to \(endpoint) is closed") }
+        do throws(TransportError) {
+            while socket.hasInput {
+                let n = try socket.read(into: readBuffer, deadline: deadline)
+                guard n > 0 else { throw TransportError(.io, "the sequencer closed the connection") }
+                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
+                guard consumed >= 0 else {
+                    throw TransportError(.http2, "HTTP/2 protocol error from the sequencer: \(String(cString: nghttp2_strerror(Int32(consumed))))")
+                }
+            }
+            guard nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 else {
+                throw TransportError(.http2, "the sequencer ended the HTTP/2 connection (GOAWAY)")
+            }
+            try flush(deadline: deadline)  // PING and SETTINGS ACKs, WINDOW_UPDATEs
+        } catch {
+            close()
+            throw error
+        }
+    }
+
     /// Sends one POST with `body` and waits for the whole response, trailers included.
     public func post(path: String, headers extra: [(String, String)], body: [UInt8], deadline: ContinuousClock.Instant) throws(TransportError) -> HTTP2Response {
         guard isOpen, let session else { throw TransportError(.io, "connection to \(endpoint) is closed") }

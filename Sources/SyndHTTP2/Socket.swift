@@ -155,6 +155,15 @@ final class Socket {
         }
     }
 
+    /// Whether a read would not block: bytes, or the peer's close, are waiting.
+    /// Never waits.
+    var hasInput: Bool {
+        guard fd >= 0 else { return false }
+        if let ssl, SSL_pending(ssl) > 0 { return true }
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) > 0 && p.revents != 0
+    }
+
     /// Reads what is available, waiting up to the deadline; 0 means the peer closed.
     func read(into buffer: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant) throws(TransportError) -> Int {
         guard fd >= 0 else { throw TransportError(.io, "connection is closed") }

@@ -804,7 +804,9 @@ final class RemoteFile: OpenFile {
     /// after errors that make SQLite drop its cache, may the snapshot move.
     private func syncWithSequencer() -> Int32 {
         if let lease {
-            let status = lease.status
+            // checkedStatus: a closed lease connection (the sequencer released
+            // the lease) is noticed here, not at the next renewal.
+            let status = lease.checkedStatus
             if needsLease || !status.held || status.expires <= .now {
                 let reason = status.lost ?? "it lapsed without renewal"
                 do throws(SequencerError) {

@@ -3,13 +3,17 @@ import Synchronization
 
 /// A TCP proxy that can lose a response: once armed, the next bytes the
 /// sequencer sends on a connection are swallowed and the connection is cut a
-/// moment later, after the sequencer has had time to apply the request.
+/// moment later, after the sequencer has had time to apply the request. It can
+/// also cut every connection at once, both sides (`cutAll`).
 final class CuttingProxy: Sendable {
     let port: Int
     private let upstreamPort: Int
     private let listener: Int32
     private let armed = Mutex(false)
     private let cuts = Mutex(0)
+    /// Sockets not yet closed; an fd leaves the set before it is closed, so
+    /// `cutAll` never touches a number the process reused.
+    private let open = Mutex(Set<Int32>())
 
     init(upstreamPort: Int) throws {
         self.upstreamPort = upstreamPort
@@ -25,11 +29,18 @@ final class CuttingProxy: Sendable {
     func arm() { armed.withLock { $0 = true } }
     var cutCount: Int { cuts.withLock { $0 } }
 
+    /// Cuts every proxied connection now, both sides, as a failing network or
+    /// proxy does: the sequencer and the client both see their connection close.
+    func cutAll() {
+        open.withLock { fds in for fd in fds { shutdown(fd, Int32(SHUT_RDWR)) } }
+    }
+
     private func acceptLoop() {
         while true {
             let client = accept(listener, nil, nil)
             if client < 0 { return }
             guard let upstream = LoopbackSocket.connect(to: upstreamPort) else { close(client); continue }
+            open.withLock { $0.formUnion([client, upstream]) }
             Thread.detachNewThread { [self] in pump(from: client, to: upstream, cutting: false) }
             Thread.detachNewThread { [self] in pump(from: upstream, to: client, cutting: true) }
         }
@@ -60,6 +71,7 @@ final class CuttingProxy: Sendable {
             }
         }
         shutdown(target, Int32(SHUT_RDWR))
+        open.withLock { _ = $0.remove(source) }
         close(source)
     }
 }

@@ -151,6 +151,47 @@ import Testing
         }
     }
 
+    /// A network cut closes the writer's connections: the sequencer releases
+    /// its lease at once and another writer takes it and commits. The first
+    /// writer's next read transaction must not come from its cache (the lease
+    /// that kept it valid is gone), although its renewal is seconds away.
+    @Test func aWriterWhoseConnectionsWereCutReadsTheTakeoverNotItsCache() async throws {
+        let url = sequencer.url
+        let name = uniqueName("cut")
+        let proxy = try CuttingProxy(upstreamPort: sequencer.port)
+        try await offPool {
+            let a = try Database.open(name, sequencer: proxy.url)  // lease TTL 10 s: renewals every 3.3 s
+            try a.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, x); INSERT INTO t VALUES (1, 'before')")
+            #expect(try a.query("SELECT x FROM t") == [[.text("before")]])  // warm: from the cache
+
+            proxy.cutAll()
+            let cut = ContinuousClock.now
+            var b: Database?
+            while b == nil {
+                do {
+                    b = try Database.open(name, sequencer: url)
+                } catch let error as SQLiteError where error.code == 5 && ContinuousClock.now - cut < .seconds(15) {
+                    usleep(5_000)
+                }
+            }
+            try b!.execute("UPDATE t SET x = 'after takeover'")
+            let took = ContinuousClock.now - cut
+            #expect(try a.query("SELECT x FROM t") == [[.text("after takeover")]], "read \(took) after the cut")
+            // Its writes wait for the lease, as any second writer's.
+            #expect(throws: SQLiteError.self) { try a.execute("UPDATE t SET x = 'a again'") }
+            b = nil
+            var wrote = false
+            for _ in 0..<200 where !wrote {
+                wrote = (try? a.execute("UPDATE t SET x = 'a again'")) != nil
+                if !wrote { usleep(20_000) }
+            }
+            #expect(wrote)
+            var readOnly = DatabaseOptions()
+            readOnly.readOnly = true
+            #expect(try Database.open(name, sequencer: url, options: readOnly).query("SELECT x FROM t") == [[.text("a again")]])
+        }
+    }
+
     /// The protocol, against a sequencer in this process: a hold renews
     /// nothing, is refused for a lease the caller does not hold, ends when the
     /// lease lapses and moves, and releases the lease when its connection closes.
