@@ -65,7 +65,7 @@ public enum ValidatorBatchTarget {
         }
     }
 
-    /// Three batches of a real database (page size 512) with their changesets
+    /// Four batches of a real database (page size 512) with their changesets
     /// from SQLite's session extension, and variants of them.
     public static var seeds: [[UInt8]] {
         let batches = (try? realBatches()) ?? []
@@ -78,7 +78,7 @@ public enum ValidatorBatchTarget {
             return out
         }
         var seeds = [seed(0, batches), seed(0, Array(batches.prefix(1)))]
-        if batches.count == 3 {
+        if batches.count == 4 {
             var conflicting = batches[1]
             conflicting.changeset = batches[0].changeset  // the inserts again: rows already there
             seeds.append(seed(0, [batches[0], conflicting]))
@@ -109,7 +109,11 @@ public enum ValidatorBatchTarget {
             INSERT INTO kv VALUES ('a', 1), ('b', 'text');
             """,
             "UPDATE t SET x = 'uno' WHERE id = 1; DELETE FROM t WHERE id = 2; INSERT INTO kv VALUES ('c', x'00'); DELETE FROM kv WHERE k = 'a';",
-            "ALTER TABLE t ADD COLUMN w INTEGER DEFAULT 7; UPDATE t SET w = 8 WHERE id = 3; DROP VIEW big;",
+            // A session does not follow ADD COLUMN within itself: the schema change gets a batch of its own.
+            "ALTER TABLE t ADD COLUMN w INTEGER DEFAULT 7; DROP VIEW big;",
+            // Rows of t from before the ADD COLUMN stay as they are: this SQLite's session gives
+            // their old w as NULL, not the default (SyndDB's capture reads it as the default).
+            "INSERT INTO t(id, x) VALUES (4, 'four'), (5, 'five'); UPDATE t SET w = 9 WHERE id = 4; DELETE FROM t WHERE id = 5; UPDATE kv SET v = 2 WHERE k = 'b';",
         ]
         var batches: [Batch] = []
         var schemaBefore: [SchemaObject] = []

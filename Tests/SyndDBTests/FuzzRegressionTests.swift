@@ -1,7 +1,9 @@
 import Foundation
 import SyndFuzzTargets
 import SyndGRPC
+import SyndLedger
 import SyndProtocol
+import SyndValidator
 import Testing
 
 /// Every fuzz target's seeds (Fuzz/corpus/<target>) and every input that ever
@@ -76,5 +78,32 @@ import Testing
         #expect(hand.version == generated.version)
         #expect(hand.duplicate == generated.duplicate)
         #expect(hand.version == 5)
+    }
+}
+
+/// The validator target's first seed is a real history (so fuzzing starts deep):
+/// sealed as the target seals it, every batch validates.
+@Suite struct FuzzSeedDepthTests {
+    @Test func validatorSeedIsAValidHistory() throws {
+        let seed = try #require(ValidatorBatchTarget.seeds.first)
+        let folder = NSTemporaryDirectory() + "synd-fuzz-seed-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let key = try SigningKey(path: folder + "/key")
+        let validator = try Validator(directory: folder + "/replicas", publicKey: key.publicKey)
+        var rest = seed.dropFirst()
+        var previous = BatchSeal.genesis
+        var count = 0
+        while rest.count >= 2 {
+            let n = Int(rest[rest.startIndex]) << 8 | Int(rest[rest.startIndex + 1])
+            var batch = try Batch(serializedBytes: Array(rest.dropFirst(2).prefix(n)))
+            rest = rest.dropFirst(2 + n)
+            batch.version = UInt64(count + 1)
+            try BatchSeal.seal(&batch, previousHash: previous, key: key)
+            try validator.process(batch)
+            previous = batch.hash
+            count += 1
+        }
+        #expect(count == 4)
     }
 }
