@@ -56,6 +56,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$corpus" "$artifacts" .fuzz/logs Fuzz/regressions/$t
     rm -f "$artifacts"/*
     echo "fuzz: $t for $seconds s (log: $log)"
+    began=$(date +%s)
     set +e
     SYND_FUZZ_TARGET=$t "$binary" \
         -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=30 -max_len=65536 \
@@ -63,6 +64,7 @@ for t in "${targets[@]}"; do
         "$corpus" "Fuzz/corpus/$t" "Fuzz/regressions/$t" >"$log" 2>&1
     status=$?
     set -e
+    elapsed=$(( $(date +%s) - began ))
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
     [ -n "$execs" ] || execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#' || true)
     execs=${execs:-0}
@@ -78,8 +80,8 @@ for t in "${targets[@]}"; do
         echo "fuzz: $t: libFuzzer exited with status $status and left no input; see $log"
     fi
     [ "$crashes" = 0 ] || grep -m3 -E 'Fatal error|ERROR: (AddressSanitizer|libFuzzer)|SUMMARY' "$log" | sed "s/^/fuzz: $t: /" || true
-    echo "fuzz: $t: $seconds s, $execs executions, $crashes crashes"
-    summary+=("$t: $seconds s, $execs executions, $crashes crashes")
+    echo "fuzz: $t: $elapsed s, $execs executions, $crashes crashes"
+    summary+=("$t: $elapsed s, $execs executions, $crashes crashes")
     total_execs=$((total_execs + execs))
     total_crashes=$((total_crashes + crashes))
 done
