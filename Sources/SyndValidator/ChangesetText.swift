@@ -29,6 +29,8 @@ public final class ChangesetText {
     /// One statement per change.
     public func statements(_ changeset: [UInt8]) -> [String] {
         guard !changeset.isEmpty else { return [] }
+        // SQLite's reader trusts its input: malformed bytes never reach it.
+        if let problem = ChangesetFormat.problem(in: changeset) { return ["-- malformed changeset: \(problem)"] }
         var out: [String] = []
         var mutable = changeset
         var iterator: OpaquePointer?

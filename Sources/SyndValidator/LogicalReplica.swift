@@ -152,6 +152,9 @@ public final class LogicalReplica {
     /// Applies `changeset` to `connection`, aborting at the first conflict
     /// (thrown as a `ReplicaConflict` that names the table, key and kind).
     public static func apply(_ changeset: [UInt8], to connection: Connection) throws {
+        // SQLite's reader trusts its input (malformed bytes could keep it busy
+        // for minutes): check the structure first.
+        if let problem = ChangesetFormat.problem(in: changeset) { throw ReplicaRefusal("malformed changeset: \(problem)") }
         let conflicts = ConflictLog()
         let rc = changeset.withUnsafeBytes { bytes in
             sqlite3changeset_apply(

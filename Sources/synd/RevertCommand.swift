@@ -1,6 +1,7 @@
 import ArgumentParser
 import CSQLite
 import Dispatch
+import SyndCapture
 import SyndDB
 import SyndProtocol
 import SyndValidator
@@ -43,6 +44,7 @@ struct RevertCommand: AsyncParsableCommand {
     }
 
     static func revert(_ changeset: [UInt8], database: String, url: String) throws -> UInt64 {
+        if let problem = ChangesetFormat.problem(in: changeset) { throw CLIError("cannot invert the changeset: \(problem)") }
         var input = changeset
         var n: Int32 = 0
         var p: UnsafeMutableRawPointer?
