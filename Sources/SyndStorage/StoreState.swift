@@ -109,9 +109,7 @@ final class StoreState {
         var batch = Batch()
         batch.database = db.name
         batch.version = version
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        batch.committedAtMs = UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
+        batch.committedAtMs = Self.wallClockMs()
         batch.pageSize = request.pageSize
         batch.pageCount = request.pageCount
         batch.pages = request.pages
@@ -177,9 +175,7 @@ final class StoreState {
         var batch = Batch()
         batch.database = db.name
         batch.version = version
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        batch.committedAtMs = UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
+        batch.committedAtMs = Self.wallClockMs()
         batch.schemaChanged = true
         do {
             try BatchSeal.seal(&batch, previousHash: db.lastHash, key: signingKey)
@@ -215,6 +211,13 @@ final class StoreState {
         db.publishHead()
         db.leases.withLock { $0.lease = nil }
         return version
+    }
+
+    /// Milliseconds since the Unix epoch: a batch's (informational) commit time.
+    static func wallClockMs() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
     }
 
     static func encodeSchema(_ schema: [SchemaObject]) -> [UInt8] {
