@@ -149,19 +149,24 @@ import Testing
     @Test func anExclusiveModeWriterRecoversFromLapsesAndTakeovers() async throws {
         try await withEmbeddedSequencer { server in
             let name = uniqueName("exclusive")
+            // No renewals: the lease lapses between the writes. The TTL leaves
+            // a loaded CI machine room for each write (a commit that takes longer
+            // than the TTL after its lease was taken again is refused, rightly).
+            let ttlMs = 2000
             var options = DatabaseOptions()
-            options.leaseTTLMs = 500
+            options.leaseTTLMs = ttlMs
             options.renewLease = false
+            let lapse = useconds_t(ttlMs + 300) * 1000
             let a = try Database.open(name, sequencer: server.url, options: options)
             try a.execute("PRAGMA locking_mode=EXCLUSIVE")
             try a.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
             try a.execute("INSERT INTO t(v) VALUES ('a1')")
-            usleep(800_000)
+            usleep(lapse)
             try a.execute("INSERT INTO t(v) VALUES ('a2')")
-            usleep(800_000)
+            usleep(lapse)
             try a.execute("INSERT INTO t(v) VALUES ('a3')")
 
-            usleep(800_000)
+            usleep(lapse)
             do {
                 let b = try Database.open(name, sequencer: server.url)
                 try b.execute("INSERT INTO t(v) VALUES ('b1')")

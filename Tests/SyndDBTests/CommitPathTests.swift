@@ -95,19 +95,19 @@ import Testing
                 try setup.execute("CREATE TABLE t(x)")
             }
             var options = DatabaseOptions()
-            options.leaseTTLMs = 500
+            options.leaseTTLMs = 1500  // room for a loaded machine: each commit must land within the TTL
             options.renewLease = false
             let a = try Database.open(name, sequencer: server.url, options: options)
             let epoch = try a.statistics.leaseEpoch
             try a.execute("BEGIN IMMEDIATE; INSERT INTO t VALUES ('a1')")
-            usleep(800_000)
+            usleep(1_800_000)
             // A lapse alone: nobody committed meanwhile (the sequencer checks the
             // base version), so COMMIT takes a new epoch and succeeds.
             try a.execute("COMMIT")
             #expect(try a.statistics.leaseEpoch > epoch)
             // A takeover by another writer fails the commit, and says why.
             try a.execute("BEGIN IMMEDIATE; INSERT INTO t VALUES ('a2')")
-            usleep(800_000)
+            usleep(1_800_000)
             let b = try Database.open(name, sequencer: server.url)
             try b.execute("INSERT INTO t VALUES ('b1')")
             #expect {
@@ -141,12 +141,12 @@ import Testing
             }
             // A writer whose lease is taken over mid-way loses its transaction, never an update.
             var short = DatabaseOptions()
-            short.leaseTTLMs = 500
+            short.leaseTTLMs = 1500
             short.renewLease = false
             let a = try Database.open(name, sequencer: server.url, options: short)
             try a.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
             expected += 1
-            usleep(800_000)
+            usleep(1_800_000)
             let b = try Database.open(name, sequencer: server.url)
             try b.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
             expected += 1

@@ -137,12 +137,12 @@ import Testing
         let extensionPath = SQLiteToolsTests.extensionPath
         try await offPool {
             var options = DatabaseOptions()
-            options.leaseTTLMs = 300
+            options.leaseTTLMs = 1000
             options.renewLease = false
             var old: Database? = try Database.open(name, sequencer: url, options: options)
             try old!.execute("CREATE TABLE t(x); INSERT INTO t VALUES ('old')")
             try old!.execute("BEGIN; INSERT INTO t VALUES ('late')")
-            usleep(600_000)  // its lease lapses
+            usleep(1_300_000)  // its lease lapses
             let drop = try runSynd(["drop", name, "--sequencer", url])
             #expect(drop.status == 0, "\(drop.error)")
             // A new database under the same name, written by another process.

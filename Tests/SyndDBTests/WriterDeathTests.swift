@@ -135,12 +135,12 @@ import Testing
         let url = sequencer.url
         let name = uniqueName("lapsed")
         try await offPool {
-            let writer = try PythonWriter(extensionPath: Self.extensionPath, uri: "file:\(name)?vfs=synddb&sequencer=\(url)&lease_ttl_ms=600")
+            let writer = try PythonWriter(extensionPath: Self.extensionPath, uri: "file:\(name)?vfs=synddb&sequencer=\(url)&lease_ttl_ms=1500")
             try writer.expectOK("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
             try writer.expectOK("BEGIN")
             try writer.expectOK("INSERT INTO t(v) VALUES ('across a pause')")
             writer.stop()
-            usleep(1_200_000)
+            usleep(2_000_000)  // past the TTL; the TTL leaves a loaded machine room for the COMMIT
             writer.resume()
             try writer.expectOK("COMMIT")
             var ro = DatabaseOptions()
