@@ -3,7 +3,8 @@
 # (The Swift toolchain itself is expected to be installed already.)
 set -euo pipefail
 # sqlite3, python3, tcl, xz-utils, openssl: the shells the tests drive, the shell build, test certificates.
-packages=(libsqlite3-dev libnghttp2-dev libssl-dev pkg-config sqlite3 python3 tcl xz-utils openssl)
+# tcl-dev, make, gcc: SQLite's testfixture, for scripts/sqlite-test-suite.sh (TESTING.md).
+packages=(libsqlite3-dev libnghttp2-dev libssl-dev pkg-config sqlite3 python3 tcl xz-utils openssl tcl-dev make gcc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
