@@ -34,6 +34,10 @@ done
 binary=.build-fuzz/debug/synd-fuzz
 if [ "$build" = 1 ]; then
     start=$(date +%s)
+    # SwiftPM keeps its build plan for Fuzz/ although a source file was added to
+    # SyndDB (its path dependency): the build then fails "cannot find X in
+    # scope". Dropping the plan makes it look again (a few seconds).
+    rm -f .build-fuzz/debug.yaml .build-fuzz/debug/description.json
     flock /tmp/synd-swift-build.lock \
         swift build --package-path Fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address
     echo "fuzz: sanitizer build took $(( $(date +%s) - start )) s"
