@@ -46,6 +46,13 @@ public final class Validator {
             expected = batch.version
             previousHash = batch.previousHash
         }
+        if version == 0, batch.version > 1, batch.pageCount != 0 {
+            throw ValidationFailure(version: 1, reason: """
+                the sequencer keeps this database's batches from version \(batch.version) on: older ones were pruned \
+                by its retention window (`synd sequencer --retain`), so its history cannot be validated from the start. \
+                Keep a validator following (`synd validate --follow`), or raise --retain
+                """)
+        }
         if let problem = BatchSeal.problem(with: batch, expectedVersion: expected, previousHash: previousHash, publicKey: publicKey) {
             throw ValidationFailure(version: expected, reason: problem)
         }

@@ -76,7 +76,10 @@ class Run:
             log = open(self.dir + "/logs/sequencer.log", "a")
             log.write(f"--- start #{self.seq_starts + 1} (attempt {attempt + 1}) at {now_ns()}\n")
             log.flush()
-            proc = subprocess.Popen([self.args.synd, "sequencer", "--data", self.dir + "/seq", "--port", str(self.seq_port)],
+            # --retain: the end-of-run `synd validate` replays every batch from version 1, and a
+            # 20-minute run commits more than the default window (10 000 versions) per database.
+            proc = subprocess.Popen([self.args.synd, "sequencer", "--data", self.dir + "/seq", "--port", str(self.seq_port),
+                                     "--retain", "100000000"],
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             log.close()
             deadline = time.monotonic() + 10
