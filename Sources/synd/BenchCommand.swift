@@ -15,6 +15,9 @@ struct BenchCommand: AsyncParsableCommand {
             Baseline: a local SQLite file with journal_mode=WAL and synchronous=FULL (one fsync per commit).
             SyndDB: the same statements through the synddb VFS against a sequencer on loopback,
             whose store fsyncs every commit before acknowledging it.
+            The many-writer workloads run writer processes (this executable, as hidden workers)
+            on one database: lease handover latency between two of them, and the commits per
+            second of 2, 4 and 8 processes alternating writes.
             """)
 
     @Option(help: "Transactions per workload.")
@@ -26,7 +29,45 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Also write the report (Markdown) to this file.")
     var output: String?
 
+    @Option(help: "Which workloads: all, single (one connection) or writers (many writer processes).")
+    var workloads: String = "all"
+
+    @Option(help: "Lease handovers between two writer processes.")
+    var handovers: Int = 300
+
+    @Option(help: "Writer process counts of the throughput workload, comma-separated.")
+    var writerProcesses: String = "2,4,8"
+
+    @Option(help: "Seconds each throughput workload runs.")
+    var writerSeconds: Double = 5
+
+    // A writer process of the many-writer workloads (BenchWriters), driven over stdin and stdout.
+    @Option(help: .private) var worker: String?
+    @Option(help: .private) var workerId: Int = 0
+    @Option(help: .private) var workerLocal: String?
+    @Option(help: .private) var workerDb: String?
+
+    func validate() throws {
+        guard ["all", "single", "writers"].contains(workloads) else { throw ValidationError("--workloads all, single or writers") }
+        guard transactions > 0, handovers > 0, writerSeconds > 0, !processCounts.isEmpty, processCounts.allSatisfy({ $0 >= 1 }) else {
+            throw ValidationError("--transactions, --handovers, --writer-seconds and --writer-processes must be positive")
+        }
+    }
+
+    var processCounts: [Int] { writerProcesses.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+
     func run() async throws {
+        if let worker {
+            let target: BenchWriters.Target
+            if let workerLocal {
+                target = .local(path: workerLocal)
+            } else if let workerDb, let sequencer {
+                target = .synd(name: workerDb, url: sequencer)
+            } else {
+                throw ValidationError("--worker needs --worker-local PATH or --worker-db NAME --sequencer URL")
+            }
+            BenchWriters.runWorker(role: worker, id: workerId, target: target)
+        }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("synd-bench-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -39,9 +80,19 @@ struct BenchCommand: AsyncParsableCommand {
             url = embedded!.url
         }
         let n = transactions
+        let (single, writers) = (workloads != "writers", workloads != "single")
+        let (handovers, processes, seconds) = (handovers, processCounts, writerSeconds)
         let result: Result<String, any Error> = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(returning: Result { try Self.measure(n: n, dir: dir, url: url) })
+                continuation.resume(returning: Result {
+                    var sections: [String] = []
+                    if single { sections.append(try Self.measure(n: n, dir: dir, url: url)) }
+                    if writers {
+                        let results = try BenchWriters.measure(dir: dir, url: url, handovers: handovers, processes: processes, seconds: seconds)
+                        sections.append(BenchWriters.report(results).joined(separator: "\n"))
+                    }
+                    return sections.joined(separator: "\n\n")
+                })
             }
         }
         await embedded?.stop()
@@ -95,6 +146,14 @@ struct BenchCommand: AsyncParsableCommand {
         return out
     }
 
+    /// "x86_64, 2 cores"
+    static func machine() -> String {
+        var uts = utsname()
+        uname(&uts)
+        let machine = withUnsafeBytes(of: uts.machine) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        return "\(machine), \(ProcessInfo.processInfo.activeProcessorCount) cores"
+    }
+
     static func measure(n: Int, dir: String, url: String) throws -> String {
         let local = try Connection(path: dir + "/local.sqlite")
         try local.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL")
@@ -136,16 +195,12 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try client.capabilities()
         let rpc = try time(n) { _ in _ = try client.capabilities() }
 
-        var uts = utsname()
-        uname(&uts)
-        let machine = withUnsafeBytes(of: uts.machine) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        let cores = ProcessInfo.processInfo.activeProcessorCount
         func f(_ x: Double) -> String { String(format: "%.0f", x) }
         func r(_ x: Double) -> String { String(format: "%.2fx", x) }
         var lines = [
             "## synd bench (\(n) transactions per workload)",
             "",
-            "Machine: \(machine), \(cores) cores; sequencer \(url) (loopback).",
+            "Machine: \(machine()); sequencer \(url) (loopback).",
             "Baseline: local SQLite file, journal_mode=WAL, synchronous=FULL. Latencies in microseconds.",
             "",
             "| workload | local p50 | local p99 | local tx/s | SyndDB p50 | SyndDB p99 | SyndDB tx/s | p50 ratio |",
