@@ -5,7 +5,15 @@ import SyndProtocol
 import Glibc
 #endif
 
-/// Holds a writer lease and renews it on a background thread.
+/// Holds a writer lease, renews it on a background thread, and hands it over
+/// when another writer wants it.
+///
+/// A writer takes the lease for its first write (`acquire`), keeps it across
+/// transactions while nobody else asks (so a lone writer pays nothing per
+/// transaction), and marks each transaction with `beginWrite` / `endWrite`.
+/// When the sequencer says on the HoldLease call that another writer waits,
+/// the keeper's thread releases the lease as soon as no transaction is in
+/// progress; a writer that wants it back queues behind the others.
 ///
 /// The lease's epoch fences every commit on the sequencer. Locally the keeper
 /// tracks a conservative expiry (send time of the last good renewal + TTL) so a
@@ -30,7 +38,9 @@ public final class LeaseKeeper: Sendable {
     /// Never locked across a call to `client` (the hold's end is reported
     /// while the client's connection is locked).
     private let holding = Mutex<HoldState>(HoldState())
-    private let sleeper = Sleeper()
+    /// Wakes the keeper's thread (a pipe: read end, write end): a stop, or a hand-over to do.
+    private let wake: (read: Int32, write: Int32)
+    private let stopped = Atomic<Bool>(false)
     private let thread = Mutex<pthread_t?>(nil)
 
     /// The HoldLease call of the current epoch.
@@ -60,6 +70,10 @@ public final class LeaseKeeper: Sendable {
         public var expires: ContinuousClock.Instant = .now
         /// Why the lease is gone, once the sequencer said so.
         public var lost: String?
+        /// Another writer waits for this lease.
+        public var wanted = false
+        /// A write transaction runs on it (`beginWrite` to `endWrite`): not handed over.
+        public var inUse = false
         public var held: Bool { epoch != 0 && lost == nil }
     }
 
@@ -71,6 +85,19 @@ public final class LeaseKeeper: Sendable {
         self.holder = holder
         self.ttlMs = ttlMs
         self.renews = renews
+        var fds: [Int32] = [-1, -1]
+        if pipe(&fds) == 0 {
+            for fd in fds {
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            }
+        }
+        self.wake = (fds[0], fds[1])
+    }
+
+    deinit {
+        if wake.read >= 0 { close(wake.read) }
+        if wake.write >= 0 { close(wake.write) }
     }
 
     public var status: LeaseStatus { state.withLock { $0 } }
@@ -85,23 +112,105 @@ public final class LeaseKeeper: Sendable {
         return status
     }
 
-    /// Takes the lease (a new epoch) and returns the database state it was granted at.
+    /// Takes the lease (a new epoch) and returns the database state it was
+    /// granted at. While another writer holds it, the sequencer queues this one
+    /// and waits up to `waitMs` for it (FAILED_PRECONDITION after that).
+    /// `forWrite`: a write transaction starts on it at once (as `beginWrite`),
+    /// so it is not handed over before `endWrite`.
     @discardableResult
-    public func acquire() throws(SequencerError) -> Lease {
+    public func acquire(waitMs: UInt32 = 0, forWrite: Bool = false) throws(SequencerError) -> Lease {
         var request = AcquireLeaseRequest()
         request.database = database
         request.holder = holder
         request.ttlMs = ttlMs
+        // At most a quarter of the lease's time: it is granted somewhere within
+        // the wait, and counted from the send, the safe side.
+        request.waitMs = min(waitMs, ttlMs / 4)
         let sent = ContinuousClock.now
         let lease = try client.acquireLease(request)
         state.withLock {
             $0.epoch = lease.epoch
             $0.expires = sent + .milliseconds(lease.ttlMs)
             $0.lost = nil
+            $0.wanted = false
+            if forWrite { $0.inUse = true }
         }
         hold(epoch: lease.epoch)
         startThreadIfNeeded()
         return lease
+    }
+
+    /// The start of a write transaction: true if this writer holds the lease,
+    /// live, and nobody waits for it; it is then kept until `endWrite`. False:
+    /// `acquire` it (after `handOverIfWanted`).
+    public func beginWrite() -> Bool {
+        state.withLock { s in
+            guard s.held, s.expires > .now, !s.wanted else { return false }
+            s.inUse = true
+            return true
+        }
+    }
+
+    /// The end of a write transaction (committed or not): if another writer
+    /// waits, the keeper's thread hands the lease over now.
+    public func endWrite() {
+        let wanted = state.withLock { s -> Bool in
+            s.inUse = false
+            return s.wanted && s.held
+        }
+        if wanted { wakeThread() }
+    }
+
+    /// Releases the lease now if another writer waits for it and no write
+    /// transaction runs on it; returns whether it did.
+    @discardableResult
+    public func handOverIfWanted() -> Bool {
+        let epoch = state.withLock { s -> UInt64? in
+            guard s.wanted, s.held, !s.inUse else { return nil }
+            s.wanted = false
+            s.lost = "handed over to another writer that was waiting for it"
+            return s.epoch
+        }
+        guard let epoch else { return false }
+        giveUp(epoch: epoch)
+        return true
+    }
+
+    /// The sequencer said another writer waits for the lease of `epoch`.
+    private func wanted(epoch: UInt64) {
+        let now = state.withLock { s -> Bool in
+            guard s.epoch == epoch, s.lost == nil else { return false }
+            s.wanted = true
+            return !s.inUse
+        }
+        if now { wakeThread() }
+    }
+
+    /// Ends the hold of `epoch` and releases it on the sequencer; the keeper
+    /// goes on (a later `acquire` takes a new epoch).
+    private func giveUp(epoch: UInt64) {
+        let open = holding.withLock { h -> SequencerClient.OpenStream? in
+            guard h.epoch == epoch else { return nil }
+            h.token += 1  // its end is not a loss
+            guard case .open(let stream) = h.phase else {
+                h.phase = .none
+                return nil
+            }
+            h.phase = .none
+            return stream
+        }
+        var request = ReleaseLeaseRequest()
+        request.database = database
+        request.holder = holder
+        request.epoch = epoch
+        try? client.releaseLease(request)
+        // Ending the hold releases it too, should the request have failed.
+        if let open { client.cancel(open) }
+    }
+
+    private func wakeThread() {
+        var one: UInt8 = 1
+        _ = Glibc.write(wake.write, &one, 1)
     }
 
     /// Opens the HoldLease call for `epoch` and ends the previous epoch's (whose
@@ -131,9 +240,11 @@ public final class LeaseKeeper: Sendable {
         request.holder = holder
         request.epoch = epoch
         do throws(SequencerError) {
-            let stream = try client.holdLease(request) { [weak self] end in
+            let stream = try client.holdLease(request, onWanted: { [weak self] in
+                self?.wanted(epoch: epoch)
+            }, onEnd: { [weak self] end in
                 self?.holdEnded(token: token, epoch: epoch, end)
-            }
+            })
             // Superseded meanwhile by a later epoch's hold (or by release):
             // this epoch is no longer the lease, so ending its call is safe.
             let stale = holding.withLock { h -> Bool in
@@ -208,7 +319,8 @@ public final class LeaseKeeper: Sendable {
     /// not answer (then the lease lapses on its own).
     public func release() {
         let deadline = ContinuousClock.now + client.options.requestTimeout
-        sleeper.stop()
+        stopped.store(true, ordering: .sequentiallyConsistent)
+        wakeThread()
         // Not joined: a renewal in flight ends by its own deadline, and the
         // thread holds its own reference to the keeper.
         if let t = thread.withLock({ t -> pthread_t? in let x = t; t = nil; return x }) {
@@ -236,14 +348,13 @@ public final class LeaseKeeper: Sendable {
     }
 
     private func startThreadIfNeeded() {
-        guard renews else { return }
         thread.withLock { t in
-            guard t == nil else { return }
+            guard t == nil, !stopped.load(ordering: .sequentiallyConsistent) else { return }
             let context = Unmanaged.passRetained(self).toOpaque()
             var tid = pthread_t()
             let rc = pthread_create(&tid, nil, { arg in
                 let keeper = Unmanaged<LeaseKeeper>.fromOpaque(arg!).takeRetainedValue()
-                keeper.renewLoop()
+                keeper.run()
                 return nil
             }, context)
             if rc == 0 {
@@ -254,67 +365,33 @@ public final class LeaseKeeper: Sendable {
         }
     }
 
-    private func renewLoop() {
-        let interval = max(Int(ttlMs) / 3, 10)
-        var wait = interval
-        while sleeper.sleep(milliseconds: wait) {
-            wait = interval
-            if status.lost != nil { continue }
+    /// The keeper's thread: watches the lease's connection (events of the
+    /// HoldLease call: wanted, ended), hands the lease over when another
+    /// writer waits and no transaction runs, and renews it (if `renews`).
+    private func run() {
+        let interval = ContinuousClock.Duration.milliseconds(max(Int(ttlMs) / 3, 10))
+        var nextRenewal = ContinuousClock.now + interval
+        while !stopped.load(ordering: .sequentiallyConsistent) {
+            let s = status
+            var timeout: Int32 = 1000
+            if s.held && renews {
+                timeout = Int32(clamping: max(0, (nextRenewal - .now).milliseconds))
+            }
+            client.waitForInput(wake: wake.read, timeoutMs: timeout)
+            if stopped.load(ordering: .sequentiallyConsistent) { break }
+            client.processPendingInput(wait: true)
+            handOverIfWanted()
+            guard renews, ContinuousClock.now >= nextRenewal else { continue }
+            nextRenewal = ContinuousClock.now + interval
+            guard status.held else { continue }
             // One attempt per tick; after a failure the next comes sooner.
             do throws(SequencerError) { try renew(attempts: 1) } catch {
-                wait = max(interval / 4, 10)
+                nextRenewal = ContinuousClock.now + interval / 4
                 continue
             }
             // The renewal proved the lease live: hold it if its hold could not be sent.
-            let s = status
-            if s.held, holding.withLock({ $0.needsHold(s.epoch) }) { hold(epoch: s.epoch) }
+            let after = status
+            if after.held, holding.withLock({ $0.needsHold(after.epoch) }) { hold(epoch: after.epoch) }
         }
-    }
-}
-
-/// A sleep that `stop()` cuts short, on a pthread condition variable.
-final class Sleeper: @unchecked Sendable {
-    // Safe: the mutex and condition live at fixed heap addresses for the object's
-    // lifetime, and `stopped` is only touched with the mutex held.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var stopped = false
-
-    init() {
-        pthread_mutex_init(mutex, nil)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(condition, &attr)
-        pthread_condattr_destroy(&attr)
-    }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        condition.deallocate()
-        mutex.deallocate()
-    }
-
-    /// False once stopped.
-    func sleep(milliseconds: Int) -> Bool {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        let ns = ts.tv_nsec + (milliseconds % 1000) * 1_000_000
-        ts.tv_sec += milliseconds / 1000 + ns / 1_000_000_000
-        ts.tv_nsec = ns % 1_000_000_000
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while !stopped {
-            if pthread_cond_timedwait(condition, mutex, &ts) == ETIMEDOUT { break }
-        }
-        return !stopped
-    }
-
-    func stop() {
-        pthread_mutex_lock(mutex)
-        stopped = true
-        pthread_cond_broadcast(condition)
-        pthread_mutex_unlock(mutex)
     }
 }

@@ -67,8 +67,14 @@ public final class SequencerClient: Sendable {
         try call(.openDatabase, OpenDatabaseRequest(name: name, create: create))
     }
 
+    /// Opens a database; with `since_version`, the answer lists the pages written since.
+    public func open(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo {
+        try call(.openDatabase, request)
+    }
+
     public func acquireLease(_ request: AcquireLeaseRequest) throws(SequencerError) -> Lease {
-        try call(.acquireLease, request)
+        // The sequencer may wait wait_ms before it answers.
+        try call(.acquireLease, request, deadline: .now + options.requestTimeout + .milliseconds(request.waitMs))
     }
 
     public func renewLease(_ request: RenewLeaseRequest, attempts: Int? = nil) throws(SequencerError) -> Lease {
@@ -77,8 +83,16 @@ public final class SequencerClient: Sendable {
 
     /// Holds the lease on this client's connection (HoldLease) until `cancel`
     /// or the connection closes; see `openStream` for `onEnd`.
-    public func holdLease(_ request: HoldLeaseRequest, onEnd: @escaping @Sendable (SequencerError) -> Void) throws(SequencerError) -> OpenStream {
-        try openStream(.holdLease, request, onEnd: onEnd)
+    /// Opens a HoldLease call. `onWanted` runs for each event that says another
+    /// writer wants the lease, `onEnd` once when the call ends; both run inside
+    /// this client's calls and must not call it.
+    public func holdLease(
+        _ request: HoldLeaseRequest, onWanted: @escaping @Sendable () -> Void = {},
+        onEnd: @escaping @Sendable (SequencerError) -> Void
+    ) throws(SequencerError) -> OpenStream {
+        try openStream(.holdLease, request, onMessage: { bytes in
+            if let event = try? HoldLeaseEvent(serializedBytes: bytes), event.wanted { onWanted() }
+        }, onEnd: onEnd)
     }
 
     /// One attempt, given up at `deadline` (closing a database must not hang on
@@ -160,17 +174,19 @@ public final class SequencerClient: Sendable {
     /// another request), so it must not call this client. `cancel` ends the
     /// call without `onEnd`.
     public func openStream<Request: WireMessage>(
-        _ method: SequencerMethod, _ request: Request, onEnd: @escaping @Sendable (SequencerError) -> Void
+        _ method: SequencerMethod, _ request: Request, onMessage: (@Sendable ([UInt8]) -> Void)? = nil,
+        onEnd: @escaping @Sendable (SequencerError) -> Void
     ) throws(SequencerError) -> OpenStream {
         let body = GRPCFraming.frame(request.serializedBytes())
         let deadline = ContinuousClock.now + options.requestTimeout
         return try connection.withLock { (slot) throws(SequencerError) -> OpenStream in
             do throws(TransportError) {
                 let c = try slot.open(self, deadline: deadline)
+                let deframer = onMessage.map { MessageDeframer(onMessage: $0) }
                 let id = try c.openStream(
                     path: method.rawValue,
                     headers: [("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "synddb-vfs/1")],
-                    body: body, deadline: deadline
+                    body: body, deadline: deadline, onData: deframer.map { d in { d.append($0) } }
                 ) { end in
                     switch end {
                     case .connectionClosed:
@@ -196,15 +212,34 @@ public final class SequencerClient: Sendable {
     /// that ended, or the connection's close, are reported to their `onEnd`
     /// now. Does nothing while a request holds the connection (it reads the
     /// same input).
-    public func processPendingInput() {
+    /// Processes what the sequencer already sent on the open calls (their
+    /// events and ends), without waiting for more. Skipped while another
+    /// thread uses the connection (that call reads it anyway), unless `wait`.
+    public func processPendingInput(wait: Bool = false) {
         let deadline = ContinuousClock.now + options.requestTimeout
-        _ = connection.withLockIfAvailable { slot in
-            guard let c = slot.connection else { return }
-            do throws(TransportError) {
-                try c.processPendingInput(deadline: deadline)
-            } catch {
-                slot.connection = nil
+        if wait {
+            connection.withLock { slot in
+                guard let c = slot.connection else { return }
+                do throws(TransportError) { try c.processPendingInput(deadline: deadline) } catch { slot.connection = nil }
             }
+        } else {
+            _ = connection.withLockIfAvailable { slot in
+                guard let c = slot.connection else { return }
+                do throws(TransportError) { try c.processPendingInput(deadline: deadline) } catch { slot.connection = nil }
+            }
+        }
+    }
+
+    /// Waits up to `timeoutMs` until the sequencer sent something on this
+    /// client's connection or `wake` (a non-blocking pipe's read end) is
+    /// readable, which it then drains. Does not read the connection: call `processPendingInput` after.
+    public func waitForInput(wake: Int32, timeoutMs: Int32) {
+        let fd = connection.withLock { $0.connection?.descriptor ?? -1 }
+        var fds = [pollfd(fd: wake, events: Int16(POLLIN), revents: 0), pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+        guard poll(&fds, nfds_t(fds.count), timeoutMs) > 0 else { return }
+        if fds[0].revents != 0 {
+            var drain = [UInt8](repeating: 0, count: 64)
+            _ = Glibc.read(wake, &drain, drain.count)
         }
     }
 
@@ -327,6 +362,29 @@ public final class SequencerClient: Sendable {
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// Cuts a gRPC response stream into its messages (uncompressed, as the
+/// sequencer sends them). Used only inside one connection's calls.
+private final class MessageDeframer {
+    private var buffer: [UInt8] = []
+    private let onMessage: @Sendable ([UInt8]) -> Void
+
+    init(onMessage: @escaping @Sendable ([UInt8]) -> Void) {
+        self.onMessage = onMessage
+    }
+
+    func append(_ data: UnsafeRawBufferPointer) {
+        buffer.append(contentsOf: data)
+        while buffer.count >= 5 {
+            let n = Int(buffer[1]) << 24 | Int(buffer[2]) << 16 | Int(buffer[3]) << 8 | Int(buffer[4])
+            guard buffer.count >= 5 + n else { return }
+            let message = Array(buffer[5..<(5 + n)])
+            buffer.removeFirst(5 + n)
+            if buffer.isEmpty { buffer = [] }
+            onMessage(message)
+        }
     }
 }
 

@@ -67,9 +67,10 @@ public final class Database {
 
     /// What this connection has done on the network.
     public var statistics: Statistics {
-        var values = [Int64](repeating: 0, count: 4)
+        var values = [Int64](repeating: 0, count: SyndVFS.statisticsCount)
         _ = values.withUnsafeMutableBufferPointer { sqlite3_file_control(connection.handle, "main", SyndVFS.statisticsFileControl, $0.baseAddress) }
-        return Statistics(requests: Int(values[0]), commits: Int(values[1]), version: UInt64(values[2]), leaseEpoch: UInt64(values[3]))
+        return Statistics(requests: Int(values[0]), commits: Int(values[1]), version: UInt64(values[2]), leaseEpoch: UInt64(values[3]),
+                          leaseAcquisitions: Int(values[4]), pagesKeptOnRefresh: Int(values[5]))
     }
 
     public struct Statistics: Sendable, Equatable {
@@ -79,7 +80,13 @@ public final class Database {
         public var commits: Int
         /// The database version this connection last read or committed.
         public var version: UInt64
-        /// The writer lease epoch (0 when read-only).
+        /// The writer lease epoch (0 when read-only or before the first write).
         public var leaseEpoch: UInt64
+        /// Times this connection took the writer lease: its first write, and
+        /// each write after it handed the lease to another writer.
+        public var leaseAcquisitions = 0
+        /// Cached pages kept, not re-read, when a read transaction found that
+        /// others had committed (only the pages they wrote are dropped).
+        public var pagesKeptOnRefresh = 0
     }
 }

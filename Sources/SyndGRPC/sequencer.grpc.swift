@@ -280,7 +280,9 @@ extension Synddb_V1_Sequencer {
         /// > Source IDL Documentation:
         /// >
         /// > Take the writer lease. Fails with FAILED_PRECONDITION while another
-        /// > holder's lease is live.
+        /// > holder's lease is live (after waiting up to wait_ms for it to be given
+        /// > up). Waiting holders are granted in arrival order, and the holder learns
+        /// > that the lease is wanted through its HoldLease call.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Synddb_V1_AcquireLeaseRequest` messages.
@@ -340,8 +342,9 @@ extension Synddb_V1_Sequencer {
         /// > 
         /// > The holder sends one request and leaves the call open. The sequencer
         /// > checks that (database, holder, epoch) is the live lease (else
-        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
-        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > FAILED_PRECONDITION) and sends one HoldLeaseEvent. It sends another, with
+        /// > wanted = true, whenever another writer asks for the lease: the holder
+        /// > should release it as soon as its write transaction (if any) ends. When the call ends from the client's side (the client cancels it,
         /// > or its connection closes), the sequencer releases the lease if it still
         /// > belongs to that holder and epoch. The sequencer ends the call itself, with
         /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
@@ -538,7 +541,9 @@ extension Synddb_V1_Sequencer {
         /// > Source IDL Documentation:
         /// >
         /// > Take the writer lease. Fails with FAILED_PRECONDITION while another
-        /// > holder's lease is live.
+        /// > holder's lease is live (after waiting up to wait_ms for it to be given
+        /// > up). Waiting holders are granted in arrival order, and the holder learns
+        /// > that the lease is wanted through its HoldLease call.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Synddb_V1_AcquireLeaseRequest` message.
@@ -598,8 +603,9 @@ extension Synddb_V1_Sequencer {
         /// > 
         /// > The holder sends one request and leaves the call open. The sequencer
         /// > checks that (database, holder, epoch) is the live lease (else
-        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
-        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > FAILED_PRECONDITION) and sends one HoldLeaseEvent. It sends another, with
+        /// > wanted = true, whenever another writer asks for the lease: the holder
+        /// > should release it as soon as its write transaction (if any) ends. When the call ends from the client's side (the client cancels it,
         /// > or its connection closes), the sequencer releases the lease if it still
         /// > belongs to that holder and epoch. The sequencer ends the call itself, with
         /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
@@ -794,7 +800,9 @@ extension Synddb_V1_Sequencer {
         /// > Source IDL Documentation:
         /// >
         /// > Take the writer lease. Fails with FAILED_PRECONDITION while another
-        /// > holder's lease is live.
+        /// > holder's lease is live (after waiting up to wait_ms for it to be given
+        /// > up). Waiting holders are granted in arrival order, and the holder learns
+        /// > that the lease is wanted through its HoldLease call.
         ///
         /// - Parameters:
         ///   - request: A `Synddb_V1_AcquireLeaseRequest` message.
@@ -854,8 +862,9 @@ extension Synddb_V1_Sequencer {
         /// > 
         /// > The holder sends one request and leaves the call open. The sequencer
         /// > checks that (database, holder, epoch) is the live lease (else
-        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
-        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > FAILED_PRECONDITION) and sends one HoldLeaseEvent. It sends another, with
+        /// > wanted = true, whenever another writer asks for the lease: the holder
+        /// > should release it as soon as its write transaction (if any) ends. When the call ends from the client's side (the client cancels it,
         /// > or its connection closes), the sequencer releases the lease if it still
         /// > belongs to that holder and epoch. The sequencer ends the call itself, with
         /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
@@ -1509,7 +1518,9 @@ extension Synddb_V1_Sequencer {
         /// > Source IDL Documentation:
         /// >
         /// > Take the writer lease. Fails with FAILED_PRECONDITION while another
-        /// > holder's lease is live.
+        /// > holder's lease is live (after waiting up to wait_ms for it to be given
+        /// > up). Waiting holders are granted in arrival order, and the holder learns
+        /// > that the lease is wanted through its HoldLease call.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Synddb_V1_AcquireLeaseRequest` message.
@@ -1584,8 +1595,9 @@ extension Synddb_V1_Sequencer {
         /// > 
         /// > The holder sends one request and leaves the call open. The sequencer
         /// > checks that (database, holder, epoch) is the live lease (else
-        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
-        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > FAILED_PRECONDITION) and sends one HoldLeaseEvent. It sends another, with
+        /// > wanted = true, whenever another writer asks for the lease: the holder
+        /// > should release it as soon as its write transaction (if any) ends. When the call ends from the client's side (the client cancels it,
         /// > or its connection closes), the sequencer releases the lease if it still
         /// > belongs to that holder and epoch. The sequencer ends the call itself, with
         /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
@@ -1857,7 +1869,9 @@ extension Synddb_V1_Sequencer {
         /// > Source IDL Documentation:
         /// >
         /// > Take the writer lease. Fails with FAILED_PRECONDITION while another
-        /// > holder's lease is live.
+        /// > holder's lease is live (after waiting up to wait_ms for it to be given
+        /// > up). Waiting holders are granted in arrival order, and the holder learns
+        /// > that the lease is wanted through its HoldLease call.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Synddb_V1_AcquireLeaseRequest` message.
@@ -1965,8 +1979,9 @@ extension Synddb_V1_Sequencer {
         /// > 
         /// > The holder sends one request and leaves the call open. The sequencer
         /// > checks that (database, holder, epoch) is the live lease (else
-        /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
-        /// > more. When the call ends from the client's side (the client cancels it,
+        /// > FAILED_PRECONDITION) and sends one HoldLeaseEvent. It sends another, with
+        /// > wanted = true, whenever another writer asks for the lease: the holder
+        /// > should release it as soon as its write transaction (if any) ends. When the call ends from the client's side (the client cancels it,
         /// > or its connection closes), the sequencer releases the lease if it still
         /// > belongs to that holder and epoch. The sequencer ends the call itself, with
         /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
@@ -2283,7 +2298,9 @@ extension Synddb_V1_Sequencer.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Take the writer lease. Fails with FAILED_PRECONDITION while another
-    /// > holder's lease is live.
+    /// > holder's lease is live (after waiting up to wait_ms for it to be given
+    /// > up). Waiting holders are granted in arrival order, and the holder learns
+    /// > that the lease is wanted through its HoldLease call.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Synddb_V1_AcquireLeaseRequest` message.
@@ -2376,8 +2393,9 @@ extension Synddb_V1_Sequencer.ClientProtocol {
     /// > 
     /// > The holder sends one request and leaves the call open. The sequencer
     /// > checks that (database, holder, epoch) is the live lease (else
-    /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
-    /// > more. When the call ends from the client's side (the client cancels it,
+    /// > FAILED_PRECONDITION) and sends one HoldLeaseEvent. It sends another, with
+    /// > wanted = true, whenever another writer asks for the lease: the holder
+    /// > should release it as soon as its write transaction (if any) ends. When the call ends from the client's side (the client cancels it,
     /// > or its connection closes), the sequencer releases the lease if it still
     /// > belongs to that holder and epoch. The sequencer ends the call itself, with
     /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken
@@ -2666,7 +2684,9 @@ extension Synddb_V1_Sequencer.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Take the writer lease. Fails with FAILED_PRECONDITION while another
-    /// > holder's lease is live.
+    /// > holder's lease is live (after waiting up to wait_ms for it to be given
+    /// > up). Waiting holders are granted in arrival order, and the holder learns
+    /// > that the lease is wanted through its HoldLease call.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -2771,8 +2791,9 @@ extension Synddb_V1_Sequencer.ClientProtocol {
     /// > 
     /// > The holder sends one request and leaves the call open. The sequencer
     /// > checks that (database, holder, epoch) is the live lease (else
-    /// > FAILED_PRECONDITION), sends one HoldLeaseEvent, and then sends nothing
-    /// > more. When the call ends from the client's side (the client cancels it,
+    /// > FAILED_PRECONDITION) and sends one HoldLeaseEvent. It sends another, with
+    /// > wanted = true, whenever another writer asks for the lease: the holder
+    /// > should release it as soon as its write transaction (if any) ends. When the call ends from the client's side (the client cancels it,
     /// > or its connection closes), the sequencer releases the lease if it still
     /// > belongs to that holder and epoch. The sequencer ends the call itself, with
     /// > FAILED_PRECONDITION, once the lease has lapsed, been released or been taken

@@ -94,6 +94,11 @@ public nonisolated struct Synddb_V1_OpenDatabaseRequest: Sendable {
   /// Create the database if it does not exist.
   public var create: Bool = false
 
+  /// The version the caller's cache holds (0: none). The answer then lists the
+  /// pages written after it (DatabaseInfo.changed_pages), so the caller drops
+  /// only those.
+  public var sinceVersion: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -119,6 +124,15 @@ public nonisolated struct Synddb_V1_DatabaseInfo: Sendable {
   /// Oldest version still readable (retention).
   public var oldestVersion: UInt64 = 0
 
+  /// Answering OpenDatabaseRequest.since_version: true when changed_pages is
+  /// complete, i.e. lists every page written in versions (since_version,
+  /// version]. False when the sequencer no longer knows (a restart, too old, a
+  /// drop): the caller must drop its whole cache.
+  public var changesKnown: Bool = false
+
+  /// Page numbers written after since_version, ascending, without repeats.
+  public var changedPages: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -136,6 +150,10 @@ public nonisolated struct Synddb_V1_AcquireLeaseRequest: Sendable {
 
   /// Requested time-to-live; 0 means the sequencer's default.
   public var ttlMs: UInt32 = 0
+
+  /// While another holder's lease is live, wait up to this long (capped by the
+  /// sequencer) for it to be released or to lapse before failing. 0: fail at once.
+  public var waitMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -236,7 +254,8 @@ public nonisolated struct Synddb_V1_HoldLeaseRequest: Sendable {
   public init() {}
 }
 
-/// The one message of a HoldLease call: the hold is in place.
+/// A message of a HoldLease call: first, that the hold is in place; then, each
+/// time another writer asks for the lease, one with wanted = true.
 public nonisolated struct Synddb_V1_HoldLeaseEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -251,6 +270,9 @@ public nonisolated struct Synddb_V1_HoldLeaseEvent: Sendable {
   public var hasLease: Bool {self._lease != nil}
   /// Clears the value of `lease`. Subsequent reads from it will return its default value.
   public mutating func clearLease() {self._lease = nil}
+
+  /// Another writer is waiting for this lease: release it when idle.
+  public var wanted: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -702,7 +724,7 @@ nonisolated extension Synddb_V1_Capabilities: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OpenDatabaseRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}create\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}create\0\u{3}since_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -712,6 +734,7 @@ nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, Swif
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.create) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.sinceVersion) }()
       default: break
       }
     }
@@ -724,12 +747,16 @@ nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, Swif
     if self.create != false {
       try visitor.visitSingularBoolField(value: self.create, fieldNumber: 2)
     }
+    if self.sinceVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sinceVersion, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Synddb_V1_OpenDatabaseRequest, rhs: Synddb_V1_OpenDatabaseRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.create != rhs.create {return false}
+    if lhs.sinceVersion != rhs.sinceVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -737,7 +764,7 @@ nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DatabaseInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}page_size\0\u{3}page_count\0\u{3}oldest_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}page_size\0\u{3}page_count\0\u{3}oldest_version\0\u{3}changes_known\0\u{3}changed_pages\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -750,6 +777,8 @@ nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageCount) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.oldestVersion) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.changesKnown) }()
+      case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.changedPages) }()
       default: break
       }
     }
@@ -771,6 +800,12 @@ nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtob
     if self.oldestVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.oldestVersion, fieldNumber: 5)
     }
+    if self.changesKnown != false {
+      try visitor.visitSingularBoolField(value: self.changesKnown, fieldNumber: 6)
+    }
+    if !self.changedPages.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.changedPages, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -780,6 +815,8 @@ nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtob
     if lhs.pageSize != rhs.pageSize {return false}
     if lhs.pageCount != rhs.pageCount {return false}
     if lhs.oldestVersion != rhs.oldestVersion {return false}
+    if lhs.changesKnown != rhs.changesKnown {return false}
+    if lhs.changedPages != rhs.changedPages {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -787,7 +824,7 @@ nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Synddb_V1_AcquireLeaseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AcquireLeaseRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}holder\0\u{3}ttl_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}holder\0\u{3}ttl_ms\0\u{3}wait_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -798,6 +835,7 @@ nonisolated extension Synddb_V1_AcquireLeaseRequest: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.holder) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.ttlMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.waitMs) }()
       default: break
       }
     }
@@ -813,6 +851,9 @@ nonisolated extension Synddb_V1_AcquireLeaseRequest: SwiftProtobuf.Message, Swif
     if self.ttlMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.ttlMs, fieldNumber: 3)
     }
+    if self.waitMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.waitMs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -820,6 +861,7 @@ nonisolated extension Synddb_V1_AcquireLeaseRequest: SwiftProtobuf.Message, Swif
     if lhs.database != rhs.database {return false}
     if lhs.holder != rhs.holder {return false}
     if lhs.ttlMs != rhs.ttlMs {return false}
+    if lhs.waitMs != rhs.waitMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1025,7 +1067,7 @@ nonisolated extension Synddb_V1_HoldLeaseRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Synddb_V1_HoldLeaseEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HoldLeaseEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lease\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lease\0\u{1}wanted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1034,6 +1076,7 @@ nonisolated extension Synddb_V1_HoldLeaseEvent: SwiftProtobuf.Message, SwiftProt
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._lease) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.wanted) }()
       default: break
       }
     }
@@ -1047,11 +1090,15 @@ nonisolated extension Synddb_V1_HoldLeaseEvent: SwiftProtobuf.Message, SwiftProt
     try { if let v = self._lease {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if self.wanted != false {
+      try visitor.visitSingularBoolField(value: self.wanted, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Synddb_V1_HoldLeaseEvent, rhs: Synddb_V1_HoldLeaseEvent) -> Bool {
     if lhs._lease != rhs._lease {return false}
+    if lhs.wanted != rhs.wanted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -36,9 +36,13 @@ public final class HTTP2Connection {
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, length, user in
             let connection = Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
-            // A background stream's messages are not kept: its end is what matters.
-            guard let stream = connection.stream, stream.id == streamID, let data else { return 0 }
-            stream.response.body.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
+            guard let data else { return 0 }
+            if let stream = connection.stream, stream.id == streamID {
+                stream.response.body.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
+            } else if let stream = connection.background[streamID] {
+                // A background stream's data is handed on as it comes, not kept.
+                stream.onData?(UnsafeRawBufferPointer(start: data, count: length))
+            }
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, user in
@@ -94,6 +98,9 @@ public final class HTTP2Connection {
         socket.close()
         isOpen = false
     }
+
+    /// The socket to poll for input (-1 once closed).
+    public var descriptor: Int32 { isOpen ? socket.descriptor : -1 }
 
     /// Processes what the server already sent, without waiting: frames of the
     /// background streams (their `onClose` runs for those that ended), or the
@@ -165,12 +172,14 @@ public final class HTTP2Connection {
     /// A stream cancelled with `cancelStream` is not reported.
     public func openStream(
         path: String, headers extra: [(String, String)], body: [UInt8], deadline: ContinuousClock.Instant,
+        onData: ((UnsafeRawBufferPointer) -> Void)? = nil,
         onClose: @escaping (BackgroundStreamEnd) -> Void
     ) throws(TransportError) -> Int32 {
         guard isOpen, let session else { throw TransportError(.io, "connection to \(endpoint) is closed") }
         let stream = StreamState(body: body)
         try submit(stream, path: path, headers: extra, session: session)
         stream.onClose = onClose
+        stream.onData = onData
         background[stream.id] = stream
         do throws(TransportError) {
             try flush(deadline: deadline)
@@ -186,6 +195,7 @@ public final class HTTP2Connection {
     public func cancelStream(_ id: Int32, deadline: ContinuousClock.Instant) {
         guard isOpen, let session, let stream = background[id] else { return }
         stream.onClose = nil  // kept until nghttp2 closes it: its data source points at it
+        stream.onData = nil
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, NGHTTP2_CANCEL.rawValue)
         do throws(TransportError) { try flush(deadline: deadline) } catch { close() }
     }
@@ -290,6 +300,8 @@ private final class StreamState {
     var mayHaveBeenSent = false
     /// For a background stream: told once when it ends.
     var onClose: ((BackgroundStreamEnd) -> Void)?
+    /// For a background stream: its DATA as it arrives.
+    var onData: ((UnsafeRawBufferPointer) -> Void)?
 
     init(body: [UInt8]) { self.body = body }
 }

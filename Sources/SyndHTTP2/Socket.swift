@@ -157,6 +157,9 @@ final class Socket {
 
     /// Whether a read would not block: bytes, or the peer's close, are waiting.
     /// Never waits.
+    /// The file descriptor to poll for input (-1 once closed).
+    var descriptor: Int32 { fd }
+
     var hasInput: Bool {
         guard fd >= 0 else { return false }
         if let ssl, SSL_pending(ssl) > 0 { return true }

@@ -44,16 +44,24 @@ public struct Capabilities: WireMessage {
 public struct OpenDatabaseRequest: WireMessage {
     public var name = ""
     public var create = false
+    /// The version the caller's cache holds: the answer lists pages written since.
+    public var sinceVersion: UInt64 = 0
     public init() {}
-    public init(name: String, create: Bool) { self.name = name; self.create = create }
+    public init(name: String, create: Bool, sinceVersion: UInt64 = 0) {
+        self.name = name
+        self.create = create
+        self.sinceVersion = sinceVersion
+    }
     public func encode(to w: inout ProtoWriter) {
         w.string(1, name)
         w.bool(2, create)
+        w.uint64(3, sinceVersion)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
         case 1: name = try r.string()
         case 2: create = try r.varint() != 0
+        case 3: sinceVersion = try r.varint()
         default: try r.skip(wire)
         }
     }
@@ -65,6 +73,9 @@ public struct DatabaseInfo: WireMessage {
     public var pageSize: UInt32 = 0
     public var pageCount: UInt32 = 0
     public var oldestVersion: UInt64 = 0
+    /// Whether `changedPages` lists every page written after the request's `sinceVersion`.
+    public var changesKnown = false
+    public var changedPages: [UInt32] = []
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, name)
@@ -72,6 +83,8 @@ public struct DatabaseInfo: WireMessage {
         w.uint32(3, pageSize)
         w.uint32(4, pageCount)
         w.uint64(5, oldestVersion)
+        w.bool(6, changesKnown)
+        w.packedUInt32(7, changedPages)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
@@ -80,6 +93,8 @@ public struct DatabaseInfo: WireMessage {
         case 3: pageSize = try r.uint32()
         case 4: pageCount = try r.uint32()
         case 5: oldestVersion = try r.varint()
+        case 6: changesKnown = try r.varint() != 0
+        case 7: try r.appendUInt32(wire, to: &changedPages)
         default: try r.skip(wire)
         }
     }
@@ -89,17 +104,21 @@ public struct AcquireLeaseRequest: WireMessage {
     public var database = ""
     public var holder = ""
     public var ttlMs: UInt32 = 0
+    /// How long to wait for another holder's live lease to be given up.
+    public var waitMs: UInt32 = 0
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, database)
         w.string(2, holder)
         w.uint32(3, ttlMs)
+        w.uint32(4, waitMs)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
         case 1: database = try r.string()
         case 2: holder = try r.string()
         case 3: ttlMs = try r.uint32()
+        case 4: waitMs = try r.uint32()
         default: try r.skip(wire)
         }
     }
@@ -205,13 +224,17 @@ public struct HoldLeaseRequest: WireMessage {
 /// The one message of a HoldLease call: the hold is in place.
 public struct HoldLeaseEvent: WireMessage {
     public var lease: Lease?
+    /// Another writer is waiting for the lease.
+    public var wanted = false
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.optionalMessage(1, lease)
+        w.bool(2, wanted)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
         case 1: lease = try r.message(Lease.self)
+        case 2: wanted = try r.varint() != 0
         default: try r.skip(wire)
         }
     }

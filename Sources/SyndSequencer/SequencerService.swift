@@ -70,9 +70,39 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         }
     }
 
+    /// The longest an AcquireLease call waits for another holder's lease.
+    static let maxLeaseWait = Duration.seconds(30)
+
     public func acquireLease(request: Synddb_V1_AcquireLeaseRequest, context: ServerContext) async throws -> Synddb_V1_Lease {
         try await handle(.acquireLease, request) { (r: AcquireLeaseRequest) async throws(SequencerError) in
-            try await writes.run { [store] () throws(SequencerError) in try store.acquireLease(r) }
+            try await acquireWaiting(r)
+        }
+    }
+
+    /// Tries to take the lease; while another holder has it, queues the caller
+    /// (first come, first served) and waits up to `wait_ms` for it to be
+    /// released, handed over or to lapse. Waits off the store's lanes.
+    private func acquireWaiting(_ r: AcquireLeaseRequest) async throws(SequencerError) -> Lease {
+        let deadline = ContinuousClock.now + min(.milliseconds(r.waitMs), Self.maxLeaseWait)
+        var ticket: LeaseTicket?
+        defer { if let ticket { store.leaveLeaseQueue(ticket) } }
+        while true {
+            let id = ticket?.id ?? 0
+            do throws(SequencerError) {
+                return try await writes.run { [store] () throws(SequencerError) in try store.acquireLease(r, ticket: id) }
+            } catch {
+                let now = ContinuousClock.now
+                guard error.code == .failedPrecondition, now < deadline, !Task.isCancelled else { throw error }
+                guard let ticket else {
+                    ticket = try store.joinLeaseQueue(database: r.database, holder: r.holder)
+                    continue  // the lease may have been released meanwhile
+                }
+                // Woken by a release or a move of the queue; a lease that lapses
+                // sends nothing, so also wake just after it would.
+                var nap = deadline - now
+                if let left = store.leaseTimeLeft(r.database) { nap = min(nap, left + .milliseconds(1)) }
+                await ticket.signal.wait(upTo: max(nap, .milliseconds(1)))
+            }
         }
     }
 
@@ -116,7 +146,25 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         enum End: Sendable { case clientLeft, leaseGone(SequencerError), serverStopping }
         let store = self.store
         let interval = holdCheckInterval
+        let watch: (id: UInt64, signal: LeaseSignal)
+        do throws(SequencerError) {
+            watch = try store.watchLease(hold.database)
+        } catch {
+            throw error.rpcError
+        }
+        defer { store.unwatchLease(hold.database, id: watch.id) }
+        var wantedEvent = HoldLeaseEvent()
+        wantedEvent.wanted = true
+        let wanted: Synddb_V1_HoldLeaseEvent = try wantedEvent.converted()
         let end = await withTaskGroup(of: End.self) { group in
+            group.addTask {
+                // Tell the holder each time another writer asks for its lease.
+                while true {
+                    await watch.signal.wait()
+                    if Task.isCancelled { return .serverStopping }
+                    do { try await response.write(wanted) } catch { return .clientLeft }
+                }
+            }
             group.addTask {
                 do {
                     try await context.cancellation.cancelled

@@ -51,10 +51,16 @@ final class DatabaseState {
 
     /// Copies the head into the lease record, for the `info` of lease answers
     /// given without the store lock. Called with the store lock held, after
-    /// every change of the head.
-    func publishHead() {
+    /// every change of the head, with the pages the new version wrote (nil:
+    /// unknown, e.g. a drop; clients then drop their whole cache).
+    func publishHead(changed: [UInt32]? = []) {
         let head = info
-        leases.withLock { $0.head = head }
+        leases.withLock { l in
+            if head.version != l.head.version {
+                if let changed { l.recent.record(version: head.version, pages: changed) } else { l.recent.forget(at: head.version) }
+            }
+            l.head = head
+        }
     }
 }
 
@@ -80,6 +86,32 @@ struct LeaseRecord: Sendable {
     var lease: LeaseState?
     /// The database's head as of its last commit (see `DatabaseState.publishHead`).
     var head: DatabaseInfo
+    /// The pages recent versions wrote.
+    var recent: RecentChanges
+    /// Writers waiting in AcquireLease (wait_ms), in arrival order: the lease
+    /// goes to the first of them. Each is woken when the lease may be free.
+    var queue: [(id: UInt64, holder: String, signal: LeaseSignal)] = []
+    /// The open HoldLease calls of this database, told when a writer wants the lease.
+    var holds: [UInt64: LeaseSignal] = [:]
+    var nextWaiterID: UInt64 = 1
+
+    init(name: String, leaseEpoch: UInt64, lease: LeaseState?, head: DatabaseInfo) {
+        self.name = name
+        self.leaseEpoch = leaseEpoch
+        self.lease = lease
+        self.head = head
+        self.recent = RecentChanges(head: head.version)
+    }
+
+    /// Another writer asked for the lease: tell the holder (through its HoldLease call).
+    func signalWanted() {
+        for signal in holds.values { signal.fire() }
+    }
+
+    /// The lease may be free: the waiters re-try, first come first served.
+    func signalWaiters() {
+        for waiter in queue { waiter.signal.fire() }
+    }
 
     var message: Lease {
         var l = Lease()

@@ -131,6 +131,20 @@ public final class PageStore: Sendable {
     /// dropped and `request.create` is false), without the store lock.
     public func openExisting(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo? {
         try validateName(request.name)
+        if request.sinceVersion > 0, let cell = leaseCells.withLock({ $0[request.name] }) {
+            // The head as of its last commit (published once durable), with
+            // the pages written since the caller's version.
+            let info = cell.withLock { l -> DatabaseInfo in
+                var info = l.head
+                if let pages = l.recent.pages(since: request.sinceVersion, head: info.version) {
+                    info.changesKnown = true
+                    info.changedPages = pages
+                }
+                return info
+            }
+            let dropped = info.version > 0 && info.pageCount == 0
+            return dropped && !request.create ? nil : info
+        }
         guard let head = try reader.withLock({ r throws(SequencerError) in try r.head(request.name) }) else { return nil }
         return head.isDropped && !request.create ? nil : head.info
     }
@@ -152,7 +166,7 @@ public final class PageStore: Sendable {
     }
 
     /// A database's lease cell, found without the store lock.
-    private func leaseCell(_ database: String) throws(SequencerError) -> LeaseCell {
+    func leaseCell(_ database: String) throws(SequencerError) -> LeaseCell {
         guard let cell = leaseCells.withLock({ $0[database] }) else {
             throw SequencerError(.notFound, "database '\(database)' does not exist on this sequencer; open it with create=true first")
         }
@@ -161,7 +175,12 @@ public final class PageStore: Sendable {
 
     /// Grants a new epoch. The epoch is stored durably (epochs are never reused,
     /// even across restarts) before the answer, so this waits for the store lock.
-    public func acquireLease(_ request: AcquireLeaseRequest) throws(SequencerError) -> Lease {
+    ///
+    /// Refused (FAILED_PRECONDITION) while another holder's lease is live, and
+    /// while writers that queued earlier (`joinLeaseQueue`) wait: `ticket` is
+    /// the caller's place in that queue (0: not queued). A refusal tells the
+    /// holder that its lease is wanted.
+    public func acquireLease(_ request: AcquireLeaseRequest, ticket: UInt64 = 0) throws(SequencerError) -> Lease {
         let ttl = try leaseTTL(request.ttlMs)
         guard !request.holder.isEmpty else { throw SequencerError(.invalidArgument, "lease request has no holder id") }
         return try state.withLock { s throws(SequencerError) in
@@ -172,10 +191,17 @@ public final class PageStore: Sendable {
             let epoch = try db.leases.withLock { l throws(SequencerError) -> UInt64 in
                 let now = ContinuousClock.now
                 if let lease = l.lease, lease.holder != request.holder, lease.expires > now {
+                    l.signalWanted()
                     let left = (lease.expires - now).milliseconds
                     throw SequencerError(
                         .failedPrecondition,
-                        "database '\(request.database)' has a live writer (holder '\(lease.holder)', epoch \(lease.epoch), \(left) ms left); open it read-only, or retry when that writer closes")
+                        "database '\(request.database)' is locked: another connection holds its writer lease (holder '\(lease.holder)', epoch \(lease.epoch), \(left) ms left) and was asked to hand it over; set a busy timeout (sqlite3_busy_timeout, PRAGMA busy_timeout, Python's timeout=) to wait for it")
+                }
+                if let first = l.queue.first(where: { $0.holder != request.holder }), ticket == 0 || first.id < ticket {
+                    l.signalWanted()
+                    throw SequencerError(
+                        .failedPrecondition,
+                        "database '\(request.database)' is locked: writers that asked earlier are waiting for its lease (first: '\(first.holder)'); set a busy timeout to wait your turn")
                 }
                 return l.leaseEpoch + 1
             }
@@ -216,7 +242,12 @@ public final class PageStore: Sendable {
             guard db.leases.withLock({ held($0) }) else { return false }
             try s.run("UPDATE databases SET lease_holder=NULL WHERE id=?", [db.id])
             // Holder and epoch cannot have changed meanwhile (that takes the store lock).
-            db.leases.withLock { l in if held(l) { l.lease = nil } }
+            db.leases.withLock { l in
+                if held(l) {
+                    l.lease = nil
+                    l.signalWaiters()
+                }
+            }
             return true
         }
     }

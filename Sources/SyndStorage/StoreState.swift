@@ -160,7 +160,7 @@ final class StoreState {
         db.pageSize = request.pageSize
         db.pageCount = request.pageCount
         db.lastHash = batch.hash
-        db.publishHead()
+        db.publishHead(changed: request.pages.map(\.number))
         return version
     }
 
@@ -208,8 +208,11 @@ final class StoreState {
         db.pageCount = 0
         db.oldestVersion = version
         db.lastHash = batch.hash
-        db.publishHead()
-        db.leases.withLock { $0.lease = nil }
+        db.publishHead(changed: nil)
+        db.leases.withLock { l in
+            l.lease = nil
+            l.signalWaiters()
+        }
         return version
     }
 

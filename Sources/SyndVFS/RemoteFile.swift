@@ -14,8 +14,15 @@ import Glibc
 /// served from it. At SQLITE_FCNTL_SYNC, which SQLite sends in every commit even
 /// with synchronous=OFF, the whole transaction goes to the sequencer as one
 /// batch; an unlock below RESERVED without a commit is a rollback and sends
-/// nothing. A writer holds the lease, so its page cache stays valid and a warm
-/// read transaction makes no request.
+/// nothing.
+///
+/// The RESERVED lock is the database's writer lease, taken at the first write
+/// (never at open) and answered SQLITE_BUSY while another connection holds it,
+/// so SQLite's busy handler waits as it does for a local file. The lease is
+/// kept across transactions until another writer asks for it; while this
+/// connection holds it, its page cache stays valid and a warm read transaction
+/// makes no request. Otherwise each read transaction learns the latest version
+/// and the pages written since, and drops only those from the cache.
 final class RemoteFile: OpenFile {
     let name: String
     let readOnly: Bool
@@ -75,6 +82,10 @@ final class RemoteFile: OpenFile {
     }
     private var traceContext = ""
     private(set) var commits = 0
+    /// Cached pages kept (not re-read) when the snapshot moved on.
+    private(set) var pagesKeptOnRefresh = 0
+    /// Lease acquisitions (the first write, and each after a hand-over).
+    private(set) var leaseAcquisitions = 0
 
     init(context: VFSContext, name: String, readOnly: Bool, create: Bool, options: FileOptions) throws(VFSOpenError) {
         self.name = name
@@ -90,6 +101,7 @@ final class RemoteFile: OpenFile {
         if readOnly {
             lease = nil
         } else {
+            // No request yet: the lease is taken at the first write.
             lease = LeaseKeeper(client: client, database: name, holder: RemoteFile.makeHolderID(), ttlMs: options.leaseTTLMs, renews: options.leaseRenew)
         }
         super.init(context: context)
@@ -97,23 +109,13 @@ final class RemoteFile: OpenFile {
         do throws(SequencerError) {
             requests += 1
             let info = try client.open(name, create: create && !readOnly)
-            var valid = adopt(info.version, Int(info.pageSize), info.pageCount)
-            if let lease {
-                requests += 1
-                let granted = try lease.acquire()
-                if let info = granted.info { valid = valid && adopt(info.version, Int(info.pageSize), info.pageCount) }
-            }
-            guard valid else {
-                lease?.release()
+            guard adopt(info) else {
                 throw SequencerError(.dataLoss, "the sequencer reported an impossible page size for '\(name)'")
             }
         } catch {
             context.unregister(self)
-            let code: Int32 = switch error.code {
-            case .failedPrecondition: SQLITE_BUSY
-            default: SQLITE_CANTOPEN
-            }
-            throw VFSOpenError(code: code, message: "cannot open '\(name)' on \(client.endpoint): \(error.message)")
+            lease?.release()
+            throw VFSOpenError(code: SQLITE_CANTOPEN, message: "cannot open '\(name)' on \(client.endpoint): \(error.message)")
         }
     }
 
@@ -127,6 +129,28 @@ final class RemoteFile: OpenFile {
     /// Whether a page size from the sequencer is one SQLite can have (0 = empty database).
     private static func isValidPageSize(_ size: Int) -> Bool {
         size == 0 || (size >= 512 && size <= 65536 && size & (size - 1) == 0)
+    }
+
+    /// Moves to the committed snapshot `info` describes. The cache keeps the
+    /// pages that did not change since this connection's version when the
+    /// sequencer listed the changed ones (`OpenDatabaseRequest.since_version`);
+    /// otherwise a new version drops it all.
+    @discardableResult
+    private func adopt(_ info: DatabaseInfo, since: UInt64? = nil) -> Bool {
+        let known = since == version && info.changesKnown && Int(info.pageSize) == pageSize && info.version >= version
+        if known && info.version != version {
+            for pgno in info.changedPages {
+                if let old = cache.removeValue(forKey: pgno) { cacheBytes -= old.count }
+            }
+            for pgno in cache.keys where pgno > info.pageCount {
+                cacheBytes -= cache.removeValue(forKey: pgno)?.count ?? 0
+            }
+            pagesKeptOnRefresh += cache.count
+            version = info.version
+            pageCount = info.pageCount
+            return true
+        }
+        return adopt(info.version, Int(info.pageSize), info.pageCount)
     }
 
     /// Moves to another committed snapshot, dropping the cache if it changed.
@@ -386,6 +410,8 @@ final class RemoteFile: OpenFile {
                 out[1] = Int64(commits)
                 out[2] = Int64(version)
                 out[3] = Int64(lease?.status.epoch ?? 0)
+                out[4] = Int64(leaseAcquisitions)
+                out[5] = Int64(pagesKeptOnRefresh)
             }
             return SQLITE_OK
         default:
@@ -520,7 +546,7 @@ final class RemoteFile: OpenFile {
         do throws(SequencerError) {
             traceContext = "lease acquire at commit (\(reason))"
             requests += 1
-            let granted = try lease.acquire()
+            let granted = try lease.acquire(forWrite: true)
             needsLease = false
             if let info = granted.info, info.version != version || Int(info.pageSize) != pageSize || info.pageCount != pageCount {
                 needsRefresh = true
@@ -540,7 +566,7 @@ final class RemoteFile: OpenFile {
     private func retakenLease(_ lease: LeaseKeeper) -> UInt64? {
         traceContext = "lease acquire after a lapse at commit"
         requests += 1
-        guard let granted = try? lease.acquire(), let info = granted.info,
+        guard let granted = try? lease.acquire(forWrite: true), let info = granted.info,
             info.version == version, Int(info.pageSize) == pageSize, info.pageCount == pageCount
         else { return nil }
         needsLease = false
@@ -564,7 +590,7 @@ final class RemoteFile: OpenFile {
         do throws(SequencerError) {
             traceContext = "lease acquire to fence a commit with an unknown outcome"
             requests += 1
-            let granted = try lease.acquire()
+            let granted = try lease.acquire(forWrite: true)
             needsLease = false
             if let info = granted.info { moved = info.version != version }
         } catch {
@@ -761,7 +787,7 @@ final class RemoteFile: OpenFile {
         }
         if level >= SQLITE_LOCK_RESERVED && lockLevel < SQLITE_LOCK_RESERVED {
             if readOnly { return fail(SQLITE_READONLY, "'\(name)' is open read-only (mode=ro); open it read-write to change it") }
-            let rc = leaseProblemAtFirstWrite()
+            let rc = takeWriteLease()
             guard rc == SQLITE_OK else { return rc }
             recorder.reset()
             beginTransaction()
@@ -770,73 +796,59 @@ final class RemoteFile: OpenFile {
         return SQLITE_OK
     }
 
-    /// The RESERVED lock: the transaction's snapshot was taken at SHARED, so a
-    /// lease that lapsed since may be taken again only if nobody committed
-    /// meanwhile. Otherwise SQLITE_BUSY_SNAPSHOT: the snapshot is stale and the
-    /// transaction must restart (SQLite's busy handler does not retry it, as
-    /// waiting cannot help).
-    private func leaseProblemAtFirstWrite() -> Int32 {
+    /// The RESERVED lock is the writer lease. A lease this connection holds,
+    /// live and not wanted by another writer, costs nothing. Otherwise it is
+    /// taken (queued behind writers that asked earlier, waiting up to
+    /// lock_wait_ms on the sequencer): SQLITE_BUSY while another connection
+    /// holds it, which SQLite's busy handler retries. The transaction's
+    /// snapshot was taken at SHARED: if the database moved since, the answer is
+    /// SQLITE_BUSY_SNAPSHOT (the lease is kept). For an autocommit statement or
+    /// BEGIN IMMEDIATE, SQLite then drops its read lock and the busy handler
+    /// retries on the new version; inside a deferred transaction that already
+    /// read, the application must roll back and retry, as with a WAL database.
+    private func takeWriteLease() -> Int32 {
         guard let lease else { return SQLITE_OK }
-        let status = lease.status
-        guard needsLease || !status.held || status.expires <= .now else { return SQLITE_OK }
-        let reason = status.lost ?? "it lapsed without renewal"
+        if !needsLease && lease.beginWrite() { return SQLITE_OK }
+        let reason = lease.status.lost
+        // A lease another writer waits for is given up first: it queues behind them.
+        lease.handOverIfWanted()
         do throws(SequencerError) {
-            traceContext = "lease acquire at first write (\(reason))"
+            traceContext = "lease acquire at first write" + (reason.map { " (\($0))" } ?? "")
             requests += 1
-            let granted = try lease.acquire()
+            leaseAcquisitions += 1
+            let granted = try lease.acquire(waitMs: options.lockWaitMs, forWrite: true)
             needsLease = false
             if let info = granted.info, info.version != version || Int(info.pageSize) != pageSize || info.pageCount != pageCount {
                 needsRefresh = true
-                return fail(SYND_SQLITE_BUSY_SNAPSHOT, "'\(name)' moved from version \(version) to \(info.version) while this connection's writer lease was lost (\(reason)); roll back and retry the transaction")
+                lease.endWrite()
+                return fail(SYND_SQLITE_BUSY_SNAPSHOT, "'\(name)' moved from version \(version) to \(info.version) since this transaction's snapshot; roll back and retry the transaction (SQLite's busy handler retries autocommit statements and BEGIN IMMEDIATE by itself)")
             }
             return SQLITE_OK
         } catch {
             needsLease = true
-            let code = error.code == .failedPrecondition ? SQLITE_BUSY : SYND_SQLITE_IOERR_LOCK
-            return fail(code, "this connection no longer holds the writer lease of '\(name)' (\(reason)) and cannot take it again: \(error.message)")
+            if error.code == .failedPrecondition { return fail(SQLITE_BUSY, error.message) }
+            return fail(SYND_SQLITE_IOERR_LOCK, "cannot take the writer lease of '\(name)': \(error.message)")
         }
     }
 
-    /// Start of a read transaction: a writer with a live lease trusts its cache;
-    /// a writer whose lease is in doubt (lapsed, lost, or a commit's outcome is
-    /// unknown) first takes a new epoch, which fences any older attempt of its
-    /// own; anyone else learns the latest version (one request). Only here, and
-    /// after errors that make SQLite drop its cache, may the snapshot move.
+    /// Start of a read transaction: a writer that holds its lease (live, and
+    /// trusted: no commit outcome in doubt) trusts its cache; anyone else
+    /// learns the latest version and the pages written since its own (one
+    /// request), and drops only those. Only here, and after errors that make
+    /// SQLite drop its cache, may the snapshot move.
     private func syncWithSequencer() -> Int32 {
-        if let lease {
+        if let lease, !needsLease, !needsRefresh {
             // checkedStatus: a closed lease connection (the sequencer released
             // the lease) is noticed here, not at the next renewal.
             let status = lease.checkedStatus
-            if needsLease || !status.held || status.expires <= .now {
-                let reason = status.lost ?? "it lapsed without renewal"
-                do throws(SequencerError) {
-                    traceContext = "lease acquire (\(reason))"
-                    requests += 1
-                    let granted = try lease.acquire()
-                    needsLease = false
-                    needsRefresh = false
-                    if let info = granted.info, !adopt(info.version, Int(info.pageSize), info.pageCount) {
-                        return fail(SYND_SQLITE_IOERR_LOCK, "the sequencer reported an impossible page size for '\(name)'")
-                    }
-                    return SQLITE_OK
-                } catch {
-                    needsLease = true
-                    guard error.code == .failedPrecondition else {
-                        return fail(SYND_SQLITE_IOERR_LOCK, "writer lease of '\(name)' was lost (\(reason)) and cannot be taken again: \(error.message)")
-                    }
-                    // Another writer holds it, with a newer epoch that fences ours:
-                    // read the latest version; writes wait until the lease is free.
-                    lease.markLost(error.message)
-                }
-            } else if !needsRefresh {
-                return SQLITE_OK
-            }
+            if status.held && status.expires > .now { return SQLITE_OK }
         }
         do throws(SequencerError) {
             traceContext = "refresh of the latest version"
             requests += 1
-            let info = try client.open(name, create: false)
-            guard adopt(info.version, Int(info.pageSize), info.pageCount) else {
+            let since = version
+            let info = try client.open(OpenDatabaseRequest(name: name, create: false, sinceVersion: since))
+            guard adopt(info, since: since) else {
                 return fail(SYND_SQLITE_IOERR_LOCK, "the sequencer reported an impossible page size for '\(name)'")
             }
             needsRefresh = false
@@ -856,6 +868,10 @@ final class RemoteFile: OpenFile {
         if level < SQLITE_LOCK_RESERVED && txnOpen {
             // No commit reached the sequencer: a rollback. Nothing to send.
             endTransaction()
+        }
+        if level < SQLITE_LOCK_RESERVED && lockLevel >= SQLITE_LOCK_RESERVED {
+            // The write lock ends: a writer waiting for the lease gets it now.
+            lease?.endWrite()
         }
         lockLevel = min(lockLevel, level)
         return SQLITE_OK

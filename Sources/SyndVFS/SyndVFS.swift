@@ -16,6 +16,9 @@ public enum SyndVFS {
     /// File control (https://www.sqlite.org/c3ref/file_control.html) that fills
     /// four Int64: requests made, batches committed, version, lease epoch.
     public static let statisticsFileControl: Int32 = 0x5359_4E01
+    /// How many Int64 values `statisticsFileControl` writes: requests, commits,
+    /// version, lease epoch, lease acquisitions, cached pages kept on refresh.
+    public static let statisticsCount = 6
 
     /// Registers the VFS with SQLite; safe to call more than once. SQLite must
     /// be initialized (https://www.sqlite.org/c3ref/initialize.html).
