@@ -32,6 +32,13 @@ enum BenchWriters {
         case local(path: String)
         case synd(name: String, url: String)
 
+        var label: String {
+            switch self {
+            case .local(let path): "local SQLite \(path)"
+            case .synd(let name, _): "SyndDB \(name)"
+            }
+        }
+
         var workerArguments: [String] {
             switch self {
             case .local(let path): ["--worker-local", path]
@@ -145,10 +152,15 @@ enum BenchWriters {
                 var last = start
                 while chaosNow() < end {
                     let t0 = chaosNow()
-                    try connection.execute("BEGIN IMMEDIATE")
-                    _ = try update.run([id])
-                    _ = try insert.run([id, count + 1, payload])
-                    try connection.execute("COMMIT")
+                    do {
+                        try connection.execute("BEGIN IMMEDIATE")
+                        _ = try update.run([id])
+                        _ = try insert.run([id, count + 1, payload])
+                        try connection.execute("COMMIT")
+                    } catch {
+                        let waited = (chaosNow() - t0) / 1_000_000, since = (chaosNow() - start) / 1_000_000
+                        throw BenchError("\(error) (after \(count) commits, \(since) ms into the run; this transaction tried for \(waited) ms)")
+                    }
                     last = chaosNow()
                     count += 1
                     latencies.append((last - t0) / 1000)
@@ -180,6 +192,7 @@ enum BenchWriters {
     /// A worker subprocess and its line protocol.
     final class Worker {
         let id: Int
+        let label: String
         let process = Process()
         let input = Pipe()
         let output = Pipe()
@@ -187,6 +200,7 @@ enum BenchWriters {
 
         init(role: String, id: Int, target: Target) throws {
             self.id = id
+            self.label = "worker \(id) on \(target.label)"
             process.executableURL = URL(fileURLWithPath: BenchWriters.executablePath())
             process.arguments = ["bench", "--worker", role, "--worker-id", String(id)] + target.workerArguments
             process.standardInput = input
@@ -207,7 +221,7 @@ enum BenchWriters {
             let fd = input.fileHandleForWriting.fileDescriptor
             while offset < bytes.count {
                 let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-                if n <= 0 { throw BenchError("worker \(id): cannot send '\(line)' (it exited?)") }
+                if n <= 0 { throw BenchError("\(label): cannot send '\(line)' (it exited?)") }
                 offset += n
             }
         }
@@ -219,18 +233,18 @@ enum BenchWriters {
                 if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
                     let line = String(decoding: buffer[..<newline], as: UTF8.self)
                     buffer.removeSubrange(...newline)
-                    if line.hasPrefix("error ") { throw BenchError("worker \(id) failed: \(line.dropFirst(6))") }
+                    if line.hasPrefix("error ") { throw BenchError("\(label) failed: \(line.dropFirst(6))") }
                     return line
                 }
                 var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 let ready = poll(&pfd, 1, BenchWriters.answerTimeoutMs)
                 if ready == 0 {
-                    throw BenchError("worker \(id) gave no answer in \(BenchWriters.answerTimeoutMs / 1000) s (stuck waiting for the write lock?)")
+                    throw BenchError("\(label) gave no answer in \(BenchWriters.answerTimeoutMs / 1000) s (stuck waiting for the write lock?)")
                 }
                 var chunk = [UInt8](repeating: 0, count: 65536)
                 let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
                 if n < 0 && errno == EINTR { continue }
-                if n <= 0 { throw BenchError("worker \(id) exited without an answer") }
+                if n <= 0 { throw BenchError("\(label) exited without an answer") }
                 buffer += chunk[..<n]
             }
         }
@@ -240,7 +254,7 @@ enum BenchWriters {
             let line = try receive()
             let fields = line.split(separator: " ")
             guard fields.first.map(String.init) == word else {
-                throw BenchError("worker \(id): expected '\(word)', got '\(line.prefix(200))'")
+                throw BenchError("\(label): expected '\(word)', got '\(line.prefix(200))'")
             }
             return Array(fields.dropFirst())
         }
@@ -248,7 +262,7 @@ enum BenchWriters {
         func finish() throws {
             process.waitUntilExit()
             guard process.terminationStatus == 0 else {
-                throw BenchError("worker \(id) exited with status \(process.terminationStatus)")
+                throw BenchError("\(label) exited with status \(process.terminationStatus)")
             }
         }
     }
@@ -293,7 +307,7 @@ enum BenchWriters {
             let (start, end) = (try int64(committed.first, "time"), try int64(committed.dropFirst().first, "time"))
             let granted = try int64(try waiter.expect("held").first, "time")
             if granted < start {
-                throw BenchError("worker \(waiter.id) was granted the write lock before worker \(holder.id) began its COMMIT (\((start - granted) / 1000) µs before)")
+                throw BenchError("\(waiter.label) was granted the write lock before worker \(holder.id) began its COMMIT (\((start - granted) / 1000) µs before)")
             }
             latency.append(Double(granted - end) / 1000)
             fromStart.append(Double(granted - start) / 1000)
@@ -390,13 +404,15 @@ enum BenchWriters {
             "|---|---:|---:|---:|---:|---:|---:|",
             "| lease handover | \(f(lh.latency.p50)) (\(f(lh.fromCommitStart.p50))) | \(f(lh.latency.p99)) (\(f(lh.fromCommitStart.p99))) | \(f(sh.latency.p50)) (\(f(sh.fromCommitStart.p50))) | \(f(sh.latency.p99)) (\(f(sh.fromCommitStart.p99))) | \(r(sh.latency.p50 / lh.latency.p50)) | \(r(sh.latency.p99 / lh.latency.p99)) |",
             "",
-            "Processes alternating writes for \(f(results.seconds)) s each (BEGIN IMMEDIATE; UPDATE one row; INSERT one row; COMMIT). Commits per second in total; commit latency in microseconds from BEGIN to COMMIT returning, waiting for the lock included; fewest and most commits of one process.",
+            "Processes alternating writes for \(f(results.seconds)) s each (BEGIN IMMEDIATE; UPDATE one row; INSERT one row; COMMIT). Commits per second in total; commit latency in microseconds from BEGIN to COMMIT returning, waiting for the lock included (max: the longest wait of any transaction); fewest and most commits of one process (how fairly the lock went round).",
             "",
-            "| processes | local commits/s | local p50 | local p99 | local min-max | SyndDB commits/s | SyndDB p50 | SyndDB p99 | SyndDB min-max | SyndDB/local commits/s |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| processes | local commits/s | local p50 | local p99 | local max | local min-max | SyndDB commits/s | SyndDB p50 | SyndDB p99 | SyndDB max | SyndDB min-max | SyndDB/local commits/s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for (l, s) in zip(results.local.contention, results.synd.contention) {
-            lines.append("| \(l.processes) | \(f(l.perSecond)) | \(f(l.latency.p50)) | \(f(l.latency.p99)) | \(l.commits.min()!)-\(l.commits.max()!) | \(f(s.perSecond)) | \(f(s.latency.p50)) | \(f(s.latency.p99)) | \(s.commits.min()!)-\(s.commits.max()!) | \(r(s.perSecond / l.perSecond)) |")
+            var row = "| \(l.processes) | \(f(l.perSecond)) | \(f(l.latency.p50)) | \(f(l.latency.p99)) | \(f(l.latency.percentile(1))) | \(l.commits.min()!)-\(l.commits.max()!)"
+            row += " | \(f(s.perSecond)) | \(f(s.latency.p50)) | \(f(s.latency.p99)) | \(f(s.latency.percentile(1))) | \(s.commits.min()!)-\(s.commits.max()!) | \(r(s.perSecond / l.perSecond)) |"
+            lines.append(row)
         }
         return lines
     }
