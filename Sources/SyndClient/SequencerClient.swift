@@ -74,7 +74,7 @@ public final class SequencerClient: Sendable {
 
     public func acquireLease(_ request: AcquireLeaseRequest) throws(SequencerError) -> Lease {
         // The sequencer may wait wait_ms before it answers.
-        try call(.acquireLease, request, deadline: .now + options.requestTimeout + .milliseconds(request.waitMs))
+        try call(.acquireLease, request, slack: .milliseconds(request.waitMs))
     }
 
     public func renewLease(_ request: RenewLeaseRequest, attempts: Int? = nil) throws(SequencerError) -> Lease {
@@ -267,7 +267,8 @@ public final class SequencerClient: Sendable {
 
     /// One unary gRPC call with retries on transport failures and UNAVAILABLE.
     public func call<Request: WireMessage, Response: WireMessage>(
-        _ method: SequencerMethod, _ request: Request, attempts: Int? = nil, deadline: ContinuousClock.Instant? = nil
+        _ method: SequencerMethod, _ request: Request, attempts: Int? = nil, deadline: ContinuousClock.Instant? = nil,
+        slack: Duration = .zero
     ) throws(SequencerError) -> Response {
         let body = GRPCFraming.frame(request.serializedBytes())
         let attempts = max(1, attempts ?? options.maxAttempts)
@@ -275,7 +276,7 @@ public final class SequencerClient: Sendable {
         var attempt = 1
         while true {
             do throws(SequencerError) {
-                return try once(method, body, deadline: deadline)
+                return try once(method, body, deadline: deadline, slack: slack)
             } catch let error where (error.isTransport || error.code == .unavailable) && attempt < attempts {
                 attempt += 1
                 let jitter = Double.random(in: 0.5...1.0)
@@ -286,9 +287,9 @@ public final class SequencerClient: Sendable {
     }
 
     private func once<Response: WireMessage>(
-        _ method: SequencerMethod, _ body: [UInt8], deadline fixed: ContinuousClock.Instant? = nil
+        _ method: SequencerMethod, _ body: [UInt8], deadline fixed: ContinuousClock.Instant? = nil, slack: Duration = .zero
     ) throws(SequencerError) -> Response {
-        let deadline = fixed ?? ContinuousClock.now + options.requestTimeout
+        let deadline = fixed ?? ContinuousClock.now + options.requestTimeout + slack
         let response: HTTP2Response = try connection.withLock { (slot) throws(SequencerError) -> HTTP2Response in
             guard deadline > .now else {
                 var e = SequencerError(.deadlineExceeded, "\(method.rawValue) not sent: its deadline passed while another request used the connection")

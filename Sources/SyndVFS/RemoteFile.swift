@@ -815,10 +815,14 @@ final class RemoteFile: OpenFile {
         do throws(SequencerError) {
             traceContext = "lease acquire at first write" + (reason.map { " (\($0))" } ?? "")
             requests += 1
-            leaseAcquisitions += 1
             let granted = try lease.acquire(waitMs: options.lockWaitMs, forWrite: true)
+            leaseAcquisitions += 1
             needsLease = false
-            if let info = granted.info, info.version != version || Int(info.pageSize) != pageSize || info.pageCount != pageCount {
+            if let info = granted.info, info.pageCount == 0, pageCount == 0 {
+                // Empty then and now (a dropped database, created again): nothing
+                // the transaction read can be stale; it builds on the head.
+                adopt(info.version, Int(info.pageSize), 0)
+            } else if let info = granted.info, info.version != version || Int(info.pageSize) != pageSize || info.pageCount != pageCount {
                 needsRefresh = true
                 lease.endWrite()
                 return fail(SYND_SQLITE_BUSY_SNAPSHOT, "'\(name)' moved from version \(version) to \(info.version) since this transaction's snapshot; roll back and retry the transaction (SQLite's busy handler retries autocommit statements and BEGIN IMMEDIATE by itself)")

@@ -121,7 +121,7 @@ import Testing
                 }
             }
             let report = Self.check(lines, acks: acks)
-            print("read consistency (\(lockingMode)/\(journalMode)): \(acks.count) transfers, \(report.reads) read transactions, \(report.anomalies.count) anomalies")
+            print("read consistency (\(lockingMode)/\(journalMode)): \(acks.count) transfers, \(report.reads) read transactions, \(report.anomalies.count) anomalies; writer: \(writer.statistics)")
             #expect(acks.count > 10, "the writer committed only \(acks.count) transfers")
             #expect(report.reads > 100, "only \(report.reads) read transactions")
             #expect(report.anomalies.isEmpty, "\(report.anomalies.count) anomalies in \(report.reads) reads (\(lockingMode)/\(journalMode)), e.g. \(report.anomalies.prefix(5))")
