@@ -18,13 +18,16 @@ public final class Database {
 
     /// Opens (creating if needed, unless read-only) database `name` on the sequencer at `sequencer`.
     ///
-    /// Read-write opens take the database's writer lease; a second writer gets
-    /// `SQLITE_BUSY` with the holder named in the message.
+    /// A read-write connection takes the database's writer lease at its first
+    /// write (SQLite's RESERVED lock), not at open. While another connection
+    /// is inside a write transaction, writes get `SQLITE_BUSY` with the reason
+    /// (set `DatabaseOptions.busyTimeoutMs` to wait, as with a local file).
     public static func open(_ name: String, sequencer: String, options: DatabaseOptions = DatabaseOptions()) throws -> Database {
         sqlite3_initialize()
         SyndVFS.register(api: synd_linked_sqlite_api())
         var uri = "file:\(name)?sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
         uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
+        uri += "&lock_wait_ms=\(options.lockWaitMs)"
         if options.readOnly { uri += "&mode=ro" }
         if !options.captureChangesets { uri += "&capture=0" }
         if let ca = options.tlsCAFile { uri += "&tls_ca=\(ca)" }

@@ -1,8 +1,8 @@
 /// How `Database.open` connects. Each field becomes a URI parameter of the
 /// `file:` name SQLite opens (see `FileOptions` in the VFS for the list).
 public struct DatabaseOptions: Sendable {
-    /// Open read-only: no writer lease; every read transaction asks the
-    /// sequencer for the latest version.
+    /// Open read-only: never takes the writer lease; every read transaction
+    /// asks the sequencer for the latest version (and the pages changed since).
     public var readOnly = false
     /// Page size of a new database (SQLite's `PRAGMA page_size`); nil keeps SQLite's default.
     public var pageSize: Int?
@@ -16,6 +16,9 @@ public struct DatabaseOptions: Sendable {
     public var cacheMB = 256
     /// How long SQLite retries a busy lock (https://www.sqlite.org/c3ref/busy_timeout.html).
     public var busyTimeoutMs = 0
+    /// How long one attempt at the write lock waits on the sequencer for the
+    /// connection holding the lease to hand it over, before `SQLITE_BUSY`.
+    public var lockWaitMs = 100
     /// Seal each transaction's changeset into its commit. Turn off only to
     /// measure its cost: validators reject a history without changesets.
     public var captureChangesets = true
