@@ -41,6 +41,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Seconds each throughput workload runs.")
     var writerSeconds: Double = 5
 
+    @Option(help: "Milliseconds each writer process waits after each commit, outside any transaction (0: the next BEGIN at once).")
+    var writerThinkMs: Double = 0
+
     // A writer process of the many-writer workloads (BenchWriters), driven over stdin and stdout.
     @Option(help: .private) var worker: String?
     @Option(help: .private) var workerId: Int = 0
@@ -49,7 +52,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard ["all", "single", "writers"].contains(workloads) else { throw ValidationError("--workloads all, single or writers") }
-        guard transactions > 0, handovers > 0, writerSeconds > 0, !processCounts.isEmpty, processCounts.allSatisfy({ $0 >= 1 }) else {
+        guard transactions > 0, handovers > 0, writerSeconds > 0, writerThinkMs >= 0, !processCounts.isEmpty, processCounts.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--transactions, --handovers, --writer-seconds and --writer-processes must be positive")
         }
     }
@@ -81,14 +84,14 @@ struct BenchCommand: AsyncParsableCommand {
         }
         let n = transactions
         let (single, writers) = (workloads != "writers", workloads != "single")
-        let (handovers, processes, seconds) = (handovers, processCounts, writerSeconds)
+        let (handovers, processes, seconds, thinkMs) = (handovers, processCounts, writerSeconds, writerThinkMs)
         let result: Result<String, any Error> = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(returning: Result {
                     var sections: [String] = []
                     if single { sections.append(try Self.measure(n: n, dir: dir, url: url)) }
                     if writers {
-                        let results = try BenchWriters.measure(dir: dir, url: url, handovers: handovers, processes: processes, seconds: seconds)
+                        let results = try BenchWriters.measure(dir: dir, url: url, handovers: handovers, processes: processes, seconds: seconds, thinkMs: thinkMs)
                         sections.append(BenchWriters.report(results).joined(separator: "\n"))
                     }
                     return sections.joined(separator: "\n\n")

@@ -144,8 +144,8 @@ enum BenchWriters {
             case "contend":
                 guard let line = readLine() else { exit(0) }
                 let fields = line.split(separator: " ")
-                guard fields.count == 3, fields[0] == "go", let start = Int64(fields[1]), let end = Int64(fields[2]) else {
-                    throw BenchError("expected 'go START END', got '\(line)'")
+                guard fields.count == 4, fields[0] == "go", let start = Int64(fields[1]), let end = Int64(fields[2]), let thinkUs = UInt32(fields[3]) else {
+                    throw BenchError("expected 'go START END THINK_US', got '\(line)'")
                 }
                 while chaosNow() < start { usleep(200) }
                 var latencies: [Int64] = []
@@ -164,6 +164,7 @@ enum BenchWriters {
                     last = chaosNow()
                     count += 1
                     latencies.append((last - t0) / 1000)
+                    if thinkUs > 0 { usleep(thinkUs) }
                 }
                 answer("done \(count) \(last) " + latencies.map(String.init).joined(separator: " "))
             default:
@@ -337,14 +338,15 @@ enum BenchWriters {
         var perSecond: Double { Double(commits.reduce(0, +)) / seconds }
     }
 
-    /// `processes` workers write for `seconds`, each in its own transactions.
-    static func contention(_ target: Target, processes: Int, seconds: Double) throws -> Contention {
+    /// `processes` workers write for `seconds`, each in its own transactions,
+    /// pausing `thinkMs` after each commit (outside any transaction).
+    static func contention(_ target: Target, processes: Int, seconds: Double, thinkMs: Double) throws -> Contention {
         try target.create(workers: processes)
         let workers = try (0..<processes).map { try Worker(role: "contend", id: $0, target: target) }
         for worker in workers { _ = try worker.expect("ready") }
         let start = chaosNow() + 100_000_000
         let end = start + Int64(seconds * 1e9)
-        for worker in workers { try worker.send("go \(start) \(end)") }
+        for worker in workers { try worker.send("go \(start) \(end) \(Int(thinkMs * 1000))") }
         var commits = [Int](repeating: 0, count: processes)
         var samples: [Double] = []
         var last = end
@@ -366,13 +368,14 @@ enum BenchWriters {
         var handovers: Int
         var holdMs: ClosedRange<Int>
         var seconds: Double
+        var thinkMs: Double
         var url: String
         var local: (handover: Handover, contention: [Contention])
         var synd: (handover: Handover, contention: [Contention])
     }
 
     /// Both workloads on both targets; local SQLite and SyndDB alternate per workload.
-    static func measure(dir: String, url: String, handovers: Int, processes: [Int], seconds: Double) throws -> Results {
+    static func measure(dir: String, url: String, handovers: Int, processes: [Int], seconds: Double, thinkMs: Double) throws -> Results {
         signal(SIGPIPE, SIG_IGN)
         let holdMs = 2...20
         let seed = UInt64(getpid())
@@ -381,10 +384,10 @@ enum BenchWriters {
         let syndHandover = try handover(.synd(name: "bench-handover-\(tag)", url: url), handovers: handovers, seed: seed, holdMs: holdMs)
         var local: [Contention] = [], synd: [Contention] = []
         for n in processes {
-            local.append(try contention(.local(path: dir + "/writers-\(n).sqlite"), processes: n, seconds: seconds))
-            synd.append(try contention(.synd(name: "bench-writers-\(n)-\(tag)", url: url), processes: n, seconds: seconds))
+            local.append(try contention(.local(path: dir + "/writers-\(n).sqlite"), processes: n, seconds: seconds, thinkMs: thinkMs))
+            synd.append(try contention(.synd(name: "bench-writers-\(n)-\(tag)", url: url), processes: n, seconds: seconds, thinkMs: thinkMs))
         }
-        return Results(handovers: handovers, holdMs: holdMs, seconds: seconds, url: url, local: (localHandover, local), synd: (syndHandover, synd))
+        return Results(handovers: handovers, holdMs: holdMs, seconds: seconds, thinkMs: thinkMs, url: url, local: (localHandover, local), synd: (syndHandover, synd))
     }
 
     static func report(_ results: Results) -> [String] {
@@ -404,7 +407,8 @@ enum BenchWriters {
             "|---|---:|---:|---:|---:|---:|---:|",
             "| lease handover | \(f(lh.latency.p50)) (\(f(lh.fromCommitStart.p50))) | \(f(lh.latency.p99)) (\(f(lh.fromCommitStart.p99))) | \(f(sh.latency.p50)) (\(f(sh.fromCommitStart.p50))) | \(f(sh.latency.p99)) (\(f(sh.fromCommitStart.p99))) | \(r(sh.latency.p50 / lh.latency.p50)) | \(r(sh.latency.p99 / lh.latency.p99)) |",
             "",
-            "Processes alternating writes for \(f(results.seconds)) s each (BEGIN IMMEDIATE; UPDATE one row; INSERT one row; COMMIT). Commits per second in total; commit latency in microseconds from BEGIN to COMMIT returning, waiting for the lock included (max: the longest wait of any transaction); fewest and most commits of one process (how fairly the lock went round).",
+            "Processes alternating writes for \(f(results.seconds)) s each (BEGIN IMMEDIATE; UPDATE one row; INSERT one row; COMMIT"
+                + (results.thinkMs > 0 ? "; then \(String(format: "%g", results.thinkMs)) ms outside any transaction" : ", again at once") + "). Commits per second in total; commit latency in microseconds from BEGIN to COMMIT returning, waiting for the lock included (max: the longest wait of any transaction); fewest and most commits of one process (how fairly the lock went round).",
             "",
             "| processes | local commits/s | local p50 | local p99 | local max | local min-max | SyndDB commits/s | SyndDB p50 | SyndDB p99 | SyndDB max | SyndDB min-max | SyndDB/local commits/s |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
