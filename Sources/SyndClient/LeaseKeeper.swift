@@ -34,14 +34,14 @@ public final class LeaseKeeper: Sendable {
     public let holder: String
     public let ttlMs: UInt32
     private let renews: Bool
-    private let state = Mutex<LeaseStatus>(LeaseStatus())
+    private let state = Locked<LeaseStatus>(LeaseStatus())
     /// Never locked across a call to `client` (the hold's end is reported
     /// while the client's connection is locked).
-    private let holding = Mutex<HoldState>(HoldState())
+    private let holding = Locked<HoldState>(HoldState())
     /// Wakes the keeper's thread (a pipe: read end, write end): a stop, or a hand-over to do.
     private let wake: (read: Int32, write: Int32)
     private let stopped = Atomic<Bool>(false)
-    private let thread = Mutex<pthread_t?>(nil)
+    private let thread = Locked<pthread_t?>(nil)
 
     /// The HoldLease call of the current epoch.
     private struct HoldState {
@@ -50,6 +50,8 @@ public final class LeaseKeeper: Sendable {
         var token: UInt64 = 0
         var epoch: UInt64 = 0
         var phase = Phase.none
+        /// The sequencer confirmed the hold of `token` (its first event).
+        var confirmed = false
         /// The sequencer does not implement HoldLease: rely on the TTL alone.
         var unsupported = false
         /// Released: no more holds.
@@ -74,6 +76,10 @@ public final class LeaseKeeper: Sendable {
         public var wanted = false
         /// A write transaction runs on it (`beginWrite` to `endWrite`): not handed over.
         public var inUse = false
+        /// Kept for this writer's retry until then (see `reserve`), even if wanted.
+        public var reservedUntil: ContinuousClock.Instant?
+        /// The sequencer was told that a transaction runs on it (see `wanted`).
+        var busyReported = false
         public var held: Bool { epoch != 0 && lost == nil }
     }
 
@@ -133,6 +139,8 @@ public final class LeaseKeeper: Sendable {
             $0.expires = sent + .milliseconds(lease.ttlMs)
             $0.lost = nil
             $0.wanted = false
+            $0.busyReported = false
+            $0.reservedUntil = nil
             if forWrite { $0.inUse = true }
         }
         hold(epoch: lease.epoch)
@@ -145,10 +153,25 @@ public final class LeaseKeeper: Sendable {
     /// `acquire` it (after `handOverIfWanted`).
     public func beginWrite() -> Bool {
         state.withLock { s in
-            guard s.held, s.expires > .now, !s.wanted else { return false }
+            let now = ContinuousClock.now
+            let reserved = s.reservedUntil.map { $0 > now } ?? false
+            guard s.held, s.expires > now, !s.wanted || reserved else { return false }
             s.inUse = true
+            s.reservedUntil = nil
             return true
         }
+    }
+
+    /// The lease was just granted but the transaction must restart (its
+    /// snapshot was stale): keep it for this writer's retry for up to `time`
+    /// even if others want it, so a waiter that finally got the lease does
+    /// not hand it on before using it.
+    public func reserve(for time: Duration) {
+        state.withLock { s in
+            s.inUse = false
+            s.reservedUntil = .now + time
+        }
+        wakeThread()  // to hand over when the reservation ends unused
     }
 
     /// The end of a write transaction (committed or not): if another writer
@@ -156,6 +179,7 @@ public final class LeaseKeeper: Sendable {
     public func endWrite() {
         let wanted = state.withLock { s -> Bool in
             s.inUse = false
+            s.reservedUntil = nil
             return s.wanted && s.held
         }
         if wanted { wakeThread() }
@@ -166,7 +190,7 @@ public final class LeaseKeeper: Sendable {
     @discardableResult
     public func handOverIfWanted() -> Bool {
         let epoch = state.withLock { s -> UInt64? in
-            guard s.wanted, s.held, !s.inUse else { return nil }
+            guard s.wanted, s.held, !s.inUse, (s.reservedUntil.map { $0 <= .now } ?? true) else { return nil }
             s.wanted = false
             s.lost = "handed over to another writer that was waiting for it"
             return s.epoch
@@ -177,13 +201,28 @@ public final class LeaseKeeper: Sendable {
     }
 
     /// The sequencer said another writer waits for the lease of `epoch`.
+    /// Runs inside the client's calls: the keeper's thread does the rest
+    /// (hands the lease over, or tells the sequencer a transaction runs).
     private func wanted(epoch: UInt64) {
-        let now = state.withLock { s -> Bool in
+        let wake = state.withLock { s -> Bool in
             guard s.epoch == epoch, s.lost == nil else { return false }
             s.wanted = true
-            return !s.inUse
+            return true
         }
-        if now { wakeThread() }
+        if wake { wakeThread() }
+    }
+
+    /// Another writer waits while a transaction runs on the lease: tell the
+    /// sequencer once per epoch, so that waiters get SQLITE_BUSY at once
+    /// (SQLite's busy handler then polls) instead of waiting in vain.
+    private func reportBusyIfWanted() {
+        let epoch = state.withLock { s -> UInt64? in
+            guard s.wanted, s.held, s.inUse, !s.busyReported else { return nil }
+            s.busyReported = true
+            return s.epoch
+        }
+        guard let epoch else { return }
+        try? renew(attempts: 1, inTransaction: true, epoch: epoch)
     }
 
     /// Ends the hold of `epoch` and releases it on the sequencer; the keeper
@@ -228,6 +267,7 @@ public final class LeaseKeeper: Sendable {
             }
             h.token += 1
             h.epoch = epoch
+            h.confirmed = false
             var previous: SequencerClient.OpenStream?
             if case .open(let stream) = h.phase { previous = stream }
             h.phase = .opening
@@ -240,8 +280,13 @@ public final class LeaseKeeper: Sendable {
         request.holder = holder
         request.epoch = epoch
         do throws(SequencerError) {
-            let stream = try client.holdLease(request, onWanted: { [weak self] in
-                self?.wanted(epoch: epoch)
+            let stream = try client.holdLease(request, onEvent: { [weak self] event in
+                guard let self else { return }
+                if event.wanted {
+                    self.wanted(epoch: epoch)
+                } else {
+                    self.holding.withLock { h in if h.token == token { h.confirmed = true } }
+                }
             }, onEnd: { [weak self] end in
                 self?.holdEnded(token: token, epoch: epoch, end)
             })
@@ -252,11 +297,36 @@ public final class LeaseKeeper: Sendable {
                 if case .opening = h.phase { h.phase = .open(stream) }
                 return false
             }
-            if stale { client.cancel(stream) }
+            if stale {
+                client.cancel(stream)
+                return
+            }
+            awaitConfirmation(token: token)
         } catch {
             holding.withLock { h in
                 if h.token == token, case .opening = h.phase { h.phase = .none }
             }
+        }
+    }
+
+    /// Waits (up to one request deadline) until the sequencer confirms the hold
+    /// of `token`, or it ends: once confirmed, the lease is released as soon as
+    /// this process's connection closes, so a process that exits right after
+    /// its first write leaves nothing behind for the TTL. Costs one round trip
+    /// per acquisition, none per transaction.
+    private func awaitConfirmation(token: UInt64) {
+        let deadline = ContinuousClock.now + client.options.requestTimeout
+        while ContinuousClock.now < deadline {
+            let waiting = holding.withLock { h -> Bool in
+                guard h.token == token, !h.confirmed else { return false }
+                if case .open = h.phase { return true }
+                return false
+            }
+            guard waiting else { return }
+            // No wake pipe here: the keeper's thread owns it. It may read the
+            // event first; the check above then sees it within a poll.
+            client.waitForInput(wake: -1, timeoutMs: 5)
+            client.processPendingInput(wait: true)
         }
     }
 
@@ -295,13 +365,17 @@ public final class LeaseKeeper: Sendable {
 
     /// Renews now; on refusal the lease is marked lost.
     public func renew(attempts: Int? = nil) throws(SequencerError) {
-        let epoch = state.withLock { $0.epoch }
+        try renew(attempts: attempts, inTransaction: false, epoch: state.withLock { $0.epoch })
+    }
+
+    private func renew(attempts: Int?, inTransaction: Bool, epoch: UInt64) throws(SequencerError) {
         guard epoch != 0 else { return }
         var request = RenewLeaseRequest()
         request.database = database
         request.holder = holder
         request.epoch = epoch
         request.ttlMs = ttlMs
+        request.inTransaction = inTransaction
         let sent = ContinuousClock.now
         do throws(SequencerError) {
             let lease = try client.renewLease(request, attempts: attempts)
@@ -373,14 +447,14 @@ public final class LeaseKeeper: Sendable {
         var nextRenewal = ContinuousClock.now + interval
         while !stopped.load(ordering: .sequentiallyConsistent) {
             let s = status
-            var timeout: Int32 = 1000
-            if s.held && renews {
-                timeout = Int32(clamping: max(0, (nextRenewal - .now).milliseconds))
-            }
-            client.waitForInput(wake: wake.read, timeoutMs: timeout)
+            var until = ContinuousClock.now + .seconds(1)
+            if s.held && renews { until = min(until, nextRenewal) }
+            if let reserved = s.reservedUntil { until = min(until, reserved + .milliseconds(1)) }
+            client.waitForInput(wake: wake.read, timeoutMs: Int32(clamping: max(0, (until - .now).milliseconds)))
             if stopped.load(ordering: .sequentiallyConsistent) { break }
             client.processPendingInput(wait: true)
             handOverIfWanted()
+            reportBusyIfWanted()
             guard renews, ContinuousClock.now >= nextRenewal else { continue }
             nextRenewal = ContinuousClock.now + interval
             guard status.held else { continue }

@@ -1,4 +1,3 @@
-import Synchronization
 import SyndHTTP2
 import SyndProtocol
 
@@ -12,7 +11,7 @@ import Glibc
 public final class SequencerClient: Sendable {
     public let endpoint: Endpoint
     public let options: ClientOptions
-    private let connection = Mutex<Slot>(Slot())
+    private let connection = Locked<Slot>(Slot())
 
     /// The connection, and how many have been made (identifies the current one).
     private struct Slot {
@@ -83,15 +82,16 @@ public final class SequencerClient: Sendable {
 
     /// Holds the lease on this client's connection (HoldLease) until `cancel`
     /// or the connection closes; see `openStream` for `onEnd`.
-    /// Opens a HoldLease call. `onWanted` runs for each event that says another
-    /// writer wants the lease, `onEnd` once when the call ends; both run inside
-    /// this client's calls and must not call it.
+    /// Opens a HoldLease call. `onEvent` runs for each event (the first says
+    /// the hold is in place; later ones that another writer wants the lease),
+    /// `onEnd` once when the call ends; both run inside this client's calls
+    /// and must not call it.
     public func holdLease(
-        _ request: HoldLeaseRequest, onWanted: @escaping @Sendable () -> Void = {},
+        _ request: HoldLeaseRequest, onEvent: @escaping @Sendable (HoldLeaseEvent) -> Void = { _ in },
         onEnd: @escaping @Sendable (SequencerError) -> Void
     ) throws(SequencerError) -> OpenStream {
         try openStream(.holdLease, request, onMessage: { bytes in
-            if let event = try? HoldLeaseEvent(serializedBytes: bytes), event.wanted { onWanted() }
+            if let event = try? HoldLeaseEvent(serializedBytes: bytes) { onEvent(event) }
         }, onEnd: onEnd)
     }
 

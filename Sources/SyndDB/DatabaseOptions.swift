@@ -18,7 +18,7 @@ public struct DatabaseOptions: Sendable {
     public var busyTimeoutMs = 0
     /// How long one attempt at the write lock waits on the sequencer for the
     /// connection holding the lease to hand it over, before `SQLITE_BUSY`.
-    public var lockWaitMs = 100
+    public var lockWaitMs = 500
     /// Seal each transaction's changeset into its commit. Turn off only to
     /// measure its cost: validators reject a history without changesets.
     public var captureChangesets = true

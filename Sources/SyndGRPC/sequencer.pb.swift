@@ -206,6 +206,12 @@ public nonisolated struct Synddb_V1_RenewLeaseRequest: Sendable {
 
   public var ttlMs: UInt32 = 0
 
+  /// The holder is inside a write transaction (its answer to a "wanted"
+  /// event): writers waiting in AcquireLease get FAILED_PRECONDITION at once,
+  /// as SQLITE_BUSY, instead of waiting for a hand-over that will come only
+  /// when the transaction ends. Cleared when the lease is released.
+  public var inTransaction: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -923,7 +929,7 @@ nonisolated extension Synddb_V1_Lease: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Synddb_V1_RenewLeaseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RenewLeaseRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}holder\0\u{1}epoch\0\u{3}ttl_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}holder\0\u{1}epoch\0\u{3}ttl_ms\0\u{3}in_transaction\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -935,6 +941,7 @@ nonisolated extension Synddb_V1_RenewLeaseRequest: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularStringField(value: &self.holder) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.ttlMs) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.inTransaction) }()
       default: break
       }
     }
@@ -953,6 +960,9 @@ nonisolated extension Synddb_V1_RenewLeaseRequest: SwiftProtobuf.Message, SwiftP
     if self.ttlMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.ttlMs, fieldNumber: 4)
     }
+    if self.inTransaction != false {
+      try visitor.visitSingularBoolField(value: self.inTransaction, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -961,6 +971,7 @@ nonisolated extension Synddb_V1_RenewLeaseRequest: SwiftProtobuf.Message, SwiftP
     if lhs.holder != rhs.holder {return false}
     if lhs.epoch != rhs.epoch {return false}
     if lhs.ttlMs != rhs.ttlMs {return false}
+    if lhs.inTransaction != rhs.inTransaction {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -155,12 +155,15 @@ public struct RenewLeaseRequest: WireMessage {
     public var holder = ""
     public var epoch: UInt64 = 0
     public var ttlMs: UInt32 = 0
+    /// The holder is inside a write transaction: waiters should not wait.
+    public var inTransaction = false
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, database)
         w.string(2, holder)
         w.uint64(3, epoch)
         w.uint32(4, ttlMs)
+        w.bool(5, inTransaction)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
@@ -168,6 +171,7 @@ public struct RenewLeaseRequest: WireMessage {
         case 2: holder = try r.string()
         case 3: epoch = try r.varint()
         case 4: ttlMs = try r.uint32()
+        case 5: inTransaction = try r.varint() != 0
         default: try r.skip(wire)
         }
     }

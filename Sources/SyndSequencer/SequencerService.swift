@@ -10,7 +10,7 @@ import SyndStorage
 /// refusal to a gRPC status with its message. Nothing a client sends can crash it.
 ///
 /// One database's calls never wait for another's commit, except for what the
-/// one store file serializes (commits, lease grants and releases, creation;
+/// one store file serializes (commits, lease grants, creation;
 /// see `PageStore`). Calls that take the store lock run on the `writes` lane,
 /// reads on the `reads` lane (the store's read-only connection), each a thread
 /// of its own; renewals and HoldLease checks take only a database's lease lock
@@ -92,7 +92,9 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
                 return try await writes.run { [store] () throws(SequencerError) in try store.acquireLease(r, ticket: id) }
             } catch {
                 let now = ContinuousClock.now
-                guard error.code == .failedPrecondition, now < deadline, !Task.isCancelled else { throw error }
+                guard error.code == .failedPrecondition, now < deadline, !Task.isCancelled,
+                    !store.leaseHolderIsWriting(r.database)
+                else { throw error }
                 guard let ticket else {
                     ticket = try store.joinLeaseQueue(database: r.database, holder: r.holder)
                     continue  // the lease may have been released meanwhile
@@ -112,8 +114,9 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
     }
 
     public func releaseLease(request: Synddb_V1_ReleaseLeaseRequest, context: ServerContext) async throws -> Synddb_V1_ReleaseLeaseResponse {
-        try await handle(.releaseLease, request) { (r: ReleaseLeaseRequest) async throws(SequencerError) in
-            _ = try await writes.run { [store] () throws(SequencerError) in try store.releaseLease(r) }
+        // Inline: takes only the database's lease lock.
+        try await handle(.releaseLease, request) { (r: ReleaseLeaseRequest) throws(SequencerError) in
+            _ = try store.releaseLease(r)
             return ReleaseLeaseResponse()
         }
     }
@@ -133,12 +136,28 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "malformed HoldLeaseRequest: \(error)")
         }
         var event = HoldLeaseEvent()
+        let watch: (id: UInt64, signal: LeaseSignal)
         do throws(SequencerError) {
             event.lease = try store.heldLease(hold)
+            watch = try store.watchLease(hold.database)
         } catch {
             throw error.rpcError
         }
-        try await response.write(try event.converted())
+        defer { store.unwatchLease(hold.database, id: watch.id) }
+        var release = ReleaseLeaseRequest()
+        release.database = hold.database
+        release.holder = hold.holder
+        release.epoch = hold.epoch
+        do {
+            try await response.write(try event.converted())
+        } catch {
+            // The client is already gone (it exited right after taking the
+            // lease): release it now, not after its TTL.
+            if (try? store.releaseLease(release)) == true {
+                logger.info("released the writer lease of '\(hold.database)' (holder '\(hold.holder)', epoch \(hold.epoch)): its holder left before its hold began")
+            }
+            throw error
+        }
 
         // grpc-swift signals the end of the call from the client's side through
         // the cancellation handle (a closed connection included), not by
@@ -146,13 +165,6 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         enum End: Sendable { case clientLeft, leaseGone(SequencerError), serverStopping }
         let store = self.store
         let interval = holdCheckInterval
-        let watch: (id: UInt64, signal: LeaseSignal)
-        do throws(SequencerError) {
-            watch = try store.watchLease(hold.database)
-        } catch {
-            throw error.rpcError
-        }
-        defer { store.unwatchLease(hold.database, id: watch.id) }
         var wantedEvent = HoldLeaseEvent()
         wantedEvent.wanted = true
         let wanted: Synddb_V1_HoldLeaseEvent = try wantedEvent.converted()
@@ -185,12 +197,8 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
         }
         switch end {
         case .clientLeft:
-            var release = ReleaseLeaseRequest()
-            release.database = hold.database
-            release.holder = hold.holder
-            release.epoch = hold.epoch
             do {
-                if try await writes.run({ [store, release] () throws(SequencerError) in try store.releaseLease(release) }) {
+                if try store.releaseLease(release) {
                     logger.info("released the writer lease of '\(hold.database)' (holder '\(hold.holder)', epoch \(hold.epoch)): its holder's connection closed")
                 }
             } catch {

@@ -1,13 +1,17 @@
 import Synchronization
 import SyndProtocol
 
-/// A writer lease as the sequencer holds it. Expiry is on the monotonic clock;
-/// after a restart every lease gets a fresh full time-to-live.
+/// A writer lease as the sequencer holds it, in memory only: expiry is on the
+/// monotonic clock, and no lease survives a restart (only the highest epoch
+/// granted is durable).
 struct LeaseState {
     var holder: String
     var epoch: UInt64
     var ttlMs: UInt32
     var expires: ContinuousClock.Instant
+    /// The holder said it is inside a write transaction (RenewLease
+    /// in_transaction): waiting for a hand-over is pointless until it ends.
+    var inTransaction = false
 }
 
 /// One database's head state, mirrored in memory from the `databases` table.
@@ -24,6 +28,8 @@ final class DatabaseState {
     let leases: LeaseCell
     /// Hash of the latest batch: the next batch's previous_hash.
     var lastHash = [UInt8](repeating: 0, count: 32)
+    /// The store's `lease_epoch`: no epoch granted so far is above it.
+    var durableEpochCeiling: UInt64
 
     init(id: Int64, name: String, version: UInt64, pageSize: UInt32, pageCount: UInt32,
          oldestVersion: UInt64, leaseEpoch: UInt64, lease: LeaseState?) {
@@ -33,6 +39,7 @@ final class DatabaseState {
         self.pageSize = pageSize
         self.pageCount = pageCount
         self.oldestVersion = oldestVersion
+        self.durableEpochCeiling = leaseEpoch
         var head = DatabaseInfo()
         head.name = name
         head.version = version

@@ -35,6 +35,16 @@ extension PageStore {
         }
     }
 
+    /// Whether the live lease of `database` is held by a writer that said it
+    /// is inside a write transaction (a waiter then fails at once).
+    public func leaseHolderIsWriting(_ database: String) -> Bool {
+        guard let cell = try? leaseCell(database) else { return false }
+        return cell.withLock { l in
+            guard let lease = l.lease else { return false }
+            return lease.inTransaction && lease.expires > .now
+        }
+    }
+
     /// How long the live lease of `database` has left (nil: none is live).
     public func leaseTimeLeft(_ database: String) -> Duration? {
         guard let cell = try? leaseCell(database) else { return nil }

@@ -20,11 +20,12 @@ import Glibc
 ///
 /// - `state`, the store lock: the writing connection and the in-memory heads.
 ///   Held across store I/O (a commit's SQLite transaction and fsync) by
-///   everything that writes: commit, acquire, release, create, prune; and by
+///   everything that writes: commit, acquire, create, prune; and by
 ///   commit-status lookups.
-/// - one `LeaseCell` per database: its lease (holder, epoch, expiry) and a copy
-///   of its head. Never held across store I/O. Renewals and HoldLease checks
-///   take only this lock (after a short look-up in `leaseCells`), so they
+/// - one `LeaseCell` per database: its lease (holder, epoch, expiry), a copy
+///   of its head, the pages recent versions wrote, and the queue of writers
+///   waiting for the lease. Never held across store I/O. Renewals, releases
+///   and HoldLease checks take only this lock (after a short look-up in `leaseCells`), so they
 ///   never wait for a commit, of their own database or another.
 /// - `reader`: a read-only connection to the store file (WAL: it reads while a
 ///   commit writes). ReadPages, OpenDatabase of an existing database, head
@@ -34,11 +35,12 @@ import Glibc
 /// reverse. `leaseCells` and a `LeaseCell` are never held together (the cell
 /// is looked up, then locked). `reader` is never held with any other lock.
 ///
-/// Fencing: the holder and epoch of a lease change only under the store lock
-/// (acquire, release). A commit checks its lease with the store lock held and
-/// keeps holding it until the batch is applied, so a takeover that comes
-/// while a commit waits or applies is ordered entirely before or after it: a
-/// commit that waited behind a takeover is refused. Renewals during a commit
+/// Fencing: a lease is granted (a new holder or epoch) only under the store
+/// lock. A commit checks its lease with the store lock held and keeps holding
+/// it until the batch is applied, so a takeover that comes while a commit
+/// waits or applies is ordered entirely before or after it: a commit that
+/// waited behind a takeover is refused. A release (lease lock only) can only
+/// end a lease; the next grant still waits for the store lock. Renewals during a commit
 /// only move the expiry forward.
 public final class PageStore: Sendable {
     public let configuration: StoreConfiguration
@@ -205,8 +207,16 @@ public final class PageStore: Sendable {
                 }
                 return l.leaseEpoch + 1
             }
-            try s.run("UPDATE databases SET lease_epoch=?, lease_holder=?, lease_ttl_ms=? WHERE id=?",
-                      [Int64(epoch), request.holder, Int64(ttl), db.id])
+            // Epochs are made durable in blocks: the store keeps a ceiling no
+            // epoch granted so far exceeds, and a restart continues above it.
+            // Only a grant past the ceiling writes (and fsyncs), so handing
+            // the lease between writers costs no store write at all.
+            if epoch > db.durableEpochCeiling {
+                let ceiling = epoch + StoreState.epochBlock - 1
+                try s.run("UPDATE databases SET lease_epoch=?, lease_holder=?, lease_ttl_ms=? WHERE id=?",
+                          [Int64(ceiling), request.holder, Int64(ttl), db.id])
+                db.durableEpochCeiling = ceiling
+            }
             return db.leases.withLock { l in
                 l.leaseEpoch = epoch
                 l.lease = LeaseState(holder: request.holder, epoch: epoch, ttlMs: ttl, expires: .now + .milliseconds(ttl))
@@ -225,29 +235,31 @@ public final class PageStore: Sendable {
             try l.check(holder: request.holder, epoch: request.epoch, now: now)
             l.lease?.ttlMs = ttl
             l.lease?.expires = now + .milliseconds(ttl)
+            if request.inTransaction {
+                l.lease?.inTransaction = true
+                l.signalWaiters()  // they stop waiting
+            }
             return l.message
         }
     }
 
     /// Gives the lease up if `request`'s holder and epoch still hold it (a
     /// release of an older epoch is a no-op). Returns whether it was released.
+    ///
+    /// Takes only the database's lease lock and writes nothing: a hand-over
+    /// between writers costs no fsync, and no lease survives a restart anyway
+    /// (see `StoreState.init`). Fencing does not depend on it: epochs are
+    /// durable at acquisition and every commit checks holder and epoch.
+    /// Racing an acquisition is safe: an acquisition by another holder is
+    /// refused until this runs, and one by the same holder installs a new
+    /// epoch, which this leaves alone.
     @discardableResult
     public func releaseLease(_ request: ReleaseLeaseRequest) throws(SequencerError) -> Bool {
-        try state.withLock { s throws(SequencerError) in
-            let db = try s.database(request.database)
-            @Sendable func held(_ l: LeaseRecord) -> Bool {
-                guard let lease = l.lease else { return false }
-                return lease.holder == request.holder && lease.epoch == request.epoch
-            }
-            guard db.leases.withLock({ held($0) }) else { return false }
-            try s.run("UPDATE databases SET lease_holder=NULL WHERE id=?", [db.id])
-            // Holder and epoch cannot have changed meanwhile (that takes the store lock).
-            db.leases.withLock { l in
-                if held(l) {
-                    l.lease = nil
-                    l.signalWaiters()
-                }
-            }
+        let cell = try leaseCell(request.database)
+        return cell.withLock { l in
+            guard let lease = l.lease, lease.holder == request.holder, lease.epoch == request.epoch else { return false }
+            l.lease = nil
+            l.signalWaiters()
             return true
         }
     }

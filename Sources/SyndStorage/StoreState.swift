@@ -14,6 +14,8 @@ final class StoreState {
     let signingKey: SigningKey
     var databases: [String: DatabaseState] = [:]
     var duplicateCommits = 0
+    /// Lease epochs are made durable this many at a time (see `acquireLease`).
+    static let epochBlock: UInt64 = 1024
 
     init(connection: Connection, signingKey: SigningKey) throws {
         self.connection = connection
@@ -21,16 +23,17 @@ final class StoreState {
         self.signingKey = signingKey
         let rows = try connection.query(
             "SELECT id, name, version, page_size, page_count, oldest_version, lease_epoch, lease_holder, lease_ttl_ms FROM databases")
-        let now = ContinuousClock.now
         for r in rows {
-            var lease: LeaseState?
-            if let holder = r[7].string {
-                let ttl = UInt32(r[8].int64 ?? 0)
-                lease = LeaseState(holder: holder, epoch: UInt64(r[6].int64 ?? 0), ttlMs: ttl, expires: now + .milliseconds(ttl))
-            }
+            // No lease survives a restart: every holder's HoldLease connection
+            // closed with the old process, so its client already counts the
+            // lease as lost and takes a new epoch at its next write (a commit
+            // already on its way is refused, provably unapplied, and retried
+            // under a new epoch if nobody wrote meanwhile). Only the highest
+            // epoch is kept, so none is ever granted twice. Releases are
+            // therefore not written to the store at all (see releaseLease).
             let db = DatabaseState(
                 id: r[0].int64!, name: r[1].string!, version: UInt64(r[2].int64!), pageSize: UInt32(r[3].int64!),
-                pageCount: UInt32(r[4].int64!), oldestVersion: UInt64(r[5].int64!), leaseEpoch: UInt64(r[6].int64!), lease: lease)
+                pageCount: UInt32(r[4].int64!), oldestVersion: UInt64(r[5].int64!), leaseEpoch: UInt64(r[6].int64!), lease: nil)
             if db.version > 0 {
                 db.lastHash = try Self.verifiedHeadHash(of: db, connection: connection, signingKey: signingKey)
             }

@@ -13,7 +13,7 @@ import Glibc
 /// | sequencer      | SYNDDB_SEQUENCER       | none (required) |
 /// | lease_ttl_ms   | SYNDDB_LEASE_TTL_MS    | 10000 |
 /// | lease_renew    | SYNDDB_LEASE_RENEW     | 1 (renew in the background) |
-/// | lock_wait_ms   | SYNDDB_LOCK_WAIT_MS    | 100 (how long one attempt at the write lock waits on the sequencer for another connection to hand the lease over, before SQLITE_BUSY) |
+/// | lock_wait_ms   | SYNDDB_LOCK_WAIT_MS    | 500 (how long one attempt at the write lock waits on the sequencer for an idle holder to hand the lease over, before SQLITE_BUSY) |
 /// | cache_mb       | SYNDDB_CACHE_MB        | 256 |
 /// | timeout_ms     | SYNDDB_TIMEOUT_MS      | 5000 (per request) |
 /// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read ahead on a miss) |
@@ -51,7 +51,7 @@ struct FileOptions {
         sequencer = url
         leaseTTLMs = UInt32(try number("lease_ttl_ms", "SYNDDB_LEASE_TTL_MS", 10_000, 50...300_000))
         leaseRenew = try number("lease_renew", "SYNDDB_LEASE_RENEW", 1, 0...1) == 1
-        lockWaitMs = UInt32(try number("lock_wait_ms", "SYNDDB_LOCK_WAIT_MS", 100, 0...30_000))
+        lockWaitMs = UInt32(try number("lock_wait_ms", "SYNDDB_LOCK_WAIT_MS", 500, 0...30_000))
         cacheBytes = try number("cache_mb", "SYNDDB_CACHE_MB", 256, 1...1_048_576) << 20
         timeoutMs = try number("timeout_ms", "SYNDDB_TIMEOUT_MS", 5000, 10...600_000)
         prefetch = try number("prefetch", "SYNDDB_PREFETCH", 16, 1...1024)

@@ -824,7 +824,10 @@ final class RemoteFile: OpenFile {
                 adopt(info.version, Int(info.pageSize), 0)
             } else if let info = granted.info, info.version != version || Int(info.pageSize) != pageSize || info.pageCount != pageCount {
                 needsRefresh = true
-                lease.endWrite()
+                // Kept for the retry SQLite's busy handler makes at once
+                // (autocommit, BEGIN IMMEDIATE): handing it on now would
+                // starve this writer behind a busy one.
+                lease.reserve(for: .milliseconds(250))
                 return fail(SYND_SQLITE_BUSY_SNAPSHOT, "'\(name)' moved from version \(version) to \(info.version) since this transaction's snapshot; roll back and retry the transaction (SQLite's busy handler retries autocommit statements and BEGIN IMMEDIATE by itself)")
             }
             return SQLITE_OK

@@ -1,5 +1,5 @@
 import CSQLite
-import Synchronization
+import SyndClient
 
 /// The SyndDB SQLite VFS (https://www.sqlite.org/vfs.html).
 ///
@@ -73,7 +73,7 @@ final class Registration: Sendable {
 
     /// SQLite's VFS list is process-wide, so the registration is too: made once,
     /// by the first `register` call, and never changed.
-    static let holder = Mutex<Registration?>(nil)
+    static let holder = Locked<Registration?>(nil)
 
     fileprivate init?(api: synd_sqlite_api, printsOpenErrors: Bool) {
         guard let platform = api.vfs_find(nil) else { return nil }

@@ -1,5 +1,4 @@
 import CSQLite
-import Synchronization
 import SyndClient
 
 #if canImport(Glibc)
@@ -19,8 +18,8 @@ final class VFSContext: Sendable {
     nonisolated(unsafe) let methods: UnsafeMutablePointer<sqlite3_io_methods>
     let printsOpenErrors: Bool
     /// Open writer files by id, for the views changeset capture opens.
-    private let files = Mutex<(next: UInt64, byID: [UInt64: WeakFile])>((1, [:]))
-    private let errors = Mutex<[UInt: String]>([:])
+    private let files = Locked<(next: UInt64, byID: [UInt64: WeakFile])>((1, [:]))
+    private let errors = Locked<[UInt: String]>([:])
 
     init(name: String, platform: UnsafeMutablePointer<sqlite3_vfs>, api: synd_sqlite_api,
          methods: UnsafeMutablePointer<sqlite3_io_methods>, printsOpenErrors: Bool) {
