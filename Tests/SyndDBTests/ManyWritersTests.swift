@@ -122,8 +122,9 @@ import Testing
                 }
             }
             for (process, out) in pythons {
-                process.waitForExit()
+                // To its end: the writer closes it when it exits.
                 let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()  // off Swift's cooperative pool (offPool)
                 #expect(process.terminationStatus == 0 && text.hasPrefix("ok"), "python writer: \(text)")
             }
             while running.load(ordering: .sequentiallyConsistent) > 0 { usleep(10_000) }
@@ -203,6 +204,62 @@ import Testing
             // The scan of ~200 pages is served from the cache: a handful of requests, not one per page.
             #expect(after.pagesKeptOnRefresh - before.pagesKeptOnRefresh >= 150, "\(after)")
             #expect(after.requests - before.requests <= 4, "\(before) → \(after)")
+        }
+    }
+
+    /// Python's multiprocessing forks: children of a parent that already used
+    /// the extension write one database together (they crashed on the Swift
+    /// runtime's cached thread id in Synchronization.Mutex before the client
+    /// moved to pthread mutexes).
+    @Test func forkedChildrenOfAProcessThatUsedTheExtensionWriteTogether() async throws {
+        let dir = TemporaryDirectory()
+        let sequencer = try await offPool { try SequencerProcess(directory: dir.path + "/seq") }
+        let url = sequencer.url
+        let name = uniqueName("forked")
+        let script = """
+            import os, sqlite3, sys
+            extension, uri = sys.argv[1], sys.argv[2]
+            loader = sqlite3.connect(":memory:")
+            loader.enable_load_extension(True)
+            loader.load_extension(extension)
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+            db.execute("CREATE TABLE t(child INTEGER, i INTEGER)")
+            db.execute("INSERT INTO t VALUES (-1, 0)")
+            db.close()
+            children = []
+            for c in range(3):
+                pid = os.fork()
+                if pid == 0:
+                    code = 0
+                    try:
+                        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+                        for i in range(30):
+                            db.execute("BEGIN IMMEDIATE")
+                            db.execute("INSERT INTO t VALUES (?, ?)", (c, i))
+                            db.execute("COMMIT")
+                        db.close()
+                    except Exception as e:
+                        print("child", c, type(e).__name__, e, flush=True)
+                        code = 1
+                    os._exit(code)
+                children.append(pid)
+            statuses = [os.waitpid(pid, 0)[1] for pid in children]
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+            print("statuses", statuses, "rows", db.execute("SELECT count(*) FROM t WHERE child >= 0").fetchone()[0], flush=True)
+            """
+        try await offPool {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = ["-c", script, SQLiteToolsTests.extensionPath, "file:\(name)?vfs=synddb&sequencer=\(url)"]
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = out
+            try process.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()  // off Swift's cooperative pool (offPool)
+            #expect(process.terminationStatus == 0, "\(text)")
+            #expect(text.contains("statuses [0, 0, 0] rows 90"), "\(text)")
+            _ = sequencer
         }
     }
 }
