@@ -262,4 +262,48 @@ import Testing
             _ = sequencer
         }
     }
+
+    /// A process that takes the lease (a write it rolls back) and exits at
+    /// once, without closing, leaves nothing behind: the next writer, with no
+    /// busy timeout, writes at once every time (found by SQLite's
+    /// savepoint4.test, where such a child left its lease for the TTL).
+    @Test func aProcessThatExitsRightAfterTakingTheLeaseLeavesNothingBehind() async throws {
+        let dir = TemporaryDirectory()
+        let sequencer = try await offPool { try SequencerProcess(directory: dir.path + "/seq") }
+        let url = sequencer.url
+        let name = uniqueName("quickexit")
+        let script = """
+            import os, sqlite3, sys
+            loader = sqlite3.connect(":memory:")
+            loader.enable_load_extension(True)
+            loader.load_extension(sys.argv[1])
+            db = sqlite3.connect(sys.argv[2], uri=True, isolation_level=None, timeout=0)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM t")
+            db.execute("ROLLBACK")
+            os._exit(0)
+            """
+        try await offPool {
+            let parent = try Database.open(name, sequencer: url)
+            try parent.execute("CREATE TABLE t(x); INSERT INTO t VALUES (0)")
+            for round in 1...10 {
+                let child = Process()
+                child.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+                child.arguments = ["-c", script, SQLiteToolsTests.extensionPath, "file:\(name)?vfs=synddb&sequencer=\(url)"]
+                let out = Pipe()
+                child.standardOutput = out
+                child.standardError = out
+                try child.run()
+                let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                child.waitUntilExit()  // off Swift's cooperative pool (offPool)
+                #expect(child.terminationStatus == 0, "\(text)")
+                let start = ContinuousClock.now
+                try parent.execute("INSERT INTO t VALUES (?)".replacingOccurrences(of: "?", with: String(round)))
+                let took = ContinuousClock.now - start
+                #expect(took < .seconds(2), "round \(round): the parent waited \(took) for a lease its exited child left behind")
+            }
+            #expect(try parent.scalar("SELECT count(*) FROM t") == .integer(11))
+            _ = sequencer
+        }
+    }
 }
