@@ -76,8 +76,11 @@ public final class LeaseKeeper: Sendable {
         public var wanted = false
         /// A write transaction runs on it (`beginWrite` to `endWrite`): not handed over.
         public var inUse = false
-        /// Kept for this writer's retry until then (see `reserve`), even if wanted.
+        /// Kept for this writer until then, even if wanted: its time slice after
+        /// a grant, or its retry after a stale snapshot (see `reserve`).
         public var reservedUntil: ContinuousClock.Instant?
+        /// The end of the time slice of the current grant.
+        var sliceEnd: ContinuousClock.Instant?
         /// The sequencer was told that a transaction runs on it (see `wanted`).
         var busyReported = false
         public var held: Bool { epoch != 0 && lost == nil }
@@ -85,6 +88,10 @@ public final class LeaseKeeper: Sendable {
 
     /// - Parameter client: the sequencer; the keeper talks to it over a
     ///   connection of its own, so renewals never queue behind commits.
+    /// How long a writer that took the lease for a write keeps it even if
+    /// others want it (see `acquire`).
+    static let slice = Duration.milliseconds(5)
+
     public init(client: SequencerClient, database: String, holder: String, ttlMs: UInt32, renews: Bool = true) {
         self.client = client.dedicated()
         self.database = database
@@ -140,7 +147,11 @@ public final class LeaseKeeper: Sendable {
             $0.lost = nil
             $0.wanted = false
             $0.busyReported = false
-            $0.reservedUntil = nil
+            // A time slice: a writer that waited for the lease writes for a
+            // moment before handing it on, so contended writers commit a few
+            // transactions per hand-over instead of one.
+            $0.sliceEnd = forWrite ? .now + Self.slice : nil
+            $0.reservedUntil = $0.sliceEnd
             if forWrite { $0.inUse = true }
         }
         hold(epoch: lease.epoch)
@@ -157,7 +168,7 @@ public final class LeaseKeeper: Sendable {
             let reserved = s.reservedUntil.map { $0 > now } ?? false
             guard s.held, s.expires > now, !s.wanted || reserved else { return false }
             s.inUse = true
-            s.reservedUntil = nil
+            s.reservedUntil = s.sliceEnd  // a retry's reservation is used up
             return true
         }
     }
@@ -169,7 +180,7 @@ public final class LeaseKeeper: Sendable {
     public func reserve(for time: Duration) {
         state.withLock { s in
             s.inUse = false
-            s.reservedUntil = .now + time
+            s.reservedUntil = max(s.reservedUntil ?? .now, .now + time)
         }
         wakeThread()  // to hand over when the reservation ends unused
     }
@@ -179,7 +190,6 @@ public final class LeaseKeeper: Sendable {
     public func endWrite() {
         let wanted = state.withLock { s -> Bool in
             s.inUse = false
-            s.reservedUntil = nil
             return s.wanted && s.held
         }
         if wanted { wakeThread() }
@@ -449,7 +459,9 @@ public final class LeaseKeeper: Sendable {
             let s = status
             var until = ContinuousClock.now + .seconds(1)
             if s.held && renews { until = min(until, nextRenewal) }
-            if let reserved = s.reservedUntil { until = min(until, reserved + .milliseconds(1)) }
+            if let reserved = s.reservedUntil, reserved > .now, s.wanted {
+                until = min(until, reserved + .milliseconds(1))  // to hand over when it ends
+            }
             client.waitForInput(wake: wake.read, timeoutMs: Int32(clamping: max(0, (until - .now).milliseconds)))
             if stopped.load(ordering: .sequentiallyConsistent) { break }
             client.processPendingInput(wait: true)

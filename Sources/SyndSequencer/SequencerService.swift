@@ -83,7 +83,13 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
     /// (first come, first served) and waits up to `wait_ms` for it to be
     /// released, handed over or to lapse. Waits off the store's lanes.
     private func acquireWaiting(_ r: AcquireLeaseRequest) async throws(SequencerError) -> Lease {
-        let deadline = ContinuousClock.now + min(.milliseconds(r.waitMs), Self.maxLeaseWait)
+        let start = ContinuousClock.now
+        let deadline = start + min(.milliseconds(r.waitMs), Self.maxLeaseWait)
+        // A holder inside a write transaction (it said so) hands over only when
+        // it ends: wait for that only briefly, about one step of SQLite's busy
+        // handler, so a short transaction hands over at once while a caller
+        // without a busy handler still gets SQLITE_BUSY almost at once.
+        let busyDeadline = min(deadline, start + Self.busyHolderWait)
         var ticket: LeaseTicket?
         defer { if let ticket { store.leaveLeaseQueue(ticket) } }
         while true {
@@ -92,21 +98,24 @@ public struct SequencerService: Synddb_V1_Sequencer.SimpleServiceProtocol {
                 return try await writes.run { [store] () throws(SequencerError) in try store.acquireLease(r, ticket: id) }
             } catch {
                 let now = ContinuousClock.now
-                guard error.code == .failedPrecondition, now < deadline, !Task.isCancelled,
-                    !store.leaseHolderIsWriting(r.database)
-                else { throw error }
+                let until = store.leaseHolderIsWriting(r.database) ? busyDeadline : deadline
+                guard error.code == .failedPrecondition, now < until, !Task.isCancelled else { throw error }
                 guard let ticket else {
                     ticket = try store.joinLeaseQueue(database: r.database, holder: r.holder)
                     continue  // the lease may have been released meanwhile
                 }
-                // Woken by a release or a move of the queue; a lease that lapses
-                // sends nothing, so also wake just after it would.
-                var nap = deadline - now
+                // Woken by a release, a move of the queue or the holder saying it
+                // is busy; a lease that lapses sends nothing, so also wake just
+                // after it would.
+                var nap = until - now
                 if let left = store.leaseTimeLeft(r.database) { nap = min(nap, left + .milliseconds(1)) }
                 await ticket.signal.wait(upTo: max(nap, .milliseconds(1)))
             }
         }
     }
+
+    /// How long an AcquireLease waits for a holder that is inside a write transaction.
+    static let busyHolderWait = Duration.milliseconds(25)
 
     public func renewLease(request: Synddb_V1_RenewLeaseRequest, context: ServerContext) async throws -> Synddb_V1_Lease {
         // Inline: takes only the database's lease lock.
