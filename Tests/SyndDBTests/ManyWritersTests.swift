@@ -248,17 +248,9 @@ import Testing
             print("statuses", statuses, "rows", db.execute("SELECT count(*) FROM t WHERE child >= 0").fetchone()[0], flush=True)
             """
         try await offPool {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            process.arguments = ["-c", script, SQLiteToolsTests.extensionPath, "file:\(name)?vfs=synddb&sequencer=\(url)"]
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = out
-            try process.run()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()  // off Swift's cooperative pool (offPool)
-            #expect(process.terminationStatus == 0, "\(text)")
-            #expect(text.contains("statuses [0, 0, 0] rows 90"), "\(text)")
+            let run = try Self.python(script, "file:\(name)?vfs=synddb&sequencer=\(url)")
+            #expect(run.status == 0, "\(run.output)")
+            #expect(run.output.contains("statuses [0, 0, 0] rows 90"), "\(run.output)")
             _ = sequencer
         }
     }
@@ -287,16 +279,8 @@ import Testing
             let parent = try Database.open(name, sequencer: url)
             try parent.execute("CREATE TABLE t(x); INSERT INTO t VALUES (0)")
             for round in 1...10 {
-                let child = Process()
-                child.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-                child.arguments = ["-c", script, SQLiteToolsTests.extensionPath, "file:\(name)?vfs=synddb&sequencer=\(url)"]
-                let out = Pipe()
-                child.standardOutput = out
-                child.standardError = out
-                try child.run()
-                let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                child.waitUntilExit()  // off Swift's cooperative pool (offPool)
-                #expect(child.terminationStatus == 0, "\(text)")
+                let child = try Self.python(script, "file:\(name)?vfs=synddb&sequencer=\(url)")
+                #expect(child.status == 0, "\(child.output)")
                 let start = ContinuousClock.now
                 try parent.execute("INSERT INTO t VALUES (?)".replacingOccurrences(of: "?", with: String(round)))
                 let took = ContinuousClock.now - start
@@ -305,5 +289,21 @@ import Testing
             #expect(try parent.scalar("SELECT count(*) FROM t") == .integer(11))
             _ = sequencer
         }
+    }
+
+    /// Runs `script` in Debian's python3 with the extension's path and `uri`
+    /// as arguments; returns its status and its output (stdout and stderr).
+    /// Call it off Swift's cooperative pool (`offPool`): it waits for the exit.
+    static func python(_ script: String, _ uri: String) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", script, SQLiteToolsTests.extensionPath, uri]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
     }
 }
