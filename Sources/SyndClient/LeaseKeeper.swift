@@ -223,8 +223,8 @@ public final class LeaseKeeper: Sendable {
     }
 
     /// Another writer waits while a transaction runs on the lease: tell the
-    /// sequencer once per epoch, so that waiters get SQLITE_BUSY at once
-    /// (SQLite's busy handler then polls) instead of waiting in vain.
+    /// sequencer once per epoch, so that waiters get SQLITE_BUSY after a short
+    /// wait (SQLite's busy handler then polls) instead of waiting in vain.
     private func reportBusyIfWanted() {
         let epoch = state.withLock { s -> UInt64? in
             guard s.wanted, s.held, s.inUse, !s.busyReported else { return nil }

@@ -152,7 +152,10 @@ public nonisolated struct Synddb_V1_AcquireLeaseRequest: Sendable {
   public var ttlMs: UInt32 = 0
 
   /// While another holder's lease is live, wait up to this long (capped by the
-  /// sequencer) for it to be released or to lapse before failing. 0: fail at once.
+  /// sequencer) for it to be released or to lapse before failing. 0: fail at
+  /// once. Behind a holder that said it is inside a write transaction
+  /// (RenewLeaseRequest.in_transaction), the sequencer waits only briefly
+  /// (25 ms, about one step of SQLite's busy handler).
   public var waitMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -207,9 +210,10 @@ public nonisolated struct Synddb_V1_RenewLeaseRequest: Sendable {
   public var ttlMs: UInt32 = 0
 
   /// The holder is inside a write transaction (its answer to a "wanted"
-  /// event): writers waiting in AcquireLease get FAILED_PRECONDITION at once,
-  /// as SQLITE_BUSY, instead of waiting for a hand-over that will come only
-  /// when the transaction ends. Cleared when the lease is released.
+  /// event): writers waiting in AcquireLease wait only briefly (see wait_ms)
+  /// and then get FAILED_PRECONDITION, as SQLITE_BUSY, instead of waiting for
+  /// a hand-over that comes only when the transaction ends. Cleared when the
+  /// lease is released.
   public var inTransaction: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -36,7 +36,7 @@ extension PageStore {
     }
 
     /// Whether the live lease of `database` is held by a writer that said it
-    /// is inside a write transaction (a waiter then fails at once).
+    /// is inside a write transaction (a waiter then waits only briefly).
     public func leaseHolderIsWriting(_ database: String) -> Bool {
         guard let cell = try? leaseCell(database) else { return false }
         return cell.withLock { l in
