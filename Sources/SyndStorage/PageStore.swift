@@ -1,4 +1,5 @@
 import CSQLite
+import Dispatch
 import Synchronization
 import SyndLedger
 import SyndProtocol
@@ -48,6 +49,7 @@ public final class PageStore: Sendable {
     /// Each database's lease cell by name, filled under the store lock.
     private let leaseCells: Mutex<[String: LeaseCell]>
     private let reader: Mutex<StoreReader>
+    private let commitQueue = DispatchQueue(label: "synd.store.commits")
     /// Signs every batch (Ed25519); the key lives in the store's folder.
     public let signingKey: SigningKey
 
@@ -309,6 +311,16 @@ public final class PageStore: Sendable {
                 }
                 return response
             }
+        }
+    }
+
+    /// Applies `request` and calls `completion` once the batch is durable (or
+    /// refused), from a store thread. Never blocks the caller on store I/O, so
+    /// it may be called from an event loop. Concurrent commits, of one database
+    /// or many, share an fsync.
+    public func commit(_ request: CommitRequest, completion: @escaping @Sendable (Result<CommitResponse, SequencerError>) -> Void) {
+        commitQueue.async {
+            completion(Result { () throws(SequencerError) -> CommitResponse in try self.commit(request) })
         }
     }
 
