@@ -4,45 +4,79 @@ import Foundation
 import SyndClient
 import SyndDB
 import SyndSQLite
-import SyndSequencer
-import SyndStorage
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure commit and read latency through the VFS, next to local SQLite with the same durability.",
+        abstract: "Measure SyndDB next to local SQLite with the same durability (and a one-node dqlite).",
         discussion: """
-            Baseline: a local SQLite file with journal_mode=WAL and synchronous=FULL (one fsync per commit).
+            Baseline: local SQLite files with journal_mode=WAL and synchronous=FULL (one fsync per commit).
             SyndDB: the same statements through the synddb VFS against a sequencer on loopback,
-            whose store fsyncs every commit before acknowledging it.
-            The many-writer workloads run writer processes (this executable, as hidden workers)
-            on one database: lease handover latency between two of them, and the commits per
-            second of 2, 4 and 8 processes alternating writes.
+            whose store fsyncs every commit before acknowledging it. Without --sequencer each
+            workload starts a sequencer process of its own and reads its CPU time, memory and
+            data folder from /proc and the disk.
+            Workloads: single (one connection: 1-row and 100-row commits, warm reads, changeset
+            capture, dqlite's kvwrite with the sequencer's CPU per commit), dqlite (dqlite-benchmark,
+            one node, through scripts/bench-dqlite.sh, when installed), writers (processes on one
+            database: lease handovers, processes alternating writes), databases (16 and 64 processes,
+            each on its own database), bulk (a bulk load, a cold full scan, the sequencer's disk use),
+            memory (the peak RSS of one large transaction, client and sequencer).
+            Writer processes are this executable, started as hidden workers.
             """)
 
-    @Option(help: "Transactions per workload.")
-    var transactions: Int = 500
+    @Option(help: "Transactions per single-connection workload (1-row commits included).")
+    var transactions: Int = 1000
 
-    @Option(help: "Sequencer URL; without it an embedded sequencer runs in this process.")
+    @Option(help: "Sequencer URL; without it each workload starts its own sequencer process (synd sequencer --port 0).")
     var sequencer: String?
 
     @Option(help: "Also write the report (Markdown) to this file.")
     var output: String?
 
-    @Option(help: "Which workloads: all, single (one connection) or writers (many writer processes).")
+    @Option(help: "Which workloads, comma-separated: all, or any of single, dqlite, writers, databases, bulk, memory.")
     var workloads: String = "all"
 
     @Option(help: "Lease handovers between two writer processes.")
     var handovers: Int = 300
 
-    @Option(help: "Writer process counts of the throughput workload, comma-separated.")
+    @Option(help: "Writer process counts of the one-database throughput workload, comma-separated.")
     var writerProcesses: String = "2,4,8"
 
-    @Option(help: "Seconds each throughput workload runs.")
+    @Option(help: "Seconds each throughput workload runs (writers and databases).")
     var writerSeconds: Double = 5
 
     @Option(help: "Milliseconds each writer process waits after each commit, outside any transaction (0: the next BEGIN at once).")
     var writerThinkMs: Double = 0
+
+    @Option(help: "Bytes of the value of each 1-row commit (single, dqlite and databases workloads).")
+    var valueBytes: Int = 1024
+
+    @Option(help: "Writer process counts of the databases workload (each process on its own database), comma-separated.")
+    var databaseWriters: String = "16,64"
+
+    @Option(help: "Megabytes of the bulk load.")
+    var bulkMb: Double = 200
+
+    @Option(help: "Bytes of each row of the bulk load and of the large transaction.")
+    var bulkRowBytes: Int = 1000
+
+    @Option(help: "Rows per transaction of the bulk load.")
+    var bulkRowsPerTransaction: Int = 2048
+
+    @Option(help: "Cold full scans of the bulk-loaded database, each side (the median is shown).")
+    var scans: Int = 3
+
+    @Option(help: "Megabytes of the one large transaction of the memory workload.")
+    var memoryMb: Double = 100
+
+    @Option(help: "Seconds dqlite-benchmark runs.")
+    var dqliteSeconds: Int = 5
+
+    @Option(help: "Path of scripts/bench-dqlite.sh (default: found from the current folder or this executable).")
+    var dqliteScript: String?
+
+    @Flag(help: "Do not drop the OS page cache before each cold scan (it needs root, and slows everything else on the machine for a moment).")
+    var keepOsCache = false
 
     // A writer process of the many-writer workloads (BenchWriters), driven over stdin and stdout.
     @Option(help: .private) var worker: String?
@@ -50,14 +84,37 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: .private) var workerLocal: String?
     @Option(help: .private) var workerDb: String?
 
+    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory"]
+
+    /// The workloads asked for, in the order they run.
+    var selected: Set<String> {
+        let names = Set(workloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        return names.contains("all") ? Set(Self.workloadNames) : names
+    }
+
     func validate() throws {
-        guard ["all", "single", "writers"].contains(workloads) else { throw ValidationError("--workloads all, single or writers") }
+        let names = workloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !names.isEmpty, names.allSatisfy({ $0 == "all" || Self.workloadNames.contains($0) }) else {
+            throw ValidationError("--workloads: all, or a comma-separated list of \(Self.workloadNames.joined(separator: ", "))")
+        }
         guard transactions > 0, handovers > 0, writerSeconds > 0, writerThinkMs >= 0, !processCounts.isEmpty, processCounts.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--transactions, --handovers, --writer-seconds and --writer-processes must be positive")
+        }
+        guard valueBytes >= 2, !databaseCounts.isEmpty, databaseCounts.allSatisfy({ $0 >= 1 }), bulkMb > 0, bulkRowBytes > 0,
+              bulkRowsPerTransaction > 0, scans > 0, memoryMb > 0, dqliteSeconds > 0 else {
+            throw ValidationError("--value-bytes (at least 2), --database-writers, --bulk-mb, --bulk-row-bytes, --bulk-rows-per-transaction, --scans, --memory-mb and --dqlite-seconds must be positive")
         }
     }
 
     var processCounts: [Int] { writerProcesses.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+    var databaseCounts: [Int] { databaseWriters.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+
+    var settings: BenchIssue10.Settings {
+        BenchIssue10.Settings(
+            transactions: transactions, valueBytes: valueBytes, databaseWriters: databaseCounts, seconds: writerSeconds,
+            bulkBytes: Int64(bulkMb * 1e6), bulkRowBytes: bulkRowBytes, bulkRowsPerTransaction: bulkRowsPerTransaction, scans: scans,
+            memoryBytes: Int64(memoryMb * 1e6), dqliteSeconds: dqliteSeconds, dqliteScript: dqliteScript, dropCaches: !keepOsCache)
+    }
 
     func run() async throws {
         if let worker {
@@ -69,39 +126,68 @@ struct BenchCommand: AsyncParsableCommand {
             } else {
                 throw ValidationError("--worker needs --worker-local PATH or --worker-db NAME --sequencer URL")
             }
+            if BenchLoadWorker.roles.contains(worker) { BenchLoadWorker.run(role: worker, id: workerId, target: target) }
             BenchWriters.runWorker(role: worker, id: workerId, target: target)
         }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("synd-bench-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var embedded: SequencerServer?
-        let url: String
-        if let sequencer {
-            url = sequencer
-        } else {
-            embedded = try await SequencerServer.start(store: StoreConfiguration(directory: dir + "/sequencer"))
-            url = embedded!.url
-        }
-        let n = transactions
-        let (single, writers) = (workloads != "writers", workloads != "single")
+        let command = "synd " + CommandLine.arguments.dropFirst().joined(separator: " ")
+        let (selected, given, n, settings) = (selected, sequencer, transactions, settings)
         let (handovers, processes, seconds, thinkMs) = (handovers, processCounts, writerSeconds, writerThinkMs)
+        let started = Date()
         let result: Result<String, any Error> = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(returning: Result {
-                    var sections: [String] = []
-                    if single { sections.append(try Self.measure(n: n, dir: dir, url: url)) }
-                    if writers {
-                        let results = try BenchWriters.measure(dir: dir, url: url, handovers: handovers, processes: processes, seconds: seconds, thinkMs: thinkMs)
-                        sections.append(BenchWriters.report(results).joined(separator: "\n"))
+                    signal(SIGPIPE, SIG_IGN)
+                    /// A sequencer for one workload: the given one, or a fresh process stopped afterwards.
+                    func withServer<T>(_ name: String, _ body: (BenchIssue10.Server) throws -> T) throws -> T {
+                        if let given { return try body(BenchIssue10.Server(url: given, process: nil)) }
+                        let process = try BenchSequencerProcess(dataDirectory: dir + "/sequencer-" + name, retain: nil)
+                        defer { process.stop() }
+                        return try body(BenchIssue10.Server(url: process.url, process: process))
                     }
-                    return sections.joined(separator: "\n\n")
+                    var issue10 = BenchIssue10.Results(settings: settings, sequencerURL: given)
+                    var older: [String] = []
+                    if selected.contains("single") {
+                        try withServer("single") { server in
+                            let (text, capture) = try Self.measure(n: n, dir: dir, url: server.url)
+                            older.append(text)
+                            issue10.capture = capture
+                        }
+                        issue10.commit = try withServer("commit") { try BenchIssue10.commit(settings, dir: dir, server: $0) }
+                    }
+                    if selected.contains("dqlite") {
+                        issue10.dqlite = try BenchDqlite.run(script: settings.dqliteScript, directory: dir + "/dqlite", seconds: settings.dqliteSeconds, valueBytes: settings.valueBytes)
+                    }
+                    if selected.contains("writers") {
+                        try withServer("writers") { server in
+                            let results = try BenchWriters.measure(dir: dir, url: server.url, handovers: handovers, processes: processes, seconds: seconds, thinkMs: thinkMs)
+                            older.append(BenchWriters.report(results).joined(separator: "\n"))
+                        }
+                    }
+                    if selected.contains("databases") {
+                        for count in settings.databaseWriters {
+                            issue10.databases.append(try withServer("databases-\(count)") { try BenchIssue10.databases(settings, processes: count, dir: dir, server: $0) })
+                        }
+                    }
+                    if selected.contains("bulk") {
+                        issue10.bulk = try withServer("bulk") { try BenchIssue10.bulk(settings, dir: dir, server: $0) }
+                    }
+                    if selected.contains("memory") {
+                        issue10.memory = try withServer("memory") { try BenchIssue10.memory(settings, dir: dir, server: $0) }
+                    }
+                    var sections: [String] = []
+                    if !selected.isSubset(of: ["writers"]) {
+                        sections.append(BenchIssue10.report(issue10, command: command, date: started).joined(separator: "\n"))
+                    }
+                    return (sections + older).joined(separator: "\n\n")
                 })
             }
         }
-        await embedded?.stop()
         let report = try result.get()
         print(report)
-        if let output { try report.write(toFile: output, atomically: true, encoding: .utf8) }
+        if let output { try (report + "\n").write(toFile: output, atomically: true, encoding: .utf8) }
     }
 
     struct Figures {
@@ -149,6 +235,12 @@ struct BenchCommand: AsyncParsableCommand {
         return out
     }
 
+    #if DEBUG
+    static let build = "debug build: the figures mean little"
+    #else
+    static let build = "release build"
+    #endif
+
     /// "x86_64, 2 cores"
     static func machine() -> String {
         var uts = utsname()
@@ -157,7 +249,8 @@ struct BenchCommand: AsyncParsableCommand {
         return "\(machine), \(ProcessInfo.processInfo.activeProcessorCount) cores"
     }
 
-    static func measure(n: Int, dir: String, url: String) throws -> String {
+    /// The single-connection workloads; the report and the capture ratios (p50 with / without) on 1-row and 100-row commits.
+    static func measure(n: Int, dir: String, url: String) throws -> (String, capture: (one: Double, hundred: Double)) {
         let local = try Connection(path: dir + "/local.sqlite")
         try local.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL")
         let baseline = try workloads(local, n: n)
@@ -225,6 +318,8 @@ struct BenchCommand: AsyncParsableCommand {
         }
         lines.append("")
         lines.append("Requests to the sequencer during the run: \(after.requests - before.requests) for \(after.commits - before.commits) commits and \(n) reads.")
-        return lines.joined(separator: "\n")
+        let ratios = (one: capture["commit-1"]!.with.p50 / capture["commit-1"]!.without.p50,
+                      hundred: capture["commit-100"]!.with.p50 / capture["commit-100"]!.without.p50)
+        return (lines.joined(separator: "\n"), ratios)
     }
 }
