@@ -31,6 +31,10 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.0"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.0"),
+        // Already resolved through grpc-swift-nio-transport; the sequencer's server uses them directly.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.36.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.29.0"),
     ],
     targets: [
         // C shims.
@@ -86,10 +90,12 @@ let package = Package(
         .target(
             name: "SyndSequencer",
             dependencies: [
-                "SyndStorage", "SyndGRPC", "SyndProtocol",
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-                .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                "SyndStorage", "SyndProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -99,11 +105,8 @@ let package = Package(
         .target(
             name: "SyndFuzzTargets",
             dependencies: [
-                "SyndProtocol", "SyndClient", "SyndHTTP2", "SyndSequencer", "SyndStorage", "SyndGRPC", "SyndValidator",
+                "SyndProtocol", "SyndClient", "SyndHTTP2", "SyndSequencer", "SyndStorage", "SyndValidator",
                 "SyndLedger", "SyndSQLite", "SyndCapture", "CSQLite",
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-                .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             ]
         ),
         // The Swift API.
@@ -124,7 +127,14 @@ let package = Package(
         .executableTarget(name: "swift-api-example", dependencies: ["SyndDB", "SyndSQLite"], path: "examples/swift-api"),
         .testTarget(
             name: "SyndDBTests",
-            dependencies: ["SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "SyndValidator", "SyndLedger", "SyndFuzzTargets", "synd", "swift-api-example"]
+            dependencies: [
+                "SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "SyndValidator", "SyndLedger",
+                "SyndFuzzTargets", "synd", "swift-api-example",
+                // GRPCServerTests call the sequencer through grpc-swift's client.
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -2,26 +2,22 @@ import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
-import GRPCCore
-import GRPCProtobuf
-import SwiftProtobuf
 import Synchronization
-import SyndGRPC
 import SyndLedger
 import SyndProtocol
 import SyndSequencer
 import SyndStorage
 
-/// The sequencer's request decoding and handling: request bytes go through
-/// grpc-swift's protobuf deserializer into `SequencerService` (the handlers
-/// the gRPC server calls), against a real `PageStore` made fresh for each input
-/// in a private folder (on tmpfs when there is one).
+/// The sequencer's request decoding and handling: request bytes go straight
+/// into `SequencerService` (the handlers the gRPC server calls with each
+/// call's request message), against a real `PageStore` made fresh for each
+/// input in a private folder (on tmpfs when there is one).
 ///
 /// Input: a few calls, each one byte picking the RPC and a 2-byte-length chunk
 /// of request bytes. Before them the store holds database `db`, leased to
 /// holder `w` at epoch 1, so a fuzzed commit is one call away.
 ///
-/// Promises: every call answers or fails with an `RPCError` whose code is not
+/// Promises: every call answers or fails with a `SequencerError` whose code is not
 /// UNKNOWN, INTERNAL or DATA_LOSS (input the sequencer cannot use must be
 /// refused as such, not break it) and whose message is not empty. Afterwards
 /// the store opens again (its heads verify) and every batch it kept carries a
@@ -82,46 +78,39 @@ public enum SequencerRequestTarget {
         checkStore(configuration, names: names)
     }
 
-    /// One RPC as the server runs it: deserialize, then the service's handler.
+    /// One RPC as the server runs it: the service's handler with the request's bytes.
     static func call(_ method: SequencerMethod, _ bytes: [UInt8], _ service: SequencerService) {
-        let outcome: Result<Void, any Error> = blocking {
-            let context = ServerContext(
-                descriptor: MethodDescriptor(fullyQualifiedService: "synddb.v1.Sequencer", method: String(method.rawValue.split(separator: "/").last!)),
-                remotePeer: "in-process:fuzz", localPeer: "in-process:fuzz", cancellation: .init())
-            func decode<M: SwiftProtobuf.Message>(_ type: M.Type = M.self) throws -> M {
-                try ProtobufDeserializer<M>().deserialize(bytes)
+        let outcome: Result<Void, any Error>
+        switch method {
+        case .holdLease:
+            // The client has already left: the call answers, then releases what it held.
+            outcome = blocking { try await service.holdLease(request: bytes, stream: DepartedClient()) }
+        case .streamBatches:
+            // A following stream runs until cancelled: one pass, then its sleep ends it.
+            let follow = (try? StreamBatchesRequest(serializedBytes: bytes))?.follow ?? false
+            outcome = blocking {
+                let stream = Task { try await service.streamBatches(request: bytes, stream: DepartedClient()) }
+                if follow { stream.cancel() }
+                try await stream.value
             }
-            switch method {
-            case .getCapabilities: _ = try await service.getCapabilities(request: decode(), context: context)
-            case .openDatabase: _ = try await service.openDatabase(request: decode(), context: context)
-            case .acquireLease: _ = try await service.acquireLease(request: decode(), context: context)
-            case .renewLease: _ = try await service.renewLease(request: decode(), context: context)
-            case .releaseLease: _ = try await service.releaseLease(request: decode(), context: context)
-            case .holdLease:
-                // The client has already left: the call answers, then releases what it held.
-                context.cancellation.cancel()
-                try await service.holdLease(request: decode(), response: RPCWriter(wrapping: Discard()), context: context)
-            case .readPages: _ = try await service.readPages(request: decode(), context: context)
-            case .commit: _ = try await service.commit(request: decode(), context: context)
-            case .getCommitStatus: _ = try await service.getCommitStatus(request: decode(), context: context)
-            case .getSequencerKey: _ = try await service.getSequencerKey(request: decode(), context: context)
-            case .dropDatabase: _ = try await service.dropDatabase(request: decode(), context: context)
-            case .streamBatches:
-                let request: Synddb_V1_StreamBatchesRequest = try decode()
-                // A following stream runs until cancelled: one pass, then its sleep ends it.
-                let stream = Task { try await service.streamBatches(request: request, response: RPCWriter(wrapping: Discard()), context: context) }
-                if request.follow { stream.cancel() }
-                do { try await stream.value } catch is CancellationError where request.follow {}
+        default:
+            let answer = Mutex<Result<[UInt8], SequencerError>?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            service.unary(method, request: bytes) { result in
+                answer.withLock { $0 = result }
+                done.signal()
             }
+            done.wait()
+            outcome = answer.withLock { $0! }.map { _ in }.mapError { $0 }
         }
-        guard case .failure(let error) = outcome else { return }
-        guard let rpc = error as? RPCError else {
-            violated(name, "\(method.rawValue) failed with \(type(of: error)), not a gRPC status: \(error)")
+        guard case .failure(let failure) = outcome else { return }
+        guard let error = failure as? SequencerError else {
+            violated(name, "\(method.rawValue) failed with \(type(of: failure)), not a gRPC status: \(failure)")
         }
-        guard ![.unknown, .internalError, .dataLoss].contains(rpc.code) else {
-            violated(name, "\(method.rawValue) answered \(rpc.code): \(rpc.message)")
+        guard ![.unknown, .internal, .dataLoss].contains(error.code) else {
+            violated(name, "\(method.rawValue) answered \(error.code): \(error.message)")
         }
-        guard !rpc.message.isEmpty else { violated(name, "\(method.rawValue) answered \(rpc.code) without a message") }
+        guard !error.message.isEmpty else { violated(name, "\(method.rawValue) answered \(error.code) without a message") }
     }
 
     /// The store the calls left: it opens, and every kept batch of the databases
@@ -256,8 +245,8 @@ func blocking(_ body: @escaping @Sendable () async throws -> Void) -> Result<Voi
     return result.withLock { $0! }
 }
 
-/// A stream's messages, dropped.
-struct Discard<Element: Sendable>: RPCWriterProtocol {
-    func write(_ element: Element) async throws {}
-    func write(contentsOf elements: some Sequence<Element>) async throws {}
+/// A client that left as soon as it asked: what is sent to it is dropped.
+struct DepartedClient: SequencerResponseStream {
+    func send(_ message: [UInt8]) async throws {}
+    func clientLeft() async {}
 }

@@ -1,15 +1,15 @@
 import Dispatch
 import SyndProtocol
 
-/// Runs blocking store calls one after another on a thread of their own,
-/// off Swift's cooperative pool.
+/// Runs blocking store calls one after another on a thread of their own, off
+/// the event loops and off Swift's cooperative pool.
 ///
-/// The pool has one thread per core (two here). A store call blocks it: a
-/// commit for its SQLite transaction and fsync, anything else that needs the
-/// store lock for as long as that commit holds it. Two such calls inline would
-/// leave no thread for the calls that must never wait, such as another
-/// database's lease renewal. A serial DispatchQueue is overcommitting: it gets
-/// a thread of its own even while the pool's threads are busy.
+/// A store call may block: for its SQLite transaction and fsync, or for the
+/// store lock while a commit holds it. On an event loop that would stall every
+/// connection of that loop; on the cooperative pool (one thread per core) it
+/// would leave no thread for the calls that must never wait. A serial
+/// DispatchQueue is overcommitting: it gets a thread of its own even while the
+/// other threads are busy.
 struct BlockingLane: Sendable {
     private let queue: DispatchQueue
 
@@ -17,11 +17,19 @@ struct BlockingLane: Sendable {
         queue = DispatchQueue(label: label)
     }
 
+    /// Runs `body` on the lane, then `done` with its outcome (on the lane's thread).
+    func run<T: Sendable>(
+        _ body: @escaping @Sendable () throws(SequencerError) -> T,
+        then done: @escaping @Sendable (Result<T, SequencerError>) -> Void
+    ) {
+        queue.async {
+            done(Result { () throws(SequencerError) -> T in try body() })
+        }
+    }
+
     func run<T: Sendable>(_ body: @escaping @Sendable () throws(SequencerError) -> T) async throws(SequencerError) -> T {
         let result: Result<T, SequencerError> = await withCheckedContinuation { continuation in
-            queue.async {
-                continuation.resume(returning: Result { () throws(SequencerError) -> T in try body() })
-            }
+            run(body) { continuation.resume(returning: $0) }
         }
         return try result.get()
     }

@@ -1,9 +1,9 @@
-import GRPCCore
-import GRPCNIOTransportHTTP2
 import Logging
+import NIOSSL
 import SyndStorage
 
-/// A running sequencer: the store behind a gRPC server on HTTP/2 (h2c).
+/// A running sequencer: the store behind a gRPC server on HTTP/2 (h2c, or h2
+/// over TLS).
 public final class SequencerServer: Sendable {
     public let service: SequencerService
     /// The port it listens on (useful when started on port 0).
@@ -11,8 +11,7 @@ public final class SequencerServer: Sendable {
     public let host: String
     /// "http" (h2c) or "https".
     public let scheme: String
-    private let server: GRPCServer<HTTP2ServerTransport.Posix>
-    private let task: Task<Void, any Error>
+    private let server: GRPCHTTP2Server
 
     /// The URL clients use, e.g. `http://127.0.0.1:8433`.
     public var url: String { "\(scheme)://\(host):\(port)" }
@@ -24,56 +23,51 @@ public final class SequencerServer: Sendable {
         tls: (certificateChain: String, privateKey: String)? = nil,
         logger: Logger = Logger(label: "synd.sequencer")
     ) async throws -> SequencerServer {
+        let context = try tls.map { try tlsContext(certificateChain: $0.certificateChain, privateKey: $0.privateKey) }
         let store = try PageStore(configuration)
         let service = SequencerService(store: store, logger: logger)
-        var config = HTTP2ServerTransport.Posix.Config.defaults
-        config.rpc.maxRequestPayloadSize = Int(min(configuration.maxBatchBytes * 2 + (1 << 20), UInt64(Int32.max)))
-        let security: HTTP2ServerTransport.Posix.TransportSecurity = tls.map {
-            .tls(certificateChain: [.file(path: $0.certificateChain, format: .pem)], privateKey: .file(path: $0.privateKey, format: .pem))
-        } ?? .plaintext
-        let transport = HTTP2ServerTransport.Posix(
-            address: .ipv4(host: host, port: port), transportSecurity: security, config: config)
-        let server = GRPCServer(transport: transport, services: [service])
-        let task = Task { try await server.serve() }
-        let bound: Int
+        let limit = Int(min(configuration.maxBatchBytes * 2 + (1 << 20), UInt64(Int32.max)))
+        let server: GRPCHTTP2Server
         do {
-            guard let address = try await transport.listeningAddress.ipv4 else {
-                throw SequencerStartError(message: "sequencer bound to a non-IPv4 address")
-            }
-            bound = address.port
+            server = try await GRPCHTTP2Server.start(host: host, port: port, tls: context, service: service, requestLimit: limit)
+        } catch let error as SequencerStartError {
+            throw error
         } catch {
-            server.beginGracefulShutdown()
-            _ = await task.result
             throw SequencerStartError(message: "cannot listen on \(host):\(port): \(error)")
         }
-        return SequencerServer(service: service, port: bound, host: host, scheme: tls == nil ? "http" : "https", server: server, task: task)
+        return SequencerServer(service: service, port: server.port, host: host, scheme: tls == nil ? "http" : "https", server: server)
     }
 
-    private init(service: SequencerService, port: Int, host: String, scheme: String, server: GRPCServer<HTTP2ServerTransport.Posix>, task: Task<Void, any Error>) {
+    /// A TLS context offering HTTP/2 (ALPN "h2") with the given PEM files.
+    private static func tlsContext(certificateChain: String, privateKey: String) throws -> NIOSSLContext {
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: privateKey, format: .pem)
+            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            configuration.applicationProtocols = ["h2"]
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw SequencerStartError(message: "cannot load the TLS certificate \(certificateChain) and key \(privateKey): \(error)")
+        }
+    }
+
+    private init(service: SequencerService, port: Int, host: String, scheme: String, server: GRPCHTTP2Server) {
         self.service = service
         self.port = port
         self.host = host
         self.scheme = scheme
         self.server = server
-        self.task = task
     }
 
     /// Waits until the server stops.
     public func wait() async throws {
-        try await task.value
+        await server.wait()
     }
 
     /// Stops accepting calls, gives running ones `grace` to finish (clients keep
     /// idle connections open, so it does not wait for those), then cancels.
     public func stop(grace: Duration = .milliseconds(500)) async {
-        server.beginGracefulShutdown()
-        let task = self.task
-        let timer = Task {
-            try? await Task.sleep(for: grace)
-            task.cancel()
-        }
-        _ = await task.result
-        timer.cancel()
+        await server.stop(grace: grace)
     }
 }
 

@@ -1,0 +1,17 @@
+import NIOCore
+import Synchronization
+
+/// The open connections of a server, so that `stop` can ask them to wind
+/// down and then close them.
+final class ConnectionSet: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    /// Keeps `channel` until it closes.
+    func insert(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        channels.withLock { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in self.channels.withLock { _ = $0.removeValue(forKey: id) } }
+    }
+
+    var all: [any Channel] { channels.withLock { Array($0.values) } }
+}
