@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 import SyndProtocol
 
@@ -14,65 +15,82 @@ struct LeaseState {
     var inTransaction = false
 }
 
-/// One database's head state, mirrored in memory from the `databases` table.
-/// Behind `PageStore`'s store lock, except `leases`, which has a lock of its own.
-final class DatabaseState {
-    let id: Int64
-    let name: String
+/// One database's head as the sequencer's logic keeps it in memory, behind
+/// the database's own lock (`DatabaseState.head`). Two heads in one:
+///
+/// - the durable head (`version`, `pageSize`, `pageCount`, `oldestVersion`):
+///   the newest batch the backend made durable, which reads serve;
+/// - the sealed head (`sealedVersion`, `sealedPageSize`, `sealedPageCount`,
+///   `lastHash`): the newest batch sealed and handed to the backend, which the
+///   next commit's base version must match and its seal chains to. The two
+///   differ only while a batch is on its way to the disk.
+struct DatabaseHead {
     var version: UInt64
     var pageSize: UInt32
     var pageCount: UInt32
     var oldestVersion: UInt64
-    /// The writer lease (and the highest epoch granted), readable and
-    /// renewable without the store lock.
-    let leases: LeaseCell
-    /// Hash of the latest batch: the next batch's previous_hash.
+    var sealedVersion: UInt64
+    var sealedPageSize: UInt32
+    var sealedPageCount: UInt32
+    /// Hash of the newest sealed batch: the next batch's previous_hash.
     var lastHash = [UInt8](repeating: 0, count: 32)
-    /// The store's `lease_epoch`: no epoch granted so far is above it.
+    /// Commits on their way to the disk, by commit id, with whoever waits for each
+    /// (the commit itself, a retry of it, a status query).
+    var pending: [[UInt8]: [@Sendable (Result<CommitResponse, SequencerError>) -> Void]] = [:]
+    /// No epoch granted so far is above it; it is durable.
     var durableEpochCeiling: UInt64
+    /// A higher ceiling on its way to the disk, and how the last such write failed.
+    var ceilingWrite: DispatchGroup?
+    var ceilingFailure: SequencerError?
+    /// A drop is on its way to the disk: reads fail until it is done.
+    var dropPending = false
+    /// Moves when a drop completes, so that a read that overlapped it fails instead of mixing two databases.
+    var generation: UInt64 = 0
 
-    init(id: Int64, name: String, version: UInt64, pageSize: UInt32, pageCount: UInt32,
-         oldestVersion: UInt64, leaseEpoch: UInt64, lease: LeaseState?) {
-        self.id = id
-        self.name = name
-        self.version = version
-        self.pageSize = pageSize
-        self.pageCount = pageCount
-        self.oldestVersion = oldestVersion
-        self.durableEpochCeiling = leaseEpoch
-        var head = DatabaseInfo()
-        head.name = name
-        head.version = version
-        head.pageSize = pageSize
-        head.pageCount = pageCount
-        head.oldestVersion = oldestVersion
-        self.leases = LeaseCell(LeaseRecord(name: name, leaseEpoch: leaseEpoch, lease: lease, head: head))
+    /// Dropped (its newest sealed batch is a drop): it exists again only once opened with create.
+    var isDropped: Bool { sealedVersion > 0 && sealedPageCount == 0 }
+}
+
+/// One database: its name and id, its head and its lease.
+final class DatabaseState: Sendable {
+    let id: Int64
+    let name: String
+    let head: Mutex<DatabaseHead>
+    /// The writer lease (and the highest epoch granted), readable and
+    /// renewable without the head lock.
+    let leases: LeaseCell
+
+    init(_ r: RecoveredDatabase, lastHash: [UInt8]) {
+        id = r.id
+        name = r.name
+        head = Mutex(DatabaseHead(
+            version: r.version, pageSize: r.pageSize, pageCount: r.pageCount, oldestVersion: r.oldestVersion,
+            sealedVersion: r.version, sealedPageSize: r.pageSize, sealedPageCount: r.pageCount, lastHash: lastHash,
+            durableEpochCeiling: r.epochCeiling))
+        leases = LeaseCell(LeaseRecord(name: r.name, leaseEpoch: r.epochCeiling, lease: nil, head: Self.info(r.name, r.version, r.pageSize, r.pageCount, r.oldestVersion)))
     }
 
-    /// Dropped (its head is a drop batch): it exists again only once opened with create.
-    var isDropped: Bool { version > 0 && pageCount == 0 }
-
-    var info: DatabaseInfo {
-        DatabaseInfo(name: name, version: version, pageSize: pageSize, pageCount: pageCount, oldestVersion: oldestVersion)
+    static func info(_ name: String, _ version: UInt64, _ pageSize: UInt32, _ pageCount: UInt32, _ oldest: UInt64) -> DatabaseInfo {
+        DatabaseInfo(name: name, version: version, pageSize: pageSize, pageCount: pageCount, oldestVersion: oldest)
     }
 
-    /// Copies the head into the lease record, for the `info` of lease answers
-    /// given without the store lock. Called with the store lock held, after
-    /// every change of the head, with the pages the new version wrote (nil:
-    /// unknown, e.g. a drop; clients then drop their whole cache).
-    func publishHead(changed: [UInt32]? = []) {
-        let head = info
+    /// Copies the durable head into the lease record, for the `info` of lease
+    /// answers and of reopens, with the pages the new version wrote (nil:
+    /// unknown, e.g. a drop; clients then drop their whole cache). Called with
+    /// the head lock held, after every change of the durable head.
+    func publish(_ h: DatabaseHead, changed: [UInt32]? = []) {
+        let info = Self.info(name, h.version, h.pageSize, h.pageCount, h.oldestVersion)
         leases.withLock { l in
-            if head.version != l.head.version {
-                if let changed { l.recent.record(version: head.version, pages: changed) } else { l.recent.forget(at: head.version) }
+            if info.version != l.head.version {
+                if let changed { l.recent.record(version: info.version, pages: changed) } else { l.recent.forget(at: info.version) }
             }
-            l.head = head
+            l.head = info
         }
     }
 }
 
 /// A database's lease record behind a small lock of its own. Never held across
-/// store I/O, and taken after the store lock, never before it (see `PageStore`).
+/// store I/O, and taken after the head lock, never before it (see `PageStore`).
 final class LeaseCell: Sendable {
     private let record: Mutex<LeaseRecord>
 

@@ -1,115 +1,105 @@
-import CSQLite
 import Dispatch
 import Synchronization
 import SyndLedger
 import SyndProtocol
-import SyndSQLite
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The sequencer's durable embedded store: one SQLite file in WAL mode with
-/// synchronous=FULL, so every acknowledged commit has been fsynced.
+/// The sequencer's logic over a storage backend: it names databases, fences
+/// writers with leases, checks base versions, deduplicates retried commits,
+/// validates, numbers and seals batches, and decides retention. What it
+/// decided is kept by a `StorageBackend` (the embedded `LogStore`), which
+/// acknowledges each record once it is durable.
 ///
-/// Every page version is a row; a read at version V takes, for each page, the newest
-/// row at or below V. A commit is one SQLite transaction, so a crash at any instant
-/// leaves either the whole batch or none of it (SQLite's own recovery).
+/// Databases never wait for each other: each has its own locks.
 ///
-/// Databases do not wait for each other except where the store file makes
-/// them: it has one SQLite writer. Three kinds of lock:
+/// - `catalog`: names to databases. Held only to look one up or add one.
+/// - a database's `head` (see `DatabaseHead`): its durable and sealed heads
+///   and the commits on their way to the disk. Held to check and seal a
+///   commit and to hand it to the backend (which only queues it), never across
+///   store I/O.
+/// - a database's `LeaseCell`: its lease, a copy of its durable head and the
+///   pages recent versions wrote, and the writers waiting for the lease.
+///   Renewals, releases and HoldLease checks take only this lock.
 ///
-/// - `state`, the store lock: the writing connection and the in-memory heads.
-///   Held across store I/O (a commit's SQLite transaction and fsync) by
-///   everything that writes: commit, acquire, create, prune; and by
-///   commit-status lookups.
-/// - one `LeaseCell` per database: its lease (holder, epoch, expiry), a copy
-///   of its head, the pages recent versions wrote, and the queue of writers
-///   waiting for the lease. Never held across store I/O. Renewals, releases
-///   and HoldLease checks take only this lock (after a short look-up in `leaseCells`), so they
-///   never wait for a commit, of their own database or another.
-/// - `reader`: a read-only connection to the store file (WAL: it reads while a
-///   commit writes). ReadPages, OpenDatabase of an existing database, head
-///   versions and batches are served from it, each from one read transaction.
+/// Lock order: `catalog`, then a head, then a lease cell; never the reverse.
+/// Backend completions take a head lock, so nothing waits for a completion
+/// while holding one.
 ///
-/// Lock order: `state`, then `leaseCells`, then a `LeaseCell`; never the
-/// reverse. `leaseCells` and a `LeaseCell` are never held together (the cell
-/// is looked up, then locked). `reader` is never held with any other lock.
-///
-/// Fencing: a lease is granted (a new holder or epoch) only under the store
-/// lock. A commit checks its lease with the store lock held and keeps holding
-/// it until the batch is applied, so a takeover that comes while a commit
-/// waits or applies is ordered entirely before or after it: a commit that
-/// waited behind a takeover is refused. A release (lease lock only) can only
-/// end a lease; the next grant still waits for the store lock. Renewals during a commit
+/// Fencing: a lease is granted (a new holder or epoch) under the head lock,
+/// and a commit checks its lease and is sealed and queued under the same lock,
+/// so a takeover is ordered entirely before or after a commit: one checked
+/// before the takeover is also on the disk before anything the new holder
+/// writes, and its base version is what the new holder's commit must match.
+/// A release (lease lock only) can only end a lease; renewals during a commit
 /// only move the expiry forward.
 public final class PageStore: Sendable {
     public let configuration: StoreConfiguration
-    private let state: Mutex<StoreState>
-    /// Each database's lease cell by name, filled under the store lock.
-    private let leaseCells: Mutex<[String: LeaseCell]>
-    private let reader: Mutex<StoreReader>
-    private let commitQueue = DispatchQueue(label: "synd.store.commits")
+    /// Where batches are kept.
+    public let backend: any StorageBackend
     /// Signs every batch (Ed25519); the key lives in the store's folder.
     public let signingKey: SigningKey
+    /// What opening the store found that an operator should know.
+    public var recoveryNotes: [String] { backend.recoveryNotes }
+    private let catalog: Mutex<Catalog>
+    private let duplicates = Atomic<Int>(0)
+    /// Lease epochs are made durable this many at a time (see `acquireLease`).
+    static let epochBlock: UInt64 = 1024
 
-    /// Opens (or creates) the store in `configuration.directory`.
+    private struct Catalog: ~Copyable {
+        var databases: [String: DatabaseState] = [:]
+        var nextID: Int64 = 1
+    }
+
+    /// Opens (or creates) the store in `configuration.directory`: its log is
+    /// the `log` folder. A store written by an earlier version (`store.sqlite`)
+    /// is imported into the log the first time.
     public init(_ configuration: StoreConfiguration) throws {
         self.configuration = configuration
         mkdir(configuration.directory, 0o755)
-        let connection = try Connection(path: configuration.directory + "/store.sqlite")
-        try connection.execute(
-            """
-            PRAGMA journal_mode=WAL;
-            PRAGMA synchronous=FULL;
-            CREATE TABLE IF NOT EXISTS databases(
-              id INTEGER PRIMARY KEY,
-              name TEXT NOT NULL UNIQUE,
-              version INTEGER NOT NULL DEFAULT 0,
-              page_size INTEGER NOT NULL DEFAULT 0,
-              page_count INTEGER NOT NULL DEFAULT 0,
-              oldest_version INTEGER NOT NULL DEFAULT 0,
-              lease_epoch INTEGER NOT NULL DEFAULT 0,
-              lease_holder TEXT,
-              lease_ttl_ms INTEGER NOT NULL DEFAULT 0);
-            CREATE TABLE IF NOT EXISTS pages(
-              id INTEGER PRIMARY KEY,
-              db INTEGER NOT NULL,
-              pgno INTEGER NOT NULL,
-              version INTEGER NOT NULL,
-              data BLOB NOT NULL,
-              checksum INTEGER NOT NULL);
-            CREATE UNIQUE INDEX IF NOT EXISTS pages_by_version ON pages(db, pgno, version);
-            CREATE TABLE IF NOT EXISTS commits(
-              db INTEGER NOT NULL,
-              version INTEGER NOT NULL,
-              txn_id BLOB NOT NULL,
-              page_size INTEGER NOT NULL,
-              page_count INTEGER NOT NULL,
-              pages INTEGER NOT NULL,
-              bytes INTEGER NOT NULL,
-              committed_at_ms INTEGER NOT NULL,
-              changeset BLOB,
-              schema_changed INTEGER NOT NULL DEFAULT 0,
-              schema BLOB,
-              unaudited TEXT,
-              previous_hash BLOB NOT NULL,
-              pages_hash BLOB NOT NULL,
-              changeset_hash BLOB NOT NULL,
-              schema_hash BLOB NOT NULL,
-              hash BLOB NOT NULL,
-              signature BLOB NOT NULL,
-              PRIMARY KEY(db, version));
-            CREATE UNIQUE INDEX IF NOT EXISTS commits_by_txn ON commits(db, txn_id);
-            """)
-        // The key is made once, with the store; a store that holds signed
-        // batches never gets a new one (StoreState also checks it signed the heads).
-        let hasHistory = try connection.scalar("SELECT EXISTS(SELECT 1 FROM commits)") == .integer(1)
+        let logDirectory = configuration.directory + "/log"
+        let legacy = configuration.directory + "/store.sqlite"
+        var imported: [String] = []
+        if access(legacy, F_OK) == 0, access(logDirectory, F_OK) != 0 {
+            imported = try LegacyStoreImport.run(from: legacy, into: logDirectory)
+        }
+        let backend = try LogStore(directory: logDirectory)
+        self.backend = backend
+        let hasHistory = backend.recovered.contains { $0.version > 0 }
         signingKey = try SigningKey(path: configuration.directory + "/sequencer.ed25519", create: !hasHistory)
-        let state = try StoreState(connection: connection, signingKey: signingKey)
-        self.leaseCells = Mutex(state.databases.mapValues(\.leases))
-        self.state = Mutex(state)
-        self.reader = Mutex(try StoreReader(path: configuration.directory + "/store.sqlite"))
+        var catalog = Catalog()
+        for r in backend.recovered {
+            var lastHash = BatchSeal.genesis
+            if r.version > 0 {
+                lastHash = try Self.verifiedHeadHash(of: r, backend: backend, signingKey: signingKey)
+            }
+            catalog.databases[r.name] = DatabaseState(r, lastHash: lastHash)
+            catalog.nextID = max(catalog.nextID, r.id + 1)
+        }
+        self.catalog = Mutex(catalog)
+        _ = imported
+    }
+
+    /// The hash of `db`'s head batch, after checking that it matches the batch
+    /// and that `signingKey` signed it: a sequencer started with another key
+    /// would extend every chain with batches no validator accepts.
+    private static func verifiedHeadHash(of db: RecoveredDatabase, backend: any StorageBackend, signingKey: SigningKey) throws -> [UInt8] {
+        guard let head = try backend.batch(database: db.id, version: db.version) else {
+            throw SealError(message: "the store is damaged: database '\(db.name)' is at version \(db.version) but that batch is missing")
+        }
+        guard BatchSeal.hash(of: head) == head.hash else {
+            throw SealError(message: "the store is damaged: the hash of batch \(db.version) of '\(db.name)' does not match its contents")
+        }
+        guard signingKey.isValidSignature(head.signature, for: head.hash) else {
+            throw SealError(message: """
+                the sequencer key \(signingKey.path) does not match the stored history: batch \(db.version) of \
+                '\(db.name)' was signed by another key. Put back the key this store was created with; the sequencer \
+                never replaces its key, and signing with another one would break every database's chain
+                """)
+        }
+        return head.hash
     }
 
     public var capabilities: Capabilities {
@@ -125,6 +115,20 @@ public final class PageStore: Sendable {
         return c
     }
 
+    // MARK: - Databases
+
+    private func database(_ name: String) throws(SequencerError) -> DatabaseState {
+        guard let db = catalog.withLock({ $0.databases[name] }) else {
+            throw SequencerError(.notFound, "database '\(name)' does not exist on this sequencer; open it with create=true first")
+        }
+        return db
+    }
+
+    /// A database's lease cell.
+    func leaseCell(_ database: String) throws(SequencerError) -> LeaseCell {
+        try self.database(database).leases
+    }
+
     /// Opens `request.name`, creating it if asked and missing.
     public func open(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo {
         if let info = try openExisting(request) { return info }
@@ -132,53 +136,53 @@ public final class PageStore: Sendable {
     }
 
     /// The head of `request.name` if it exists (nil if not, or if it was
-    /// dropped and `request.create` is false), without the store lock.
+    /// dropped and `request.create` is false). From memory.
     public func openExisting(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo? {
         try validateName(request.name)
-        if request.sinceVersion > 0, let cell = leaseCells.withLock({ $0[request.name] }) {
-            // The head as of its last commit (published once durable), with
-            // the pages written since the caller's version.
-            let info = cell.withLock { l -> DatabaseInfo in
-                var info = l.head
-                if let pages = l.recent.pages(since: request.sinceVersion, head: info.version) {
-                    info.changesKnown = true
-                    info.changedPages = pages
-                }
-                return info
+        guard let db = catalog.withLock({ $0.databases[request.name] }) else { return nil }
+        // The head as of its last durable commit, with the pages written since the caller's version.
+        let info = db.leases.withLock { l -> DatabaseInfo in
+            var info = l.head
+            if request.sinceVersion > 0, let pages = l.recent.pages(since: request.sinceVersion, head: info.version) {
+                info.changesKnown = true
+                info.changedPages = pages
             }
-            let dropped = info.version > 0 && info.pageCount == 0
-            return dropped && !request.create ? nil : info
+            return info
         }
-        guard let head = try reader.withLock({ r throws(SequencerError) in try r.head(request.name) }) else { return nil }
-        return head.isDropped && !request.create ? nil : head.info
+        let dropped = info.version > 0 && info.pageCount == 0
+        return dropped && !request.create ? nil : info
     }
 
-    /// Creates `request.name` under the store lock if `request.create` (NOT_FOUND
-    /// if not); a database that exists meanwhile is just opened.
+    /// Creates `request.name` if `request.create` (NOT_FOUND if not); a
+    /// database that exists meanwhile is just opened. Returns once the
+    /// creation is durable.
     public func create(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo {
         try validateName(request.name)
-        return try state.withLock { s throws(SequencerError) in
+        let waiter = DurableWait<Void>()
+        let created = try catalog.withLock { c throws(SequencerError) -> DatabaseState? in
             // A dropped database is created again as it is: empty, its versions going on.
-            if let db = s.databases[request.name], !db.isDropped || request.create { return db.info }
+            if c.databases[request.name] != nil { return nil }
             guard request.create else {
                 throw SequencerError(.notFound, "database '\(request.name)' does not exist; open it with create=true to create it")
             }
-            let db = try s.create(request.name)
-            leaseCells.withLock { $0[db.name] = db.leases }
-            return db.info
+            let db = DatabaseState(RecoveredDatabase(id: c.nextID, name: request.name), lastHash: BatchSeal.genesis)
+            c.nextID += 1
+            c.databases[request.name] = db
+            // Queued before anyone can see the database, so it precedes all of its records.
+            backend.append(.create(database: db.id, name: db.name)) { waiter.finish($0) }
+            return db
         }
+        guard let db = created else { return try database(request.name).leases.withLock { $0.head } }
+        try waiter.wait().get()
+        return db.leases.withLock { $0.head }
     }
 
-    /// A database's lease cell, found without the store lock.
-    func leaseCell(_ database: String) throws(SequencerError) -> LeaseCell {
-        guard let cell = leaseCells.withLock({ $0[database] }) else {
-            throw SequencerError(.notFound, "database '\(database)' does not exist on this sequencer; open it with create=true first")
-        }
-        return cell
-    }
+    // MARK: - Leases
 
-    /// Grants a new epoch. The epoch is stored durably (epochs are never reused,
-    /// even across restarts) before the answer, so this waits for the store lock.
+    /// Grants a new epoch. Epochs are never reused, even across restarts: the
+    /// store keeps a durable ceiling no epoch granted so far exceeds, raised a
+    /// block at a time, so only one grant in `Self.epochBlock` waits for
+    /// a store write.
     ///
     /// Refused (FAILED_PRECONDITION) while another holder's lease is live, and
     /// while writers that queued earlier (`joinLeaseQueue`) wait: `ticket` is
@@ -187,43 +191,56 @@ public final class PageStore: Sendable {
     public func acquireLease(_ request: AcquireLeaseRequest, ticket: UInt64 = 0) throws(SequencerError) -> Lease {
         let ttl = try leaseTTL(request.ttlMs)
         guard !request.holder.isEmpty else { throw SequencerError(.invalidArgument, "lease request has no holder id") }
-        return try state.withLock { s throws(SequencerError) in
-            let db = try s.database(request.database)
-            // Only acquires (here, under the store lock) install a lease, and a
-            // lapsed lease cannot be renewed, so what is checked here still holds
-            // after the store write below.
-            let epoch = try db.leases.withLock { l throws(SequencerError) -> UInt64 in
-                let now = ContinuousClock.now
-                if let lease = l.lease, lease.holder != request.holder, lease.expires > now {
-                    l.signalWanted()
-                    let left = (lease.expires - now).milliseconds
-                    throw SequencerError(
-                        .failedPrecondition,
-                        "database '\(request.database)' is locked: another connection holds its writer lease (holder '\(lease.holder)', epoch \(lease.epoch), \(left) ms left) and was asked to hand it over; set a busy timeout (sqlite3_busy_timeout, PRAGMA busy_timeout, Python's timeout=) to wait for it")
+        let db = try database(request.database)
+        while true {
+            var ceilingWrite: DispatchGroup?
+            let granted = try db.head.withLock { h throws(SequencerError) -> Lease? in
+                let epoch = try db.leases.withLock { l throws(SequencerError) -> UInt64 in
+                    let now = ContinuousClock.now
+                    if let lease = l.lease, lease.holder != request.holder, lease.expires > now {
+                        l.signalWanted()
+                        let left = (lease.expires - now).milliseconds
+                        throw SequencerError(
+                            .failedPrecondition,
+                            "database '\(request.database)' is locked: another connection holds its writer lease (holder '\(lease.holder)', epoch \(lease.epoch), \(left) ms left) and was asked to hand it over; set a busy timeout (sqlite3_busy_timeout, PRAGMA busy_timeout, Python's timeout=) to wait for it")
+                    }
+                    if let first = l.queue.first(where: { $0.holder != request.holder }), ticket == 0 || first.id < ticket {
+                        l.signalWanted()
+                        throw SequencerError(
+                            .failedPrecondition,
+                            "database '\(request.database)' is locked: writers that asked earlier are waiting for its lease (first: '\(first.holder)'); set a busy timeout to wait your turn")
+                    }
+                    return l.leaseEpoch + 1
                 }
-                if let first = l.queue.first(where: { $0.holder != request.holder }), ticket == 0 || first.id < ticket {
-                    l.signalWanted()
-                    throw SequencerError(
-                        .failedPrecondition,
-                        "database '\(request.database)' is locked: writers that asked earlier are waiting for its lease (first: '\(first.holder)'); set a busy timeout to wait your turn")
+                if epoch <= h.durableEpochCeiling {
+                    return db.leases.withLock { l in
+                        l.leaseEpoch = epoch
+                        l.lease = LeaseState(holder: request.holder, epoch: epoch, ttlMs: ttl, expires: .now + .milliseconds(ttl))
+                        return l.message
+                    }
                 }
-                return l.leaseEpoch + 1
+                if let failure = h.ceilingFailure { throw failure }
+                if h.ceilingWrite == nil {
+                    let group = DispatchGroup()
+                    group.enter()
+                    h.ceilingWrite = group
+                    let ceiling = epoch + Self.epochBlock - 1
+                    backend.append(.epochCeiling(database: db.id, ceiling: ceiling)) { result in
+                        db.head.withLock { h in
+                            switch result {
+                            case .success: h.durableEpochCeiling = max(h.durableEpochCeiling, ceiling)
+                            case .failure(let error): h.ceilingFailure = error
+                            }
+                            h.ceilingWrite = nil
+                        }
+                        group.leave()
+                    }
+                }
+                ceilingWrite = h.ceilingWrite
+                return nil
             }
-            // Epochs are made durable in blocks: the store keeps a ceiling no
-            // epoch granted so far exceeds, and a restart continues above it.
-            // Only a grant past the ceiling writes (and fsyncs), so handing
-            // the lease between writers costs no store write at all.
-            if epoch > db.durableEpochCeiling {
-                let ceiling = epoch + StoreState.epochBlock - 1
-                try s.run("UPDATE databases SET lease_epoch=?, lease_holder=?, lease_ttl_ms=? WHERE id=?",
-                          [Int64(ceiling), request.holder, Int64(ttl), db.id])
-                db.durableEpochCeiling = ceiling
-            }
-            return db.leases.withLock { l in
-                l.leaseEpoch = epoch
-                l.lease = LeaseState(holder: request.holder, epoch: epoch, ttlMs: ttl, expires: .now + .milliseconds(ttl))
-                return l.message
-            }
+            if let granted { return granted }
+            ceilingWrite?.wait()
         }
     }
 
@@ -250,11 +267,8 @@ public final class PageStore: Sendable {
     ///
     /// Takes only the database's lease lock and writes nothing: a hand-over
     /// between writers costs no fsync, and no lease survives a restart anyway
-    /// (see `StoreState.init`). Fencing does not depend on it: epochs are
-    /// durable at acquisition and every commit checks holder and epoch.
-    /// Racing an acquisition is safe: an acquisition by another holder is
-    /// refused until this runs, and one by the same holder installs a new
-    /// epoch, which this leaves alone.
+    /// (only the epoch ceiling is durable). Fencing does not depend on it:
+    /// every commit checks holder and epoch.
     @discardableResult
     public func releaseLease(_ request: ReleaseLeaseRequest) throws(SequencerError) -> Bool {
         let cell = try leaseCell(request.database)
@@ -277,127 +291,95 @@ public final class PageStore: Sendable {
         }
     }
 
-    /// Pages of one committed version, from the read-only connection: the
-    /// database's row and its pages come from one read transaction, so the
-    /// answer is consistent without the store lock.
+    // MARK: - Reads
+
+    /// The durable head a read starts from, checked again when it ends.
+    private func readStart(_ db: DatabaseState) throws(SequencerError) -> (head: DatabaseHead, generation: UInt64) {
+        try db.head.withLock { h throws(SequencerError) in
+            guard !h.dropPending else {
+                throw SequencerError(.unavailable, "database '\(db.name)' is being dropped; open it again to read what follows")
+            }
+            var copy = h
+            copy.pending = [:]
+            return (copy, h.generation)
+        }
+    }
+
+    /// Fails a read that overlapped a drop, or whose version fell out of the
+    /// retention window while it read (its pages may have been forgotten).
+    private func readEnd(_ db: DatabaseState, version: UInt64, generation: UInt64) throws(SequencerError) {
+        try db.head.withLock { h throws(SequencerError) in
+            guard h.generation == generation, !h.dropPending else {
+                throw SequencerError(.unavailable, "database '\(db.name)' was dropped while this read ran; open it again")
+            }
+            guard version >= h.oldestVersion else {
+                throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is older than the retention window (oldest kept: \(h.oldestVersion))")
+            }
+        }
+    }
+
+    /// Pages of one durable version.
     public func readPages(_ request: ReadPagesRequest) throws(SequencerError) -> ReadPagesResponse {
         guard request.pageNumbers.count <= Int(configuration.maxPagesPerRead) else {
             throw SequencerError(.invalidArgument, "read asks for \(request.pageNumbers.count) pages; the most per call is \(configuration.maxPagesPerRead)")
         }
-        return try reader.withLock { r throws(SequencerError) in
-            try r.snapshot { r throws(SequencerError) in
-                let db = try r.database(request.database)
-                let version = request.version == 0 ? db.version : request.version
-                guard version <= db.version else {
-                    throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is not committed yet (latest is \(db.version))")
-                }
-                guard version >= db.oldestVersion else {
-                    throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is older than the retention window (oldest kept: \(db.oldestVersion))")
-                }
-                var response = ReadPagesResponse()
-                response.version = version
-                if version == db.version {
-                    response.pageSize = db.pageSize
-                    response.pageCount = db.pageCount
-                } else if version > 0 {
-                    guard let sizes = try r.sizes(db: db.id, version: version) else {
-                        throw SequencerError(.dataLoss, "commit record of version \(version) is missing")
-                    }
-                    response.pageSize = sizes.pageSize
-                    response.pageCount = sizes.pageCount
-                }
-                for pgno in request.pageNumbers where pgno >= 1 && pgno <= response.pageCount {
-                    response.pages.append(try r.readPage(db: db.id, pgno: pgno, version: version, pageSize: response.pageSize))
-                }
-                return response
-            }
+        let db = try database(request.database)
+        let (head, generation) = try readStart(db)
+        let version = request.version == 0 ? head.version : request.version
+        guard version <= head.version else {
+            throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is not committed yet (latest is \(head.version))")
         }
-    }
-
-    /// Applies `request` and calls `completion` once the batch is durable (or
-    /// refused), from a store thread. Never blocks the caller on store I/O, so
-    /// it may be called from an event loop. Concurrent commits, of one database
-    /// or many, share an fsync.
-    public func commit(_ request: CommitRequest, completion: @escaping @Sendable (Result<CommitResponse, SequencerError>) -> Void) {
-        commitQueue.async {
-            completion(Result { () throws(SequencerError) -> CommitResponse in try self.commit(request) })
+        guard version >= head.oldestVersion else {
+            throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is older than the retention window (oldest kept: \(head.oldestVersion))")
         }
-    }
-
-    public func commit(_ request: CommitRequest) throws(SequencerError) -> CommitResponse {
-        guard !request.txnID.isEmpty, request.txnID.count <= 64 else {
-            throw SequencerError(.invalidArgument, "txn_id must be 1 to 64 bytes (got \(request.txnID.count))")
+        var response = ReadPagesResponse()
+        response.version = version
+        if version == head.version {
+            response.pageSize = head.pageSize
+            response.pageCount = head.pageCount
+        } else if version > 0 {
+            guard let sizes = backend.sizes(database: db.id, version: version) else {
+                try readEnd(db, version: version, generation: generation)
+                throw SequencerError(.dataLoss, "the batch of version \(version) of '\(db.name)' is missing from the store")
+            }
+            response.pageSize = sizes.pageSize
+            response.pageCount = sizes.pageCount
         }
-        return try state.withLock { s throws(SequencerError) in
-            let db = try s.database(request.database)
-            // A retry of an applied commit gets the first outcome, whatever happened since.
-            if let version = try s.committedVersion(db: db, txnID: request.txnID) {
-                s.duplicateCommits += 1
-                var r = CommitResponse()
-                r.version = version
-                r.duplicate = true
-                return r
-            }
-            // With the store lock held until the batch is applied: see the type's comment.
-            try db.leases.withLock { l throws(SequencerError) in
-                try l.check(holder: request.holder, epoch: request.leaseEpoch, now: .now)
-            }
-            guard request.baseVersion == db.version else {
-                throw SequencerError(.aborted, "stale base version \(request.baseVersion): '\(db.name)' is at version \(db.version); re-read and retry the transaction")
-            }
-            try validate(request, db: db)
-            if let fault = configuration.commitFault?(request) { throw fault }
-            let version = try s.apply(request, db: db)
-            if version % 64 == 0, configuration.retainedVersions < version {
-                try? s.prune(db: db, keepFrom: version - configuration.retainedVersions)
-            }
-            if let fault = configuration.commitAnswerFault?(request) { throw fault }
-            var r = CommitResponse()
-            r.version = version
-            return r
-        }
-    }
-
-    public func commitStatus(_ request: GetCommitStatusRequest) throws(SequencerError) -> GetCommitStatusResponse {
-        try state.withLock { s throws(SequencerError) in
-            let db = try s.database(request.database)
-            var r = GetCommitStatusResponse()
-            if let version = try s.committedVersion(db: db, txnID: request.txnID) {
-                r.state = .committed
-                r.version = version
+        response.pages.reserveCapacity(request.pageNumbers.count)
+        for number in request.pageNumbers where number >= 1 && number <= response.pageCount {
+            if let page = try backend.page(database: db.id, number: number, version: version), page.data.count == Int(response.pageSize) {
+                response.pages.append(page)
             } else {
-                r.state = .notFound
+                // Never written, cut off, or written at another page size: zeros, as a file would read.
+                response.pages.append(Page(number: number, data: [UInt8](repeating: 0, count: Int(response.pageSize))))
             }
-            return r
         }
+        try readEnd(db, version: version, generation: generation)
+        return response
     }
 
-    /// Drops `request.database` (see `StoreState.drop`). FAILED_PRECONDITION
-    /// while a live lease is held by anyone but `request`'s holder and epoch;
-    /// a database that does not exist, or is already dropped, is left as it is
-    /// (version 0 in the answer).
-    public func drop(_ request: DropDatabaseRequest) throws(SequencerError) -> DropDatabaseResponse {
-        try validateName(request.database)
-        return try state.withLock { s throws(SequencerError) in
-            var response = DropDatabaseResponse()
-            guard let db = s.databases[request.database], !db.isDropped else { return response }
-            try db.leases.withLock { l throws(SequencerError) in
-                let now = ContinuousClock.now
-                guard let lease = l.lease, lease.expires > now,
-                    lease.holder != request.holder || lease.epoch != request.epoch
-                else { return }
-                throw SequencerError(
-                    .failedPrecondition,
-                    "database '\(request.database)' has a live writer (holder '\(lease.holder)', epoch \(lease.epoch), \((lease.expires - now).milliseconds) ms left); it can be dropped once that writer closes")
-            }
-            response.version = try s.drop(db)
-            return response
-        }
-    }
-
-    /// The oldest batch kept of `database` (at least 1), from the read-only connection.
+    /// The oldest batch kept of `database` (at least 1).
     public func oldestVersion(of database: String) throws(SequencerError) -> UInt64 {
-        try reader.withLock { r throws(SequencerError) in max(1, try r.database(database).oldestVersion) }
+        max(1, try self.database(database).head.withLock { $0.oldestVersion })
+    }
+
+    /// The head version of `database` (its latest durable commit).
+    public func headVersion(of database: String) throws(SequencerError) -> UInt64 {
+        try self.database(database).head.withLock { $0.version }
+    }
+
+    /// Batch `version` of `database` with its pages and seal, or nil past the head.
+    public func batch(database: String, version: UInt64) throws(SequencerError) -> Batch? {
+        let db = try self.database(database)
+        let (head, generation) = try readStart(db)
+        guard version >= 1, version <= head.version else { return nil }
+        guard version >= head.oldestVersion else {
+            throw SequencerError(.outOfRange, "batch \(version) of '\(database)' is older than the retention window (oldest kept: \(head.oldestVersion)); start a validator within it or raise --retain")
+        }
+        let batch = try backend.batch(database: db.id, version: version)
+        try readEnd(db, version: version, generation: generation)
+        guard let batch else { throw SequencerError(.dataLoss, "batch \(version) of '\(database)' is missing from the store") }
+        return batch
     }
 
     /// The public half of the signing key.
@@ -408,28 +390,246 @@ public final class PageStore: Sendable {
         return k
     }
 
-    /// Batch `version` of `database` with its pages and seal, or nil past the
-    /// head. From the read-only connection, in one read transaction.
-    public func batch(database: String, version: UInt64) throws(SequencerError) -> Batch? {
-        try reader.withLock { r throws(SequencerError) -> Batch? in
-            try r.snapshot { r throws(SequencerError) -> Batch? in
-                let db = try r.database(database)
-                guard version >= 1, version <= db.version else { return nil }
-                guard version >= db.oldestVersion else {
-                    throw SequencerError(.outOfRange, "batch \(version) of '\(database)' is older than the retention window (oldest kept: \(db.oldestVersion)); start a validator within it or raise --retain")
+    // MARK: - Commits
+
+    /// Applies `request` and calls `completion` once the batch is durable (or
+    /// refused), from a store thread (a refusal may come on the caller's).
+    /// Never blocks on store I/O, so an event loop may call it. Concurrent
+    /// commits, of one database or many, share an fsync (group commit).
+    public func commit(_ request: CommitRequest, completion: @escaping @Sendable (Result<CommitResponse, SequencerError>) -> Void) {
+        let db: DatabaseState
+        var sealed = Batch()
+        do throws(SequencerError) {
+            guard !request.txnID.isEmpty, request.txnID.count <= 64 else {
+                throw SequencerError(.invalidArgument, "txn_id must be 1 to 64 bytes (got \(request.txnID.count))")
+            }
+            db = try database(request.database)
+            try validatePages(request)
+            // The content hashes, outside the lock: they need no version.
+            sealed.database = db.name
+            sealed.pageSize = request.pageSize
+            sealed.pageCount = request.pageCount
+            sealed.pages = request.pages
+            sealed.changeset = request.changeset
+            sealed.schemaChanged = request.schemaChanged
+            sealed.schema = request.schema
+            sealed.unauditedTables = request.unauditedTables
+            sealed.pagesHash = BatchSeal.pagesHash(request.pages)
+            sealed.changesetHash = BatchSeal.changesetHash(request.changeset)
+            sealed.schemaHash = BatchSeal.schemaHash(changed: request.schemaChanged, schema: request.schema, unaudited: request.unauditedTables)
+        } catch {
+            return completion(.failure(error))
+        }
+        let immediate = db.head.withLock { h -> Result<CommitResponse, SequencerError>? in
+            // A retry of an applied commit gets the first outcome, whatever happened since.
+            if let version = backend.committedVersion(database: db.id, txnID: request.txnID) {
+                duplicates.add(1, ordering: .relaxed)
+                var r = CommitResponse()
+                r.version = version
+                r.duplicate = true
+                return .success(r)
+            }
+            if h.pending[request.txnID] != nil {
+                // A retry of a commit still on its way: it gets the same outcome.
+                h.pending[request.txnID]!.append { result in
+                    completion(result.map { var r = $0; r.duplicate = true; return r })
                 }
-                return try r.batch(db: db.id, name: database, version: version)
+                duplicates.add(1, ordering: .relaxed)
+                return nil
+            }
+            do throws(SequencerError) {
+                try db.leases.withLock { l throws(SequencerError) in
+                    try l.check(holder: request.holder, epoch: request.leaseEpoch, now: .now)
+                }
+                guard request.baseVersion == h.sealedVersion else {
+                    throw SequencerError(.aborted, "stale base version \(request.baseVersion): '\(db.name)' is at version \(h.sealedVersion); re-read and retry the transaction")
+                }
+                try validateAgainstHead(request, h)
+                if let fault = configuration.commitFault?(request) { throw fault }
+                sealed.version = h.sealedVersion + 1
+                sealed.committedAtMs = Self.wallClockMs()
+                sealed.previousHash = h.lastHash
+                sealed.hash = BatchSeal.hash(of: sealed)
+                do {
+                    sealed.signature = try signingKey.sign(sealed.hash)
+                } catch {
+                    throw SequencerError(.internal, "signing the batch failed: \(error)")
+                }
+            } catch {
+                return .failure(error)
+            }
+            h.sealedVersion = sealed.version
+            h.sealedPageSize = sealed.pageSize
+            h.sealedPageCount = sealed.pageCount
+            h.lastHash = sealed.hash
+            h.pending[request.txnID] = [completion]
+            let version = sealed.version
+            let changed = request.pages.map(\.number)
+            backend.append(.batch(database: db.id, txnID: request.txnID, batch: sealed)) { [self] result in
+                finishCommit(db, request: request, version: version, changed: changed, result: result)
+            }
+            return nil
+        }
+        if let immediate { completion(immediate) }
+    }
+
+    /// A commit's batch is durable (or will never be): publish it, answer
+    /// everyone waiting for it, and prune now and then.
+    private func finishCommit(_ db: DatabaseState, request: CommitRequest, version: UInt64, changed: [UInt32],
+                              result: Result<Void, SequencerError>) {
+        let waiters = db.head.withLock { h -> [@Sendable (Result<CommitResponse, SequencerError>) -> Void] in
+            let waiters = h.pending.removeValue(forKey: request.txnID) ?? []
+            guard case .success = result else { return waiters }
+            h.version = version
+            h.pageSize = request.pageSize
+            h.pageCount = request.pageCount
+            db.publish(h, changed: changed)
+            if version % 64 == 0, configuration.retainedVersions < version {
+                let keepFrom = version - configuration.retainedVersions
+                if keepFrom > h.oldestVersion {
+                    // Raised before the backend forgets anything, so reads below it fail rather than see holes.
+                    h.oldestVersion = keepFrom
+                    db.publish(h)
+                    backend.append(.prune(database: db.id, keepFrom: keepFrom)) { _ in }
+                }
+            }
+            return waiters
+        }
+        let answer: Result<CommitResponse, SequencerError> = result.map {
+            var r = CommitResponse()
+            r.version = version
+            return r
+        }
+        for (i, w) in waiters.enumerated() {
+            // The test hook fails only the first answer (the one to the commit itself); retries and status queries see the truth.
+            if i == 0, case .success = answer, let fault = configuration.commitAnswerFault?(request) {
+                w(.failure(fault))
+            } else {
+                w(answer)
             }
         }
     }
 
-    /// The head version of `database` (its latest durable commit), from the read-only connection.
-    public func headVersion(of database: String) throws(SequencerError) -> UInt64 {
-        try reader.withLock { r throws(SequencerError) in try r.database(database).version }
+    /// The blocking form of `commit(_:completion:)`.
+    public func commit(_ request: CommitRequest) throws(SequencerError) -> CommitResponse {
+        let waiter = DurableWait<CommitResponse>()
+        commit(request) { waiter.finish($0) }
+        return try waiter.wait().get()
+    }
+
+    /// Whether the commit `request.txnID` was applied; one still on its way is
+    /// waited for, so NOT_FOUND means it never will be.
+    public func commitStatus(_ request: GetCommitStatusRequest, completion: @escaping @Sendable (Result<GetCommitStatusResponse, SequencerError>) -> Void) {
+        let db: DatabaseState
+        do throws(SequencerError) { db = try database(request.database) } catch { return completion(.failure(error)) }
+        @Sendable func answer(_ version: UInt64?) -> GetCommitStatusResponse {
+            var r = GetCommitStatusResponse()
+            if let version {
+                r.state = .committed
+                r.version = version
+            } else {
+                r.state = .notFound
+            }
+            return r
+        }
+        let now = db.head.withLock { h -> GetCommitStatusResponse? in
+            if h.pending[request.txnID] != nil {
+                h.pending[request.txnID]!.append { result in
+                    switch result {
+                    case .success(let r): completion(.success(answer(r.version)))
+                    case .failure(let e) where e.code == .unavailable: completion(.failure(e))
+                    case .failure: completion(.success(answer(nil)))
+                    }
+                }
+                return nil
+            }
+            return answer(backend.committedVersion(database: db.id, txnID: request.txnID))
+        }
+        if let now { completion(.success(now)) }
+    }
+
+    /// The blocking form of `commitStatus(_:completion:)`.
+    public func commitStatus(_ request: GetCommitStatusRequest) throws(SequencerError) -> GetCommitStatusResponse {
+        let waiter = DurableWait<GetCommitStatusResponse>()
+        commitStatus(request) { waiter.finish($0) }
+        return try waiter.wait().get()
+    }
+
+    /// Drops `request.database`: a sealed drop batch at the next version
+    /// deletes its pages and history; versions, lease epochs and the hash chain
+    /// go on, so a reader's cache of the old database or a writer fenced before
+    /// the drop can never pass for the new one. FAILED_PRECONDITION while a
+    /// live lease is held by anyone but `request`'s holder and epoch; a
+    /// database that does not exist, or is already dropped, is left as it is
+    /// (version 0 in the answer). Returns once the drop is durable.
+    public func drop(_ request: DropDatabaseRequest) throws(SequencerError) -> DropDatabaseResponse {
+        try validateName(request.database)
+        var response = DropDatabaseResponse()
+        guard let db = catalog.withLock({ $0.databases[request.database] }) else { return response }
+        let waiter = DurableWait<Void>()
+        let version = try db.head.withLock { h throws(SequencerError) -> UInt64? in
+            guard !h.isDropped, !h.dropPending else { return nil }
+            try db.leases.withLock { l throws(SequencerError) in
+                let now = ContinuousClock.now
+                guard let lease = l.lease, lease.expires > now,
+                    lease.holder != request.holder || lease.epoch != request.epoch
+                else { return }
+                throw SequencerError(
+                    .failedPrecondition,
+                    "database '\(request.database)' has a live writer (holder '\(lease.holder)', epoch \(lease.epoch), \((lease.expires - now).milliseconds) ms left); it can be dropped once that writer closes")
+            }
+            var batch = Batch()
+            batch.database = db.name
+            batch.version = h.sealedVersion + 1
+            batch.committedAtMs = Self.wallClockMs()
+            batch.schemaChanged = true
+            do {
+                try BatchSeal.seal(&batch, previousHash: h.lastHash, key: signingKey)
+            } catch {
+                throw SequencerError(.internal, "sealing the drop batch failed: \(error)")
+            }
+            h.sealedVersion = batch.version
+            h.sealedPageSize = 0
+            h.sealedPageCount = 0
+            h.lastHash = batch.hash
+            h.dropPending = true
+            let version = batch.version
+            // Unique per database and version; no client sends it (theirs are random).
+            let txnID = Array("synddb-drop-\(version)".utf8)
+            backend.append(.drop(database: db.id, txnID: txnID, batch: batch)) { result in
+                db.head.withLock { h in
+                    h.dropPending = false
+                    h.generation += 1
+                    guard case .success = result else { return }
+                    h.version = version
+                    h.pageSize = 0
+                    h.pageCount = 0
+                    h.oldestVersion = version
+                    db.publish(h, changed: nil)
+                    db.leases.withLock { l in
+                        l.lease = nil
+                        l.signalWaiters()
+                    }
+                }
+                waiter.finish(result)
+            }
+            return version
+        }
+        guard let version else { return response }
+        try waiter.wait().get()
+        response.version = version
+        return response
     }
 
     /// Commits answered from the idempotency record instead of being applied again.
-    public var duplicateCommitCount: Int { state.withLock { $0.duplicateCommits } }
+    public var duplicateCommitCount: Int { duplicates.load(ordering: .relaxed) }
+
+    /// Milliseconds since the Unix epoch: a batch's (informational) commit time.
+    static func wallClockMs() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
+    }
 
     // MARK: - Validation
 
@@ -451,7 +651,8 @@ public final class PageStore: Sendable {
         return ttl
     }
 
-    private func validate(_ request: CommitRequest, db: DatabaseState) throws(SequencerError) {
+    /// What a batch must be whatever the database holds.
+    private func validatePages(_ request: CommitRequest) throws(SequencerError) {
         let size = request.pageSize
         guard size >= 512, size <= 65536, size & (size - 1) == 0 else {
             throw SequencerError(.invalidArgument, "page size \(size) is not a power of two between 512 and 65536")
@@ -466,7 +667,7 @@ public final class PageStore: Sendable {
         guard bytes <= configuration.maxBatchBytes else {
             throw SequencerError(.resourceExhausted, "batch of \(bytes) bytes exceeds the sequencer's limit of \(configuration.maxBatchBytes) bytes")
         }
-        var seen = Set<UInt32>()
+        var seen = Set<UInt32>(minimumCapacity: request.pages.count)
         for page in request.pages {
             guard page.number >= 1, page.number <= request.pageCount else {
                 throw SequencerError(.invalidArgument, "page number \(page.number) is out of range 1...\(request.pageCount)")
@@ -481,15 +682,33 @@ public final class PageStore: Sendable {
                 throw SequencerError(.invalidArgument, "page \(page.number) appears twice in the batch")
             }
         }
-        if db.pageCount > 0, size != db.pageSize {
+    }
+
+    /// What a batch must be given the database's newest sealed head.
+    private func validateAgainstHead(_ request: CommitRequest, _ h: DatabaseHead) throws(SequencerError) {
+        if h.sealedPageCount > 0, request.pageSize != h.sealedPageSize, request.pages.count != Int(request.pageCount) {
             // A page size change (VACUUM) must rewrite the whole database.
-            guard seen.count == Int(request.pageCount) else {
-                throw SequencerError(.invalidArgument, "page size \(size) differs from the database's \(db.pageSize); a page size change must rewrite every page")
-            }
+            throw SequencerError(.invalidArgument, "page size \(request.pageSize) differs from the database's \(h.sealedPageSize); a page size change must rewrite every page")
         }
-        if db.pageCount == 0, !seen.contains(1) {
+        if h.sealedPageCount == 0, !request.pages.contains(where: { $0.number == 1 }) {
             throw SequencerError(.invalidArgument, "the first commit of a database must include page 1")
         }
+    }
+}
+
+/// Waits on a thread for a store completion.
+final class DurableWait<T: Sendable>: Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private let result = Mutex<Result<T, SequencerError>?>(nil)
+
+    func finish(_ r: Result<T, SequencerError>) {
+        result.withLock { $0 = r }
+        done.signal()
+    }
+
+    func wait() -> Result<T, SequencerError> {
+        done.wait()
+        return result.withLock { $0! }
     }
 }
 

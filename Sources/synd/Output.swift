@@ -21,3 +21,9 @@ func sequencerURL(_ option: String?) throws -> String {
     }
     return url
 }
+
+/// Writes a line to standard error.
+func printError(_ line: String) {
+    let text = line + "\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+}

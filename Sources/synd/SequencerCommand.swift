@@ -40,6 +40,9 @@ struct SequencerCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("cannot start the sequencer: \(error)")
         }
+        for note in server.service.store.recoveryNotes {
+            printError("synd sequencer: \(note)")
+        }
         print("synd sequencer listening on \(server.url) (data: \(data))")
         flushStandardOutput()
         try await server.wait()

@@ -72,52 +72,65 @@ import Testing
         }
     }
 
+    /// Batches as a dishonest sequencer (or someone who rewrote its disk and
+    /// fixed its checksums) would serve them: one changed byte anywhere, or
+    /// batches swapped or left out. The store's own checksums are tested in
+    /// LogStoreRecoveryTests; here the validator must catch what passes them.
     @Test func tamperingWithAnyStoredByteOrOrderIsCaught() async throws {
         try await withEmbeddedSequencer { server in
             let name = uniqueName("tamper")
             try Self.bankHistory(server.url, name, transactions: 30)
             let store = server.service.store
-            #expect(try Self.validate(store, name) == nil)
-            let db = try Connection(path: store.configuration.directory + "/store.sqlite")
-            try db.execute("PRAGMA busy_timeout=5000")
-            let id = try db.scalar("SELECT id FROM databases WHERE name = ?", [name])!
+            let head = try store.headVersion(of: name)
+            let batches = try (1...head).map { v in try #require(try store.batch(database: name, version: v)) }
+            let key = store.signingKey.publicKey
+            #expect(try Self.validate(batches, publicKey: key) == nil)
 
-            /// Tampers, validates, expects the failure, then puts the row back.
-            func check(_ what: String, _ expectedVersion: UInt64, _ reason: String, table: String, column: String, version: UInt64,
-                       extra: String = "", _ tamper: String) throws {
-                let key = "db = ?1 AND version = \(version)" + extra
-                let original = try db.scalar("SELECT \(column) FROM \(table) WHERE \(key)", [id])!
-                try db.query("UPDATE \(table) SET \(column) = \(tamper) WHERE \(key)", [id])
-                let failure = try Self.validate(store, name)
-                #expect(failure?.version == expectedVersion, "\(what): \(failure?.description ?? "passed")")
+            /// Tampers with a copy of batch `version`, validates, expects the failure.
+            func check(_ what: String, _ version: UInt64, _ reason: String, _ tamper: (inout Batch) throws -> Void) throws {
+                var copy = batches
+                try tamper(&copy[Int(version) - 1])
+                let failure = try Self.validate(copy, publicKey: key)
+                #expect(failure?.version == version, "\(what): \(failure?.description ?? "passed")")
                 #expect(failure?.reason.contains(reason) == true, "\(what): \(failure?.description ?? "passed")")
-                try db.query("UPDATE \(table) SET \(column) = ?2 WHERE \(key)", [id, original])
-                #expect(try Self.validate(store, name) == nil, "\(what) was not restored")
             }
             // One changed byte anywhere: a page image, the changeset, the hash, the signature, the chain link.
-            try check("page image", 7, "page images do not match pages_hash", table: "pages", column: "data", version: 7,
-                      extra: " AND pgno = 2", "substr(data, 1, 100) || x'FF' || substr(data, 102)")
-            try check("plausible page image", 7, "page images do not match pages_hash", table: "pages", column: "data", version: 7,
-                      extra: " AND pgno = 2", "(SELECT data FROM pages p WHERE p.db = ?1 AND p.version < 7 AND p.pgno = 2 ORDER BY p.version DESC LIMIT 1)")
-            try check("changeset", 9, "changeset does not match changeset_hash", table: "commits", column: "changeset", version: 9,
-                      "substr(changeset, 1, 20) || x'00' || substr(changeset, 22)")
-            try check("hash", 11, "batch hash does not match", table: "commits", column: "hash", version: 11, "x'00' || substr(hash, 2)")
-            try check("signature", 12, "signature is not valid", table: "commits", column: "signature", version: 12,
-                      "substr(signature, 1, 63) || x'00'")
-            try check("previous hash", 13, "chain is broken", table: "commits", column: "previous_hash", version: 13, "zeroblob(32)")
-            // Two batches swapped, then one dropped.
-            try db.query("UPDATE commits SET version = -1 WHERE db = ?1 AND version = 3", [id])
-            try db.query("UPDATE commits SET version = 3 WHERE db = ?1 AND version = 4", [id])
-            try db.query("UPDATE commits SET version = 4 WHERE db = ?1 AND version = -1", [id])
-            #expect(try Self.validate(store, name)?.version == 3)
-            try db.query("UPDATE commits SET version = -1 WHERE db = ?1 AND version = 3", [id])
-            try db.query("UPDATE commits SET version = 3 WHERE db = ?1 AND version = 4", [id])
-            try db.query("UPDATE commits SET version = 4 WHERE db = ?1 AND version = -1", [id])
-            #expect(try Self.validate(store, name) == nil)
-            try db.query("DELETE FROM commits WHERE db = ?1 AND version = 5", [id])
-            let dropped = try Self.validate(store, name)
+            try check("page image", 7, "page images do not match pages_hash") { b in
+                let i = try #require(b.pages.firstIndex { $0.number == 2 })
+                b.pages[i].data[100] ^= 0xFF
+            }
+            try check("plausible page image", 7, "page images do not match pages_hash") { b in
+                let i = try #require(b.pages.firstIndex { $0.number == 2 })
+                let older = try #require(batches[..<6].last { $0.pages.contains { $0.number == 2 } })
+                b.pages[i] = older.pages.first { $0.number == 2 }!
+            }
+            try check("changeset", 9, "changeset does not match changeset_hash") { $0.changeset[20] ^= 0x01 }
+            try check("hash", 11, "batch hash does not match") { $0.hash[0] ^= 0x01 }
+            try check("signature", 12, "signature is not valid") { $0.signature[63] ^= 0x01 }
+            try check("previous hash", 13, "chain is broken") { $0.previousHash = [UInt8](repeating: 0, count: 32) }
+            // Two batches swapped, then one left out.
+            var swapped = batches
+            swapped.swapAt(2, 3)
+            #expect(try Self.validate(swapped, publicKey: key)?.version == 3)
+            var missing = batches
+            missing.remove(at: 4)
+            let dropped = try Self.validate(missing, publicKey: key)
             #expect(dropped?.version == 5 && dropped?.reason.contains("a batch is missing") == true, "\(dropped?.description ?? "passed")")
         }
+    }
+
+    /// Validates `batches` in the order given, as a validator fed by a stream would.
+    static func validate(_ batches: [Batch], publicKey: [UInt8]) throws -> ValidationFailure? {
+        let work = TemporaryDirectory()
+        let validator = try Validator(directory: work.path, publicKey: publicKey, rules: [])
+        for batch in batches {
+            do throws(ValidationFailure) {
+                try validator.process(batch)
+            } catch {
+                return error
+            }
+        }
+        return nil
     }
 
     @Test func changesetsThatDisagreeWithThePagesAreCaught() async throws {

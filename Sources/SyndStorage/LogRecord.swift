@@ -1,0 +1,156 @@
+import SyndProtocol
+
+/// The on-disk form of one `LogStore` record.
+///
+/// A record is a 20-byte header and a payload:
+///
+///     magic u32 "SYNR" | kind u8 | 3 zero bytes | payload length u32 | payload CRC-32C u32 | header CRC-32C u32 (of the 16 bytes before it)
+///
+/// All integers are little-endian. Payloads by kind:
+///
+/// - create: database u64, name (UTF-8, the rest)
+/// - batch / drop: database u64, version u64, txn id length u16, txn id,
+///   seal length u32, seal (the `Batch` message without its pages), page
+///   count u32, then per page: number u32, CRC-32C u32, length u32, bytes.
+///   Page bytes are stored as the client sent them, so a read is one `pread`.
+/// - epoch ceiling: database u64, ceiling u64
+/// - prune: database u64, keep-from version u64
+/// - group end: group sequence u64. Records take effect only with the group
+///   end that follows them: a group is what one fsync made durable, so a crash
+///   leaves whole groups, and anything after the last intact group end is a
+///   torn tail.
+struct LogRecord {
+    enum Kind: UInt8 {
+        case create = 1, batch = 2, drop = 3, epochCeiling = 4, prune = 5, groupEnd = 6
+    }
+
+    static let magic: UInt32 = 0x524E_5953  // "SYNR"
+    static let headerSize = 20
+
+    /// Header and payload, ready to write.
+    var bytes: [UInt8]
+    /// For batch records: where each page's bytes start, from the record's first byte.
+    var pagePositions: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)] = []
+
+    /// Encodes `record`.
+    init(_ record: StoreRecord) {
+        var w = LogWriterBuffer()
+        w.reserveHeader()
+        let kind: Kind
+        switch record {
+        case .create(let database, let name):
+            kind = .create
+            w.u64(UInt64(bitPattern: database))
+            w.append(Array(name.utf8))
+        case .batch(let database, let txnID, let batch), .drop(let database, let txnID, let batch):
+            if case .drop = record { kind = .drop } else { kind = .batch }
+            w.u64(UInt64(bitPattern: database))
+            w.u64(batch.version)
+            w.u16(UInt16(txnID.count))
+            w.append(txnID)
+            var seal = batch
+            seal.pages = []
+            let sealBytes = seal.serializedBytes()
+            w.u32(UInt32(sealBytes.count))
+            w.append(sealBytes)
+            w.u32(UInt32(batch.pages.count))
+            w.reserve(batch.pages.count * (12 + Int(batch.pageSize)))
+            for page in batch.pages {
+                w.u32(page.number)
+                w.u32(page.checksum)
+                w.u32(UInt32(page.data.count))
+                pagePositions.append((page.number, w.count, page.checksum, UInt32(page.data.count)))
+                w.append(page.data)
+            }
+        case .epochCeiling(let database, let ceiling):
+            kind = .epochCeiling
+            w.u64(UInt64(bitPattern: database))
+            w.u64(ceiling)
+        case .prune(let database, let keepFrom):
+            kind = .prune
+            w.u64(UInt64(bitPattern: database))
+            w.u64(keepFrom)
+        }
+        w.finishHeader(kind)
+        bytes = w.bytes
+    }
+
+    /// A group end record.
+    init(groupEnd sequence: UInt64) {
+        var w = LogWriterBuffer()
+        w.reserveHeader()
+        w.u64(sequence)
+        w.finishHeader(.groupEnd)
+        bytes = w.bytes
+    }
+
+    /// A header read back: what it says, if it is intact.
+    struct Header {
+        var kind: Kind
+        var payloadLength: Int
+        var payloadChecksum: UInt32
+    }
+
+    /// Parses a 20-byte header; nil if it is not an intact header of a known kind.
+    static func header(_ raw: UnsafeRawBufferPointer) -> Header? {
+        guard raw.count >= headerSize,
+            raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian == magic,
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<16])) == raw.loadUnaligned(fromByteOffset: 16, as: UInt32.self).littleEndian,
+            let kind = Kind(rawValue: raw[4])
+        else { return nil }
+        return Header(
+            kind: kind, payloadLength: Int(raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian),
+            payloadChecksum: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian)
+    }
+}
+
+/// A growing record buffer with little-endian appends.
+struct LogWriterBuffer {
+    private(set) var bytes: [UInt8] = []
+    var count: Int { bytes.count }
+
+    mutating func reserve(_ extra: Int) { bytes.reserveCapacity(bytes.count + extra) }
+    mutating func reserveHeader() { bytes.append(contentsOf: repeatElement(0, count: LogRecord.headerSize)) }
+    mutating func append(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+    mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+
+    /// Fills in the header once the payload is complete.
+    mutating func finishHeader(_ kind: LogRecord.Kind) {
+        let payloadLength = UInt32(bytes.count - LogRecord.headerSize)
+        let payloadChecksum = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[LogRecord.headerSize...])) }
+        bytes.withUnsafeMutableBytes { h in
+            h.storeBytes(of: LogRecord.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
+            h[4] = kind.rawValue
+            h.storeBytes(of: payloadLength.littleEndian, toByteOffset: 8, as: UInt32.self)
+            h.storeBytes(of: payloadChecksum.littleEndian, toByteOffset: 12, as: UInt32.self)
+            let headerChecksum = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: h[0..<16]))
+            h.storeBytes(of: headerChecksum.littleEndian, toByteOffset: 16, as: UInt32.self)
+        }
+    }
+}
+
+/// Reads a payload's fields in order; any overrun is damage.
+struct LogPayloadReader {
+    let raw: UnsafeRawBufferPointer
+    var offset: Int
+
+    init(_ raw: UnsafeRawBufferPointer, offset: Int = 0) {
+        self.raw = raw
+        self.offset = offset
+    }
+
+    struct Overrun: Error {}
+
+    mutating func take(_ n: Int) throws(Overrun) -> UnsafeRawBufferPointer {
+        guard n >= 0, offset + n <= raw.count else { throw Overrun() }
+        defer { offset += n }
+        return UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + n)])
+    }
+    mutating func u16() throws(Overrun) -> UInt16 { try take(2).loadUnaligned(as: UInt16.self).littleEndian }
+    mutating func u32() throws(Overrun) -> UInt32 { try take(4).loadUnaligned(as: UInt32.self).littleEndian }
+    mutating func u64() throws(Overrun) -> UInt64 { try take(8).loadUnaligned(as: UInt64.self).littleEndian }
+    mutating func bytes(_ n: Int) throws(Overrun) -> [UInt8] { Array(try take(n)) }
+    var remaining: Int { raw.count - offset }
+}

@@ -1,0 +1,232 @@
+import SyndProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads the log back at open: checks every record, keeps whole groups,
+/// cuts off a torn tail of the newest segment and refuses damage anywhere else.
+struct LogReplay {
+    var indexes: [Int64: DatabaseIndex] = [:]
+    var segments: [LogSegment] = []
+    /// Where the newest segment's intact part ends: the next group goes there.
+    var activeSize = 0
+    /// The last group's sequence number.
+    var groups: UInt64 = 0
+    var notes: [String] = []
+
+    init(directory: String) throws(SequencerError) {
+        let numbers = try Self.segmentNumbers(in: directory)
+        for (i, number) in numbers.enumerated() {
+            if i > 0, number != numbers[i - 1] + 1 {
+                throw Self.damage(directory, "segment \(LogSegment.fileName(numbers[i - 1] + 1)) is missing (the folder has \(LogSegment.fileName(number)) after \(LogSegment.fileName(numbers[i - 1])))")
+            }
+            let segment = try LogSegment(directory: directory, number: number, create: false)
+            segments.append(segment)
+            try replay(segment, isNewest: i == numbers.count - 1, directory: directory)
+        }
+    }
+
+    private mutating func replay(_ segment: LogSegment, isNewest: Bool, directory: String) throws(SequencerError) {
+        let size = segment.size
+        var offset = 0
+        var groupStart = 0
+        var group: [(update: IndexUpdate, offset: Int, length: Int)] = []
+        var problem: String?
+        while offset < size {
+            guard size - offset >= LogRecord.headerSize else {
+                problem = "a partial record header"
+                break
+            }
+            let headerBytes = try segment.read(LogRecord.headerSize, at: offset)
+            guard let header = headerBytes.withUnsafeBytes({ LogRecord.header($0) }) else {
+                problem = "a damaged record header"
+                break
+            }
+            let length = LogRecord.headerSize + header.payloadLength
+            guard header.payloadLength <= size - offset - LogRecord.headerSize else {
+                problem = "a record that runs past the end of the file"
+                break
+            }
+            let payload = try segment.read(header.payloadLength, at: offset + LogRecord.headerSize)
+            guard CRC32C.checksum(payload) == header.payloadChecksum else {
+                problem = "a record that fails its checksum"
+                break
+            }
+            do {
+                if header.kind == .groupEnd {
+                    groups = try payload.withUnsafeBytes { raw throws(LogPayloadReader.Overrun) in
+                        var r = LogPayloadReader(raw)
+                        return try r.u64()
+                    }
+                    for g in group { try apply(g.update, segment: segment.number, offset: g.offset, length: g.length) }
+                    group = []
+                    groupStart = offset + length
+                } else {
+                    let update = try payload.withUnsafeBytes { raw throws(LogPayloadReader.Overrun) in
+                        try Self.update(kind: header.kind, payload: raw)
+                    }
+                    group.append((update, offset, length))
+                }
+            } catch is LogPayloadReader.Overrun {
+                problem = "a malformed record"
+                break
+            } catch let error as SequencerError {
+                throw Self.damage(directory, "\(segment.path) at offset \(offset): \(error.message)")
+            } catch {
+                throw Self.damage(directory, "\(segment.path) at offset \(offset): \(error)")
+            }
+            offset += length
+        }
+        guard problem != nil || !group.isEmpty else {
+            if isNewest { activeSize = size }
+            return
+        }
+        let reason = problem.map { "\($0) at offset \(offset)" } ?? "records without a group end after offset \(groupStart)"
+        guard isNewest else {
+            throw Self.damage(directory, "\(segment.path) has \(reason), but later segments follow it")
+        }
+        if problem != nil, let later = try Self.intactGroupEnd(in: segment, after: offset, size: size) {
+            throw Self.damage(directory, "\(segment.path) has \(reason), but an intact group end follows at offset \(later): acknowledged commits may lie beyond the damage")
+        }
+        // A crash during the last group's write: none of it was acknowledged.
+        try segment.truncate(to: groupStart)
+        activeSize = groupStart
+        notes.append("cut off a torn tail of \(size - groupStart) bytes at offset \(groupStart) of \(segment.path) (\(reason)): the last write before a crash, never acknowledged")
+    }
+
+    private mutating func apply(_ update: IndexUpdate, segment: UInt32, offset: Int, length: Int) throws(SequencerError) {
+        switch update {
+        case .create(let id, let name):
+            guard indexes[id] == nil else { throw SequencerError(.dataLoss, "database id \(id) is created twice") }
+            indexes[id] = DatabaseIndex(id: id, name: name)
+        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop):
+            guard let index = indexes[id] else { throw SequencerError(.dataLoss, "a batch of database id \(id), which was never created") }
+            guard version == index.version + 1 else {
+                throw SequencerError(.dataLoss, "batch \(version) of '\(index.name)' follows version \(index.version)")
+            }
+            indexes[id]!.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,
+                                    segment: segment, offset: offset, length: length)
+        case .epochCeiling(let id, let ceiling):
+            guard indexes[id] != nil else { throw SequencerError(.dataLoss, "an epoch record of database id \(id), which was never created") }
+            indexes[id]!.epochCeiling = max(indexes[id]!.epochCeiling, ceiling)
+        case .prune(let id, let keepFrom):
+            guard indexes[id] != nil else { throw SequencerError(.dataLoss, "a prune record of database id \(id), which was never created") }
+            indexes[id]!.prune(keepFrom: keepFrom)
+        }
+    }
+
+    /// What a record of `kind` changes in the index, with page positions from the record's first byte.
+    static func update(kind: LogRecord.Kind, payload raw: UnsafeRawBufferPointer) throws(LogPayloadReader.Overrun) -> IndexUpdate {
+        var r = LogPayloadReader(raw)
+        let id = Int64(bitPattern: try r.u64())
+        switch kind {
+        case .create:
+            return .create(database: id, name: String(decoding: try r.take(r.remaining), as: UTF8.self))
+        case .batch, .drop:
+            let (seal, txnID, pages) = try decodeBatchPayload(&r, keepPages: false)
+            return .batch(database: id, version: seal.version, txnID: txnID, pageSize: seal.pageSize, pageCount: seal.pageCount,
+                          pages: pages.map { ($0.number, $0.position, $0.checksum, $0.length) }, drop: kind == .drop)
+        case .epochCeiling:
+            return .epochCeiling(database: id, ceiling: try r.u64())
+        case .prune:
+            return .prune(database: id, keepFrom: try r.u64())
+        case .groupEnd:
+            throw LogPayloadReader.Overrun()
+        }
+    }
+
+    /// A batch or drop payload after its database id: the seal, the commit id
+    /// and the pages (their bytes only if `keepPages`).
+    private static func decodeBatchPayload(_ r: inout LogPayloadReader, keepPages: Bool) throws(LogPayloadReader.Overrun)
+        -> (Batch, [UInt8], [(number: UInt32, position: Int, checksum: UInt32, length: UInt32, data: [UInt8])])
+    {
+        let version = try r.u64()
+        let txnID = try r.bytes(Int(try r.u16()))
+        let sealBytes = try r.bytes(Int(try r.u32()))
+        guard var seal = try? Batch(serializedBytes: sealBytes), seal.version == version else { throw LogPayloadReader.Overrun() }
+        let count = Int(try r.u32())
+        var pages: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32, data: [UInt8])] = []
+        pages.reserveCapacity(count)
+        for _ in 0..<count {
+            let number = try r.u32()
+            let checksum = try r.u32()
+            let length = try r.u32()
+            let position = LogRecord.headerSize + r.offset
+            var data: [UInt8] = []
+            if keepPages { data = try r.bytes(Int(length)) } else { _ = try r.take(Int(length)) }
+            pages.append((number, position, checksum, length, data))
+        }
+        seal.pages = []
+        return (seal, txnID, pages)
+    }
+
+    /// A whole batch or drop record (header included) as a `Batch` with its pages.
+    static func decodeBatch(_ raw: UnsafeRawBufferPointer) throws(SequencerError) -> Batch {
+        guard let header = LogRecord.header(raw), header.kind == .batch || header.kind == .drop,
+            header.payloadLength == raw.count - LogRecord.headerSize
+        else { throw SequencerError(.dataLoss, "its header is damaged") }
+        let payload = UnsafeRawBufferPointer(rebasing: raw[LogRecord.headerSize...])
+        guard CRC32C.checksum(payload) == header.payloadChecksum else { throw SequencerError(.dataLoss, "it fails its checksum") }
+        do {
+            var r = LogPayloadReader(payload)
+            _ = try r.u64()
+            var (batch, _, pages) = try decodeBatchPayload(&r, keepPages: true)
+            batch.pages = pages.map { p in
+                var page = Page()
+                page.number = p.number
+                page.data = p.data
+                page.checksum = p.checksum
+                return page
+            }
+            return batch
+        } catch {
+            throw SequencerError(.dataLoss, "it is malformed")
+        }
+    }
+
+    /// The offset of an intact group end record after `offset`, if there is one.
+    private static func intactGroupEnd(in segment: LogSegment, after offset: Int, size: Int) throws(SequencerError) -> Int? {
+        guard size - offset > LogRecord.headerSize else { return nil }
+        let rest = try segment.read(size - offset, at: offset)
+        return rest.withUnsafeBytes { raw -> Int? in
+            var i = 1
+            let endLength = LogRecord.headerSize + 8
+            while i + endLength <= raw.count {
+                if raw[i] == 0x53, raw[i + 1] == 0x59, raw[i + 2] == 0x4E, raw[i + 3] == 0x52,
+                    let h = LogRecord.header(UnsafeRawBufferPointer(rebasing: raw[i..<(i + LogRecord.headerSize)])),
+                    h.kind == .groupEnd, h.payloadLength == 8,
+                    CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(i + LogRecord.headerSize)..<(i + endLength)])) == h.payloadChecksum
+                {
+                    return offset + i
+                }
+                i += 1
+            }
+            return nil
+        }
+    }
+
+    private static func damage(_ directory: String, _ what: String) -> SequencerError {
+        SequencerError(.dataLoss, """
+            the store in \(directory) is damaged: \(what). The sequencer will not serve a damaged history. \
+            Restore the folder from a backup or a replica; or, accepting the loss of every commit from the damage on, \
+            move the damaged segment and those after it aside and start again
+            """)
+    }
+
+    /// The segment numbers in `directory`, in order.
+    static func segmentNumbers(in directory: String) throws(SequencerError) -> [UInt32] {
+        guard let dir = opendir(directory) else {
+            throw SequencerError(.unavailable, "store: cannot list \(directory): \(String(cString: strerror(errno)))")
+        }
+        defer { closedir(dir) }
+        var numbers: [UInt32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
+            }
+            if let n = LogSegment.number(of: name) { numbers.append(n) }
+        }
+        return numbers.sorted()
+    }
+}

@@ -1,0 +1,113 @@
+import SyndProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One file of the log: `log/NNNNNNNN.log`. Only the newest segment is
+/// written, and only by appending; reads `pread` any of them from any thread.
+final class LogSegment: Sendable {
+    let number: UInt32
+    let path: String
+    private let fd: Int32
+
+    /// Opens (or creates) segment `number` in `directory`.
+    init(directory: String, number: UInt32, create: Bool) throws(SequencerError) {
+        self.number = number
+        path = directory + "/" + Self.fileName(number)
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0)
+        let fd = open(path, flags, 0o644)
+        guard fd >= 0 else {
+            throw SequencerError(.unavailable, "store: cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    static func fileName(_ number: UInt32) -> String {
+        let digits = String(number)
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".log"
+    }
+
+    /// The segment number of a file name, if it is one.
+    static func number(of name: String) -> UInt32? {
+        guard name.hasSuffix(".log"), name.utf8.count == 12 else { return nil }
+        return UInt32(name.prefix(8))
+    }
+
+    var size: Int {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+    }
+
+    /// Reads exactly `count` bytes at `offset` into `buffer` (fewer only at the end of the file).
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(SequencerError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SequencerError(.unavailable, "store: reading \(path) failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// `count` bytes at `offset`; DATA_LOSS if the file ends before them.
+    func read(_ count: Int, at offset: Int) throws(SequencerError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var got = 0
+        var failure: SequencerError?
+        bytes.withUnsafeMutableBytes { b in
+            do throws(SequencerError) { got = try read(into: b, at: offset) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        guard got == count else {
+            throw SequencerError(.dataLoss, "store: \(path) ends at \(offset + got), before the \(count) bytes at \(offset) its index points to")
+        }
+        return bytes
+    }
+
+    func write(_ bytes: [UInt8], at offset: Int) throws(SequencerError) {
+        let error = bytes.withUnsafeBytes { b -> Int32 in
+            var done = 0
+            while done < b.count {
+                let n = pwrite(fd, b.baseAddress! + done, b.count - done, off_t(offset + done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                done += n
+            }
+            return 0
+        }
+        guard error == 0 else {
+            throw SequencerError(.unavailable, "store: writing \(path) failed: \(String(cString: strerror(error)))")
+        }
+    }
+
+    /// Makes everything written so far durable (data and the file's size).
+    func sync() throws(SequencerError) {
+        guard fdatasync(fd) == 0 else {
+            throw SequencerError(.unavailable, "store: fsync of \(path) failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func truncate(to size: Int) throws(SequencerError) {
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            throw SequencerError(.unavailable, "store: truncating \(path) failed: \(String(cString: strerror(errno)))")
+        }
+        try sync()
+    }
+}
+
+/// fsyncs a directory, so that a file created or removed in it stays so after a crash.
+func syncDirectory(_ path: String) throws(SequencerError) {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { throw SequencerError(.unavailable, "store: cannot open folder \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    guard fsync(fd) == 0 else { throw SequencerError(.unavailable, "store: fsync of folder \(path) failed: \(String(cString: strerror(errno)))") }
+}

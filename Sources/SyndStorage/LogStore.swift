@@ -1,0 +1,266 @@
+import Dispatch
+import Synchronization
+import SyndProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The embedded storage backend: an append-only log of sealed batches in
+/// segment files, with an in-memory index of every kept page version.
+///
+/// - **Group commit.** Appends queue; one thread writes whatever is queued,
+///   one record after another, ends the group with a group-end record and
+///   fsyncs once for all of them, then updates the index and completes them.
+///   A lone append does not wait for company: the writer starts at once, and
+///   appends that arrive during an fsync form the next group. Databases share
+///   the fsync and wait for nothing else of each other.
+/// - **One write per page image.** A page's bytes are written once, inside its
+///   batch record, and read back with one `pread` at the offset the index
+///   keeps: no second copy, no B-tree.
+/// - **Crash safety.** See `LogRecord`: a group takes effect only with its
+///   group end, so recovery after a crash keeps whole groups. Anything after
+///   the last intact group end of the newest segment is a torn tail (never
+///   acknowledged): it is cut off and reported. A damaged record anywhere
+///   before it stops the store from opening, with what was found where.
+///
+/// Space is not yet reclaimed: images older than the retention window stay in
+/// their segments (the index forgets them).
+public final class LogStore: StorageBackend {
+    /// The folder of the segment files.
+    public let directory: String
+    public let recovered: [RecoveredDatabase]
+    public let recoveryNotes: [String]
+    private let indexes: Mutex<[Int64: DatabaseIndexCell]>
+    private let segments: Mutex<[UInt32: LogSegment]>
+    private let queue: Mutex<AppendQueue>
+    private let appender: LogAppender
+    private let writerThread = DispatchQueue(label: "synd.store.log-writer")
+
+    /// A new segment is started once the newest passes this size.
+    static let segmentLimit = 64 << 20
+
+    struct Pending {
+        var bytes: [UInt8]
+        var update: IndexUpdate
+        var completion: @Sendable (Result<Void, SequencerError>) -> Void
+    }
+
+    struct AppendQueue {
+        var pending: [Pending] = []
+        var writing = false
+        /// Set when a write or fsync failed: nothing is promised after it, so every later append fails.
+        var failure: SequencerError?
+    }
+
+    /// Opens the log in `directory` (created if missing), replaying it into the index.
+    public init(directory: String) throws(SequencerError) {
+        self.directory = directory
+        mkdir(directory, 0o755)
+        let replay = try LogReplay(directory: directory)
+        var cells: [Int64: DatabaseIndexCell] = [:]
+        for (id, index) in replay.indexes { cells[id] = DatabaseIndexCell(index) }
+        indexes = Mutex(cells)
+        recovered = replay.indexes.values.sorted { $0.id < $1.id }.map(\.recovered)
+        recoveryNotes = replay.notes
+        var open: [UInt32: LogSegment] = [:]
+        for segment in replay.segments { open[segment.number] = segment }
+        var active = replay.segments.last
+        if active == nil {
+            active = try LogSegment(directory: directory, number: 1, create: true)
+            try syncDirectory(directory)
+            open[1] = active
+        }
+        segments = Mutex(open)
+        appender = LogAppender(directory: directory, active: active!, size: replay.activeSize, groups: replay.groups)
+        queue = Mutex(AppendQueue())
+    }
+
+    public func append(_ record: StoreRecord, completion: @escaping @Sendable (Result<Void, SequencerError>) -> Void) {
+        let encoded = LogRecord(record)
+        let update = IndexUpdate(record, positions: encoded.pagePositions)
+        let (start, failure) = queue.withLock { q -> (Bool, SequencerError?) in
+            if let failure = q.failure { return (false, failure) }
+            q.pending.append(Pending(bytes: encoded.bytes, update: update, completion: completion))
+            if q.writing { return (false, nil) }
+            q.writing = true
+            return (true, nil)
+        }
+        if let failure {
+            // Never call back on the caller's thread: it may hold a lock the completion takes.
+            writerThread.async { completion(.failure(failure)) }
+            return
+        }
+        if start { writerThread.async { self.writeGroups() } }
+    }
+
+    /// Writes queued appends group by group until the queue is empty.
+    private func writeGroups() {
+        while true {
+            let (group, failure) = queue.withLock { q -> ([Pending], SequencerError?) in
+                let group = q.pending
+                q.pending = []
+                if group.isEmpty { q.writing = false }
+                return (group, q.failure)
+            }
+            if group.isEmpty { return }
+            if let failure {
+                for p in group { p.completion(.failure(failure)) }
+                continue
+            }
+            let placed: [(segment: UInt32, offset: Int)]
+            do {
+                let (newSegment, offsets) = try appender.write(group.map(\.bytes))
+                if let newSegment { segments.withLock { $0[newSegment.number] = newSegment } }
+                placed = offsets
+            } catch {
+                let failure = SequencerError(.unavailable, "\(error.message); the store accepts no more writes until the sequencer restarts (it then recovers every acknowledged commit)")
+                queue.withLock { $0.failure = failure }
+                for p in group { p.completion(.failure(failure)) }
+                continue
+            }
+            for (p, place) in zip(group, placed) {
+                apply(p.update, segment: place.segment, offset: place.offset, length: p.bytes.count)
+            }
+            for p in group { p.completion(.success(())) }
+        }
+    }
+
+    private func apply(_ update: IndexUpdate, segment: UInt32, offset: Int, length: Int) {
+        switch update {
+        case .create(let id, let name):
+            indexes.withLock { $0[id] = DatabaseIndexCell(DatabaseIndex(id: id, name: name)) }
+        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop):
+            cell(id)?.withLock {
+                $0.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,
+                              segment: segment, offset: offset, length: length)
+            }
+        case .epochCeiling(let id, let ceiling):
+            cell(id)?.withLock { $0.epochCeiling = max($0.epochCeiling, ceiling) }
+        case .prune(let id, let keepFrom):
+            cell(id)?.withLock { $0.prune(keepFrom: keepFrom) }
+        }
+    }
+
+    private func cell(_ id: Int64) -> DatabaseIndexCell? {
+        indexes.withLock { $0[id] }
+    }
+
+    private func segment(_ number: UInt32) throws(SequencerError) -> LogSegment {
+        guard let s = segments.withLock({ $0[number] }) else {
+            throw SequencerError(.dataLoss, "store: segment \(LogSegment.fileName(number)) that the index points to is not open")
+        }
+        return s
+    }
+
+    public func page(database: Int64, number: UInt32, version: UInt64) throws(SequencerError) -> Page? {
+        guard let location = cell(database)?.withLock({ $0.page(number, at: version) }), location.length > 0 else { return nil }
+        let data = try segment(location.segment).read(Int(location.length), at: location.offset)
+        var page = Page()
+        page.number = number
+        page.data = data
+        page.checksum = location.checksum
+        guard page.isIntact else {
+            throw SequencerError(.dataLoss, "store: page \(number) of version \(location.version) in \(LogSegment.fileName(location.segment)) at offset \(location.offset) fails its checksum; the store's disk returned damaged data")
+        }
+        return page
+    }
+
+    public func sizes(database: Int64, version: UInt64) -> (pageSize: UInt32, pageCount: UInt32)? {
+        cell(database)?.withLock { $0.batches[version].map { ($0.pageSize, $0.pageCount) } }
+    }
+
+    public func batch(database: Int64, version: UInt64) throws(SequencerError) -> Batch? {
+        guard let location = cell(database)?.withLock({ $0.batches[version] }) else { return nil }
+        let bytes = try segment(location.segment).read(location.length, at: location.offset)
+        do throws(SequencerError) {
+            var decoded: Result<Batch, SequencerError> = .failure(SequencerError(.dataLoss, "empty"))
+            bytes.withUnsafeBytes { raw in decoded = Result { () throws(SequencerError) in try LogReplay.decodeBatch(raw) } }
+            return try decoded.get()
+        } catch {
+            throw SequencerError(.dataLoss, "store: batch \(version) in \(LogSegment.fileName(location.segment)) at offset \(location.offset) is damaged: \(error.message)")
+        }
+    }
+
+    public func committedVersion(database: Int64, txnID: [UInt8]) -> UInt64? {
+        cell(database)?.withLock { $0.txns[txnID] }
+    }
+}
+
+extension IndexUpdate {
+    init(_ record: StoreRecord, positions: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)]) {
+        switch record {
+        case .create(let id, let name):
+            self = .create(database: id, name: name)
+        case .batch(let id, let txnID, let batch):
+            self = .batch(database: id, version: batch.version, txnID: txnID, pageSize: batch.pageSize, pageCount: batch.pageCount,
+                          pages: positions, drop: false)
+        case .drop(let id, let txnID, let batch):
+            self = .batch(database: id, version: batch.version, txnID: txnID, pageSize: batch.pageSize, pageCount: batch.pageCount,
+                          pages: [], drop: true)
+        case .epochCeiling(let id, let ceiling):
+            self = .epochCeiling(database: id, ceiling: ceiling)
+        case .prune(let id, let keepFrom):
+            self = .prune(database: id, keepFrom: keepFrom)
+        }
+    }
+}
+
+/// The newest segment and where its end is. Used only on the log's writer
+/// thread (a serial queue), one group at a time.
+final class LogAppender: @unchecked Sendable {
+    // @unchecked: every use is on LogStore.writerThread, a serial queue.
+    private let directory: String
+    private var active: LogSegment
+    private var size: Int
+    private var groups: UInt64
+
+    init(directory: String, active: LogSegment, size: Int, groups: UInt64) {
+        self.directory = directory
+        self.active = active
+        self.size = size
+        self.groups = groups
+    }
+
+    /// Writes `records` and a group end, fsyncs, and returns where each record
+    /// went (and the segment started for them, if any).
+    func write(_ records: [[UInt8]]) throws(SequencerError) -> (LogSegment?, [(segment: UInt32, offset: Int)]) {
+        var started: LogSegment?
+        if size >= LogStore.segmentLimit {
+            // The previous group's fsync made the full segment's end durable.
+            let next = try LogSegment(directory: directory, number: active.number + 1, create: true)
+            try syncDirectory(directory)
+            active = next
+            size = 0
+            started = next
+        }
+        groups += 1
+        let end = LogRecord(groupEnd: groups).bytes
+        var offsets: [(segment: UInt32, offset: Int)] = []
+        offsets.reserveCapacity(records.count)
+        var offset = size
+        let total = records.reduce(end.count) { $0 + $1.count }
+        if total <= 1 << 20 {
+            // Small groups: one write.
+            var buffer: [UInt8] = []
+            buffer.reserveCapacity(total)
+            for r in records {
+                offsets.append((active.number, offset))
+                offset += r.count
+                buffer.append(contentsOf: r)
+            }
+            buffer.append(contentsOf: end)
+            try active.write(buffer, at: size)
+        } else {
+            for r in records {
+                try active.write(r, at: offset)
+                offsets.append((active.number, offset))
+                offset += r.count
+            }
+            try active.write(end, at: offset)
+        }
+        try active.sync()
+        size += total
+        return (started, offsets)
+    }
+}

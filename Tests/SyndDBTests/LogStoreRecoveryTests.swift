@@ -1,0 +1,108 @@
+import Foundation
+import SyndProtocol
+import SyndStorage
+import Testing
+
+/// The embedded log after a crash at the worst instants, made on the real
+/// files: a torn tail is cut off and reported, damage anywhere an
+/// acknowledged record lies stops the store from opening, and nothing damaged
+/// is ever served.
+@Suite struct LogStoreRecoveryTests {
+    let dir = TemporaryDirectory()
+    typealias C = StorageBackendConformanceTests
+
+    var segmentPath: String { dir.path + "/log/00000001.log" }
+
+    /// Three durable groups: the database, then versions 1 and 2.
+    func writeHistory() throws {
+        let backend = try LogStore(directory: dir.path + "/log")
+        try C.append(backend, [.create(database: 1, name: "db")])
+        try C.append(backend, [.batch(database: 1, txnID: C.txn(1), batch: C.batch(1, count: 2, [C.page(1, 1), C.page(2, 1)]))])
+        try C.append(backend, [.batch(database: 1, txnID: C.txn(2), batch: C.batch(2, count: 2, [C.page(2, 2)]))])
+    }
+
+    func fileBytes() throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: segmentPath))) }
+    func write(_ bytes: [UInt8]) throws { try Data(bytes).write(to: URL(fileURLWithPath: segmentPath)) }
+
+    @Test func garbageAfterTheLastGroupIsCutOffAndReported() throws {
+        try writeHistory()
+        let intact = try fileBytes()
+        try write(intact + (0..<777).map { _ in UInt8.random(in: 0...255) })
+        let backend = try LogStore(directory: dir.path + "/log")
+        #expect(backend.recovered.first?.version == 2)
+        #expect(backend.recoveryNotes.count == 1 && backend.recoveryNotes[0].contains("torn tail of 777 bytes"), "\(backend.recoveryNotes)")
+        #expect(try fileBytes() == intact, "the tail is cut off on disk")
+        // Appends go on where the intact part ends, and survive the next open.
+        try C.append(backend, [.batch(database: 1, txnID: C.txn(3), batch: C.batch(3, count: 2, [C.page(1, 3)]))])
+        let again = try LogStore(directory: dir.path + "/log")
+        #expect(again.recovered.first?.version == 3 && again.recoveryNotes.isEmpty)
+        #expect(try again.page(database: 1, number: 1, version: 3)?.data.first == 3)
+    }
+
+    @Test func aGroupWithoutItsGroupEndNeverHappened() throws {
+        try writeHistory()
+        // The crash came after the last batch was written but before its group end was.
+        let bytes = try fileBytes()
+        try write(Array(bytes.dropLast(28)))
+        let backend = try LogStore(directory: dir.path + "/log")
+        #expect(backend.recovered.first?.version == 1, "version 2 was never acknowledged")
+        #expect(backend.recoveryNotes.first?.contains("without a group end") == true, "\(backend.recoveryNotes)")
+        #expect(try backend.page(database: 1, number: 2, version: 1)?.data.first == 1)
+        #expect(backend.committedVersion(database: 1, txnID: C.txn(2)) == nil)
+    }
+
+    @Test func aRecordCutShortByTheCrashIsATornTail() throws {
+        try writeHistory()
+        let bytes = try fileBytes()
+        // Somewhere inside version 2's page bytes (the last record is ~1.1 KB before its 28-byte group end).
+        try write(Array(bytes.dropLast(500)))
+        let backend = try LogStore(directory: dir.path + "/log")
+        #expect(backend.recovered.first?.version == 1)
+        #expect(backend.recoveryNotes.count == 1)
+    }
+
+    @Test func damageBeforeTheLastGroupEndStopsTheStore() throws {
+        try writeHistory()
+        var bytes = try fileBytes()
+        // A page byte of version 1, which was acknowledged: version 2's group follows it.
+        let at = bytes.count / 3
+        bytes[at] ^= 0xFF
+        try write(bytes)
+        #expect {
+            _ = try LogStore(directory: dir.path + "/log")
+        } throws: { error in
+            let message = "\(error)"
+            return message.contains("is damaged") && message.contains("00000001.log") && message.contains("acknowledged commits may lie beyond")
+        }
+    }
+
+    @Test func damageInTheLastGroupWithItsGroupEndIntactIsDamageToo() throws {
+        try writeHistory()
+        var bytes = try fileBytes()
+        // A page byte of version 2: its group end made it durable, so it was acknowledged.
+        bytes[bytes.count - 28 - 100] ^= 0x01
+        try write(bytes)
+        #expect(throws: SequencerError.self) { _ = try LogStore(directory: dir.path + "/log") }
+    }
+
+    @Test func aMissingSegmentStopsTheStore() throws {
+        try writeHistory()
+        try Data().write(to: URL(fileURLWithPath: dir.path + "/log/00000003.log"))
+        #expect {
+            _ = try LogStore(directory: dir.path + "/log")
+        } throws: { error in "\(error)".contains("00000002.log is missing") }
+    }
+
+    @Test func aPageDamagedAfterOpeningIsNeverServed() throws {
+        try writeHistory()
+        let backend = try LogStore(directory: dir.path + "/log")
+        var bytes = try fileBytes()
+        // The disk rots under a running store: the last page image's bytes.
+        bytes[bytes.count - 28 - 10] ^= 0x01
+        try write(bytes)
+        #expect {
+            _ = try backend.page(database: 1, number: 2, version: 2)
+        } throws: { error in (error as? SequencerError)?.code == .dataLoss }
+        #expect(throws: SequencerError.self) { _ = try backend.batch(database: 1, version: 2) }
+    }
+}
