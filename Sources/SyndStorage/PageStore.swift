@@ -161,7 +161,7 @@ public final class PageStore: Sendable {
         let waiter = DurableWait<Void>()
         let created = try catalog.withLock { c throws(SequencerError) -> DatabaseState? in
             // A dropped database is created again as it is: empty, its versions going on.
-            if c.databases[request.name] != nil { return nil }
+            if let db = c.databases[request.name], request.create || !db.head.withLock({ $0.isDropped }) { return nil }
             guard request.create else {
                 throw SequencerError(.notFound, "database '\(request.name)' does not exist; open it with create=true to create it")
             }
