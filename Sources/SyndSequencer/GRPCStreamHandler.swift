@@ -124,7 +124,7 @@ final class GRPCStreamHandler: ChannelInboundHandler {
         }
         let calls = self.calls
         calls.unaryBegan()
-        service.unary(method, request: request, departure: departure) { result in
+        service.unary(method, request: consume request, departure: departure) { result in
             if loop.inEventLoop {
                 this.value.answer(result)
             } else {

@@ -45,15 +45,15 @@ public struct SequencerService: Sendable {
     /// that touch only memory reply before this returns, on the caller's thread;
     /// the others reply later from another thread.
     public func unary(
-        _ method: SequencerMethod, request: [UInt8], reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void
+        _ method: SequencerMethod, request: consuming [UInt8], reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void
     ) {
-        unary(method, request: request, departure: nil, reply: reply)
+        unary(method, request: consume request, departure: nil, reply: reply)
     }
 
     /// `unary`, for a call whose client can leave: `departure` closes when it
     /// does, and a waiting AcquireLease then stops waiting.
     func unary(
-        _ method: SequencerMethod, request: [UInt8], departure: Latch?,
+        _ method: SequencerMethod, request: consuming [UInt8], departure: Latch?,
         reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void
     ) {
         counters.count(method)
@@ -78,12 +78,17 @@ public struct SequencerService: Sendable {
         case .getCommitStatus:
             reply(Self.serve(request) { (r: GetCommitStatusRequest) throws(SequencerError) in try store.commitStatus(r) })
         case .commit:
+            let r: CommitRequest
             do throws(SequencerError) {
-                let r: CommitRequest = try Self.decode(request)
-                store.commit(r) { reply(Self.encoded($0)) }
+                r = try Self.decode(request)
             } catch {
                 reply(.failure(error))
+                return
             }
+            // The request's bytes go before the store makes its copies of a
+            // large batch: the decoded request holds all it needs.
+            _ = consume request
+            store.commit(r) { reply(Self.encoded($0)) }
         case .readPages:
             lane(reads, request, reply) { (r: ReadPagesRequest) throws(SequencerError) in try store.readPages(r) }
         case .openDatabase:
