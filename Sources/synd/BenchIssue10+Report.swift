@@ -27,8 +27,8 @@ extension BenchIssue10 {
         var lines = [
             "## Sequencer performance (issue 10)",
             "",
-            "Command: `\(command)` (\(BenchCommand.build)).",
-            "Machine: \(BenchProc.cpuModel()), \(ProcessInfo.processInfo.activeProcessorCount) cores\(memory); \(BenchCommand.machine()); \(dateText) UTC.",
+            "Command: `\(command)` (\(BenchCommand.build)\(BenchProc.gitDescription().map { ", source " + $0 } ?? "")).",
+            "Machine: \(BenchProc.cpuModel()), \(ProcessInfo.processInfo.activeProcessorCount) cores\(memory); \(BenchProc.system()); \(dateText) UTC.",
             r.sequencerURL.map { "Sequencer: \($0) (given; its CPU, memory and disk are not read)." }
                 ?? "Sequencer: a separate `synd sequencer --port 0` process per workload, with a fresh data folder; loopback HTTP/2.",
             "Baseline: local SQLite files, journal_mode=WAL, synchronous=FULL (one fsync per commit), on the same disk. Latencies in microseconds, p50 = median.",
@@ -100,8 +100,8 @@ extension BenchIssue10 {
                 "### 1-2. One writer, 1-row commits",
                 "",
                 "dqlite's `kvwrite`: `INSERT OR REPLACE INTO model(key, value)` of a random 32-letter key and a \(s.valueBytes)-byte value (half one letter, half random letters), each its own transaction"
-                    + (r.commit.map { _ in ", \(s.transactions) commits after 20 of warm-up (local SQLite, then SyndDB, one connection in this process)" } ?? "")
-                    + ". CPU per commit: the process named, over the timed commits (µs; /proc/PID/stat utime+stime, \(f(BenchProc.ticksPerSecond)) ticks/s, so ±\(f(1e6 / BenchProc.ticksPerSecond / Double(s.transactions))) µs per commit).",
+                    + (r.commit.map { _ in ", \(s.transactions) commits on each after 20 of warm-up, one connection each in this process, local SQLite and SyndDB in turn" } ?? "")
+                    + ". dqlite-benchmark runs after them, in its own process (its raft log is written with O_DSYNC). CPU per commit: the process named, over the timed commits (client: getrusage of this process around each commit; others: /proc/PID/stat utime+stime, \(f(BenchProc.ticksPerSecond)) ticks/s, so ±\(f(1e6 / BenchProc.ticksPerSecond / Double(s.transactions))) µs per commit).",
                 "",
                 "| system | p50 | p99 | commits/s | CPU per commit |",
                 "|---|---:|---:|---:|---|",

@@ -45,28 +45,36 @@ enum BenchIssue10 {
         var syndClientCPU: Double
     }
 
-    /// dqlite's kvwrite (one row, 32-byte key, `valueBytes` value, autocommit) on local SQLite, then SyndDB.
+    /// dqlite's kvwrite (one row, 32-byte key, `valueBytes` value, autocommit) on local SQLite and SyndDB,
+    /// one commit on each in turn, so that the machine's noise falls on both alike.
     static func commit(_ s: Settings, dir: String, server: Server) throws -> Commit {
-        func run(_ connection: Connection) throws -> (BenchCommand.Figures, cpu: Double) {
-            var kv = try KVWrite(connection, seed: 42)
-            for _ in 0..<20 { try kv.commitOne(valueBytes: s.valueBytes) }
-            let cpu = BenchProc.ownCPUSeconds()
-            let figures = try BenchCommand.time(s.transactions) { _ in try kv.commitOne(valueBytes: s.valueBytes) }
-            return (figures, BenchProc.ownCPUSeconds() - cpu)
-        }
         let local = try Connection(path: dir + "/kvwrite.sqlite")
         try local.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL")
-        let (l, lcpu) = try run(local)
         let db = try Database.open("bench-kvwrite-\(getpid())", sequencer: server.url)
-        try db.execute(KVWrite.schema)
+        var sides = [try KVWrite(local, seed: 42), try KVWrite(db.connection, seed: 42)]
+        for _ in 0..<20 {
+            for i in sides.indices { try sides[i].commitOne(valueBytes: s.valueBytes) }
+        }
+        var samples: [[Double]] = [[], []]
+        var cpu = [0.0, 0.0]
+        let clock = ContinuousClock()
         let before = server.cpuSeconds
-        let (d, dcpu) = try run(db.connection)
+        for _ in 0..<s.transactions {
+            for i in sides.indices {
+                let c0 = BenchProc.ownCPUSeconds()
+                let elapsed = try clock.measure { try sides[i].commitOne(valueBytes: s.valueBytes) }
+                cpu[i] += BenchProc.ownCPUSeconds() - c0
+                samples[i].append(Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12)
+            }
+        }
+        // Local commits do not reach the sequencer: its CPU over the loop is SyndDB's commits'.
         let sequencerCPU = before.flatMap { b in server.cpuSeconds.map { $0 - b } }
         let count = try db.scalar("SELECT count(*) FROM model")?.int64 ?? -1
         guard count == Int64(s.transactions + 20) else {
             throw BenchWriters.BenchError("SyndDB: \(count) rows after \(s.transactions + 20) commits")
         }
-        return Commit(valueBytes: s.valueBytes, local: l, synd: d, sequencerCPU: sequencerCPU, localClientCPU: lcpu, syndClientCPU: dcpu)
+        return Commit(valueBytes: s.valueBytes, local: BenchCommand.Figures(samples: samples[0]), synd: BenchCommand.Figures(samples: samples[1]),
+                      sequencerCPU: sequencerCPU, localClientCPU: cpu[0], syndClientCPU: cpu[1])
     }
 
     // MARK: - 3: writer processes, each on its own database

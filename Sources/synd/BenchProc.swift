@@ -89,6 +89,39 @@ enum BenchProc {
         return "unknown CPU"
     }
 
+    /// "x86_64, Linux 6.1.0" (uname).
+    static func system() -> String {
+        var uts = utsname()
+        uname(&uts)
+        func text<T>(_ field: T) -> String {
+            withUnsafeBytes(of: field) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        }
+        return "\(text(uts.machine)), \(text(uts.sysname)) \(text(uts.release))"
+    }
+
+    /// "at abc1234" (the git HEAD of the current folder, when it is this repository), with the uncommitted files counted; else nil.
+    static func gitDescription() -> String? {
+        guard FileManager.default.fileExists(atPath: "Sources/synd/BenchCommand.swift") else { return nil }
+        func git(_ arguments: [String]) -> String? {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+            process.arguments = arguments
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            guard (try? process.run()) != nil else { return nil }
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return process.terminationStatus == 0 ? String(decoding: data, as: UTF8.self) : nil
+        }
+        guard let head = git(["rev-parse", "--short", "HEAD"])?.trimmingCharacters(in: .whitespacesAndNewlines), !head.isEmpty else { return nil }
+        let changed = git(["status", "--porcelain"])?.split(separator: "\n").filter { !$0.hasPrefix("??") }.count ?? 0
+        let untracked = git(["status", "--porcelain"])?.split(separator: "\n").filter { $0.hasPrefix("??") }.count ?? 0
+        var text = "at \(head)"
+        if changed + untracked > 0 { text += " with \(changed) tracked files changed and \(untracked) untracked files (uncommitted)" }
+        return text
+    }
+
     /// Total memory, from /proc/meminfo, in GiB.
     static func memoryGiB() -> Int? {
         guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
