@@ -76,7 +76,13 @@ public struct SequencerService: Sendable {
                 return ReleaseLeaseResponse()
             })
         case .getCommitStatus:
-            reply(Self.serve(request) { (r: GetCommitStatusRequest) throws(SequencerError) in try store.commitStatus(r) })
+            // A commit still on its way to the disk is waited for without blocking the event loop.
+            do throws(SequencerError) {
+                let r: GetCommitStatusRequest = try Self.decode(request)
+                store.commitStatus(r) { reply(Self.encoded($0)) }
+            } catch {
+                reply(.failure(error))
+            }
         case .commit:
             let r: CommitRequest
             do throws(SequencerError) {

@@ -82,6 +82,11 @@ struct LogReplay {
             if isNewest { activeSize = size }
             return
         }
+        if group.isEmpty, problem != nil, try segment.isZero(from: offset) {
+            // The zeros of an allocated end (see `LogSegment.allocate`): where the log ends.
+            if isNewest { activeSize = offset }
+            return
+        }
         let reason = problem.map { "\($0) at offset \(offset)" } ?? "records without a group end after offset \(groupStart)"
         guard isNewest else {
             throw Self.damage(directory, "\(segment.path) has \(reason), but later segments follow it")

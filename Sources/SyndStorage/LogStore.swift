@@ -214,12 +214,17 @@ final class LogAppender: @unchecked Sendable {
     private var active: LogSegment
     private var size: Int
     private var groups: UInt64
+    /// How far the newest segment's file is allocated.
+    private var allocated: Int
+    /// Segments are allocated this much at a time.
+    static let allocationStep = 8 << 20
 
     init(directory: String, active: LogSegment, size: Int, groups: UInt64) {
         self.directory = directory
         self.active = active
         self.size = size
         self.groups = groups
+        self.allocated = active.size
     }
 
     /// Writes `records` and a group end, fsyncs, and returns where each record
@@ -227,11 +232,14 @@ final class LogAppender: @unchecked Sendable {
     func write(_ records: [[UInt8]]) throws(SequencerError) -> (LogSegment?, [(segment: UInt32, offset: Int)]) {
         var started: LogSegment?
         if size >= LogStore.segmentLimit {
-            // The previous group's fsync made the full segment's end durable.
+            // The previous group's fsync made the full segment's end durable;
+            // its unused allocation goes.
+            try active.truncate(to: size)
             let next = try LogSegment(directory: directory, number: active.number + 1, create: true)
             try syncDirectory(directory)
             active = next
             size = 0
+            allocated = 0
             started = next
         }
         groups += 1
@@ -240,6 +248,10 @@ final class LogAppender: @unchecked Sendable {
         offsets.reserveCapacity(records.count)
         var offset = size
         let total = records.reduce(end.count) { $0 + $1.count }
+        if size + total > allocated {
+            allocated = size + total + Self.allocationStep
+            try active.allocate(upTo: allocated)
+        }
         if total <= 1 << 20 {
             // Small groups: one write.
             var buffer: [UInt8] = []

@@ -19,6 +19,27 @@ import Testing
         try C.append(backend, [.create(database: 1, name: "db")])
         try C.append(backend, [.batch(database: 1, txnID: C.txn(1), batch: C.batch(1, count: 2, [C.page(1, 1), C.page(2, 1)]))])
         try C.append(backend, [.batch(database: 1, txnID: C.txn(2), batch: C.batch(2, count: 2, [C.page(2, 2)]))])
+        // The segment is allocated ahead in zeros; cut it to its records, so
+        // that what follows them is what each test puts there.
+        let bytes = try fileBytes()
+        var end = 0
+        while end + 20 <= bytes.count, bytes[end..<(end + 4)].elementsEqual([0x53, 0x59, 0x4E, 0x52]) {
+            end += 20 + Int(bytes[end + 8]) | Int(bytes[end + 9]) << 8 | Int(bytes[end + 10]) << 16 | Int(bytes[end + 11]) << 24
+        }
+        #expect(bytes[end...].allSatisfy { $0 == 0 }, "only zeros follow the records")
+        try write(Array(bytes[..<end]))
+    }
+
+    @Test func theZerosOfAnAllocatedEndAreNotATornTail() throws {
+        let backend = try LogStore(directory: dir.path + "/log")
+        try C.append(backend, [.create(database: 1, name: "db")])
+        try C.append(backend, [.batch(database: 1, txnID: C.txn(1), batch: C.batch(1, count: 1, [C.page(1, 0)]))])
+        let allocated = try fileBytes().count
+        let again = try LogStore(directory: dir.path + "/log")
+        #expect(again.recovered.first?.version == 1 && again.recoveryNotes.isEmpty, "\(again.recoveryNotes)")
+        #expect(try fileBytes().count == allocated, "the allocation is kept")
+        try C.append(again, [.batch(database: 1, txnID: C.txn(2), batch: C.batch(2, count: 1, [C.page(1, 2)]))])
+        #expect(try LogStore(directory: dir.path + "/log").recovered.first?.version == 2)
     }
 
     func fileBytes() throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: segmentPath))) }
