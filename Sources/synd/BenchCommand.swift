@@ -54,6 +54,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Writer process counts of the databases workload (each process on its own database), comma-separated.")
     var databaseWriters: String = "16,64"
 
+    @Option(help: "Rounds of the databases workload, local SQLite and SyndDB alternating (medians are shown).")
+    var rounds: Int = 1
+
     @Option(help: "Megabytes of the bulk load.")
     var bulkMb: Double = 200
 
@@ -101,8 +104,8 @@ struct BenchCommand: AsyncParsableCommand {
             throw ValidationError("--transactions, --handovers, --writer-seconds and --writer-processes must be positive")
         }
         guard valueBytes >= 2, !databaseCounts.isEmpty, databaseCounts.allSatisfy({ $0 >= 1 }), bulkMb > 0, bulkRowBytes > 0,
-              bulkRowsPerTransaction > 0, scans > 0, memoryMb > 0, dqliteSeconds > 0 else {
-            throw ValidationError("--value-bytes (at least 2), --database-writers, --bulk-mb, --bulk-row-bytes, --bulk-rows-per-transaction, --scans, --memory-mb and --dqlite-seconds must be positive")
+              bulkRowsPerTransaction > 0, scans > 0, rounds > 0, memoryMb > 0, dqliteSeconds > 0 else {
+            throw ValidationError("--value-bytes (at least 2), --database-writers, --bulk-mb, --bulk-row-bytes, --bulk-rows-per-transaction, --scans, --rounds, --memory-mb and --dqlite-seconds must be positive")
         }
     }
 
@@ -111,7 +114,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     var settings: BenchIssue10.Settings {
         BenchIssue10.Settings(
-            transactions: transactions, valueBytes: valueBytes, databaseWriters: databaseCounts, seconds: writerSeconds,
+            transactions: transactions, valueBytes: valueBytes, databaseWriters: databaseCounts, seconds: writerSeconds, rounds: rounds,
             bulkBytes: Int64(bulkMb * 1e6), bulkRowBytes: bulkRowBytes, bulkRowsPerTransaction: bulkRowsPerTransaction, scans: scans,
             memoryBytes: Int64(memoryMb * 1e6), dqliteSeconds: dqliteSeconds, dqliteScript: dqliteScript, dropCaches: !keepOsCache)
     }

@@ -15,6 +15,8 @@ enum BenchIssue10 {
         var valueBytes: Int
         var databaseWriters: [Int]
         var seconds: Double
+        /// Rounds of the databases workload (medians over them).
+        var rounds: Int
         var bulkBytes: Int64
         var bulkRowBytes: Int
         var bulkRowsPerTransaction: Int
@@ -80,18 +82,44 @@ enum BenchIssue10 {
     // MARK: - 3: writer processes, each on its own database
 
     struct Databases {
-        var local: BenchWriters.Contention
-        var synd: BenchWriters.Contention
+        var processes: Int
+        /// Each round's commits per second, local SQLite and SyndDB.
+        var localRates: [Double]
+        var syndRates: [Double]
+        /// Every commit's latency over all rounds, microseconds.
+        var localLatency: BenchCommand.Figures
+        var syndLatency: BenchCommand.Figures
+        /// The sequencer's CPU seconds over SyndDB's rounds, and the commits they made.
         var sequencerCPU: Double?
+        var syndCommits: Int
+        var localPerSecond: Double { BenchCommand.Figures(samples: localRates).p50 }
+        var syndPerSecond: Double { BenchCommand.Figures(samples: syndRates).p50 }
     }
 
+    /// `processes` workers on as many databases, local SQLite then SyndDB, in
+    /// `s.rounds` rounds (the order flips each round); medians over the rounds.
     static func databases(_ s: Settings, processes: Int, dir: String, server: Server) throws -> Databases {
         let tag = getpid()
-        let folder = dir + "/databases-\(processes)"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let local = try solo((0..<processes).map { .local(path: folder + "/\($0).sqlite") }, s, server: nil)
-        let synd = try solo((0..<processes).map { .synd(name: "bench-db-\(processes)-\($0)-\(tag)", url: server.url) }, s, server: server)
-        return Databases(local: local.0, synd: synd.0, sequencerCPU: synd.cpu)
+        var local: [BenchWriters.Contention] = [], synd: [BenchWriters.Contention] = []
+        var cpu: Double? = server.process == nil ? nil : 0
+        for round in 0..<s.rounds {
+            let folder = dir + "/databases-\(processes)-\(round)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            for side in (round % 2 == 0 ? [0, 1] : [1, 0]) {
+                if side == 0 {
+                    local.append(try solo((0..<processes).map { .local(path: folder + "/\($0).sqlite") }, s, server: nil).0)
+                } else {
+                    let run = try solo((0..<processes).map { .synd(name: "bench-db-\(processes)-\(round)-\($0)-\(tag)", url: server.url) }, s, server: server)
+                    synd.append(run.0)
+                    cpu = cpu.flatMap { c in run.cpu.map { c + $0 } }
+                }
+            }
+        }
+        return Databases(
+            processes: processes, localRates: local.map(\.perSecond), syndRates: synd.map(\.perSecond),
+            localLatency: BenchCommand.Figures(samples: local.flatMap(\.latency.samples)),
+            syndLatency: BenchCommand.Figures(samples: synd.flatMap(\.latency.samples)),
+            sequencerCPU: cpu, syndCommits: synd.map { $0.commits.reduce(0, +) }.reduce(0, +))
     }
 
     /// One `solo` worker per target, all committing for `s.seconds` from the same instant.
