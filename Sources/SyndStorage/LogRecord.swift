@@ -27,16 +27,27 @@ struct LogRecord {
     static let magic: UInt32 = 0x524E_5953  // "SYNR"
     static let headerSize = 20
 
-    /// Header and payload, ready to write.
-    var bytes: [UInt8]
+    /// The record ready to write: all of it, or for a large batch its start
+    /// (header and everything before the first page), `pages` following it.
+    var head: [UInt8]
+    /// A large batch's pages, written after `head` each as number, CRC,
+    /// length and bytes straight from the request's buffers (see
+    /// `LogSegment.write(pages:)`): a big commit is not copied whole again.
+    var pages: [Page] = []
+    /// Bytes of the whole record.
+    var length: Int
     /// For batch records: where each page's bytes start, from the record's first byte.
     var pagePositions: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)] = []
+
+    /// Batches with more page bytes than this keep their pages out of `head`.
+    static let inlineLimit = 1 << 20
 
     /// Encodes `record`.
     init(_ record: StoreRecord) {
         var w = LogWriterBuffer()
         w.reserveHeader()
         let kind: Kind
+        var outOfLine: [Page] = []
         switch record {
         case .create(let database, let name):
             kind = .create
@@ -54,13 +65,18 @@ struct LogRecord {
             w.u32(UInt32(sealBytes.count))
             w.append(sealBytes)
             w.u32(UInt32(batch.pages.count))
-            w.reserve(batch.pages.count * (12 + Int(batch.pageSize)))
-            for page in batch.pages {
-                w.u32(page.number)
-                w.u32(page.checksum)
-                w.u32(UInt32(page.data.count))
-                pagePositions.append((page.number, w.count, page.checksum, UInt32(page.data.count)))
-                w.append(page.data)
+            let pageBytes = batch.pages.reduce(0) { $0 + 12 + $1.data.count }
+            if pageBytes <= Self.inlineLimit {
+                w.reserve(pageBytes)
+                for page in batch.pages {
+                    w.u32(page.number)
+                    w.u32(page.checksum)
+                    w.u32(UInt32(page.data.count))
+                    pagePositions.append((page.number, w.count, page.checksum, UInt32(page.data.count)))
+                    w.append(page.data)
+                }
+            } else {
+                outOfLine = batch.pages
             }
         case .epochCeiling(let database, let ceiling):
             kind = .epochCeiling
@@ -71,8 +87,36 @@ struct LogRecord {
             w.u64(UInt64(bitPattern: database))
             w.u64(keepFrom)
         }
-        w.finishHeader(kind)
-        bytes = w.bytes
+        if outOfLine.isEmpty {
+            w.finishHeader(kind)
+            head = w.bytes
+            length = head.count
+            return
+        }
+        // The payload's checksum over the head's part and every page, without joining them.
+        var crc = CRC32C.Running()
+        w.bytes.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[Self.headerSize...])) }
+        var position = w.count
+        for page in outOfLine {
+            let prefix = Self.pagePrefix(page)
+            prefix.withUnsafeBytes { crc.update($0) }
+            crc.update(page.data)
+            pagePositions.append((page.number, position + 12, page.checksum, UInt32(page.data.count)))
+            position += 12 + page.data.count
+        }
+        w.finishHeader(kind, payloadLength: UInt32(position - Self.headerSize), payloadChecksum: crc.value)
+        head = w.bytes
+        pages = outOfLine
+        length = position
+    }
+
+    /// What precedes a page's bytes in a batch record: number, CRC-32C, length.
+    static func pagePrefix(_ page: Page) -> [UInt8] {
+        var w = LogWriterBuffer()
+        w.u32(page.number)
+        w.u32(page.checksum)
+        w.u32(UInt32(page.data.count))
+        return w.bytes
     }
 
     /// A group end record.
@@ -81,7 +125,8 @@ struct LogRecord {
         w.reserveHeader()
         w.u64(sequence)
         w.finishHeader(.groupEnd)
-        bytes = w.bytes
+        head = w.bytes
+        length = head.count
     }
 
     /// A header read back: what it says, if it is intact.
@@ -120,6 +165,11 @@ struct LogWriterBuffer {
     mutating func finishHeader(_ kind: LogRecord.Kind) {
         let payloadLength = UInt32(bytes.count - LogRecord.headerSize)
         let payloadChecksum = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[LogRecord.headerSize...])) }
+        finishHeader(kind, payloadLength: payloadLength, payloadChecksum: payloadChecksum)
+    }
+
+    /// Fills in the header of a payload that continues past these bytes.
+    mutating func finishHeader(_ kind: LogRecord.Kind, payloadLength: UInt32, payloadChecksum: UInt32) {
         bytes.withUnsafeMutableBytes { h in
             h.storeBytes(of: LogRecord.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
             h[4] = kind.rawValue

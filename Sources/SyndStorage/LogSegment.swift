@@ -89,6 +89,29 @@ final class LogSegment: Sendable {
         }
     }
 
+    /// Writes `pages` as a batch record lays them out (see `LogRecord`) from
+    /// `offset`, through a small staging buffer: one copy of each page, a
+    /// write per megabyte. Returns where the pages end.
+    func write(pages: [Page], at offset: Int) throws(SequencerError) -> Int {
+        var staging: [UInt8] = []
+        staging.reserveCapacity(1 << 20)
+        var at = offset
+        for page in pages {
+            staging.append(contentsOf: LogRecord.pagePrefix(page))
+            staging.append(contentsOf: page.data)
+            if staging.count >= 1 << 20 {
+                try write(staging, at: at)
+                at += staging.count
+                staging.removeAll(keepingCapacity: true)
+            }
+        }
+        if !staging.isEmpty {
+            try write(staging, at: at)
+            at += staging.count
+        }
+        return at
+    }
+
     /// Makes everything written so far durable (data and the file's size).
     func sync() throws(SequencerError) {
         guard fdatasync(fd) == 0 else {

@@ -41,7 +41,7 @@ public final class LogStore: StorageBackend {
     static let segmentLimit = 64 << 20
 
     struct Pending {
-        var bytes: [UInt8]
+        var record: LogRecord
         var update: IndexUpdate
         var completion: @Sendable (Result<Void, SequencerError>) -> Void
     }
@@ -81,7 +81,7 @@ public final class LogStore: StorageBackend {
         let update = IndexUpdate(record, positions: encoded.pagePositions)
         let (start, failure) = queue.withLock { q -> (Bool, SequencerError?) in
             if let failure = q.failure { return (false, failure) }
-            q.pending.append(Pending(bytes: encoded.bytes, update: update, completion: completion))
+            q.pending.append(Pending(record: encoded, update: update, completion: completion))
             if q.writing { return (false, nil) }
             q.writing = true
             return (true, nil)
@@ -110,7 +110,7 @@ public final class LogStore: StorageBackend {
             }
             let placed: [(segment: UInt32, offset: Int)]
             do {
-                let (newSegment, offsets) = try appender.write(group.map(\.bytes))
+                let (newSegment, offsets) = try appender.write(group.map(\.record))
                 if let newSegment { segments.withLock { $0[newSegment.number] = newSegment } }
                 placed = offsets
             } catch {
@@ -120,7 +120,7 @@ public final class LogStore: StorageBackend {
                 continue
             }
             for (p, place) in zip(group, placed) {
-                apply(p.update, segment: place.segment, offset: place.offset, length: p.bytes.count)
+                apply(p.update, segment: place.segment, offset: place.offset, length: p.record.length)
             }
             for p in group { p.completion(.success(())) }
         }
@@ -229,7 +229,7 @@ final class LogAppender: @unchecked Sendable {
 
     /// Writes `records` and a group end, fsyncs, and returns where each record
     /// went (and the segment started for them, if any).
-    func write(_ records: [[UInt8]]) throws(SequencerError) -> (LogSegment?, [(segment: UInt32, offset: Int)]) {
+    func write(_ records: [LogRecord]) throws(SequencerError) -> (LogSegment?, [(segment: UInt32, offset: Int)]) {
         var started: LogSegment?
         if size >= LogStore.segmentLimit {
             // The previous group's fsync made the full segment's end durable;
@@ -243,31 +243,36 @@ final class LogAppender: @unchecked Sendable {
             started = next
         }
         groups += 1
-        let end = LogRecord(groupEnd: groups).bytes
+        let end = LogRecord(groupEnd: groups).head
         var offsets: [(segment: UInt32, offset: Int)] = []
         offsets.reserveCapacity(records.count)
-        var offset = size
-        let total = records.reduce(end.count) { $0 + $1.count }
+        let total = records.reduce(end.count) { $0 + $1.length }
         if size + total > allocated {
             allocated = size + total + Self.allocationStep
             try active.allocate(upTo: allocated)
         }
-        if total <= 1 << 20 {
+        var offset = size
+        if total <= 1 << 20, records.allSatisfy({ $0.pages.isEmpty }) {
             // Small groups: one write.
             var buffer: [UInt8] = []
             buffer.reserveCapacity(total)
             for r in records {
                 offsets.append((active.number, offset))
-                offset += r.count
-                buffer.append(contentsOf: r)
+                offset += r.length
+                buffer.append(contentsOf: r.head)
             }
             buffer.append(contentsOf: end)
             try active.write(buffer, at: size)
         } else {
             for r in records {
-                try active.write(r, at: offset)
                 offsets.append((active.number, offset))
-                offset += r.count
+                try active.write(r.head, at: offset)
+                var at = offset + r.head.count
+                if !r.pages.isEmpty { at = try active.write(pages: r.pages, at: at) }
+                guard at == offset + r.length else {
+                    throw SequencerError(.internal, "store: a record of \(r.length) bytes was written as \(at - offset)")
+                }
+                offset = at
             }
             try active.write(end, at: offset)
         }

@@ -79,6 +79,31 @@ import Testing
         #expect(backend.sizes(database: 7, version: 1)! == (1024, 2))
     }
 
+    /// Batches of several megabytes (the embedded log writes their pages from
+    /// the request's buffers) read back exactly, before and after reopening.
+    @Test(arguments: Backend.allCases) func largeBatchesReadBackExactly(_ kind: Backend) throws {
+        var big = Self.batch(1, count: 3000, (1...3000).map { n in
+            Page(number: UInt32(n), data: (0..<1024).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ n) })
+        })
+        big.changeset = [UInt8](repeating: 9, count: 5000)
+        do {
+            let backend = try kind.open(dir.path)
+            try Self.append(backend, [
+                .create(database: 1, name: "db"),
+                .batch(database: 1, txnID: Self.txn(1), batch: big),
+                .batch(database: 1, txnID: Self.txn(2), batch: Self.batch(2, count: 3000, [Self.page(5, 5)])),
+            ])
+            #expect(try backend.batch(database: 1, version: 1) == big)
+        }
+        let backend = try kind.open(dir.path)
+        #expect(try backend.batch(database: 1, version: 1) == big)
+        for n: UInt32 in [1, 5, 1500, 3000] {
+            let expected = n == 5 ? Self.page(5, 5).data : big.pages[Int(n) - 1].data
+            #expect(try backend.page(database: 1, number: n, version: 2)?.data == expected, "page \(n)")
+        }
+        #expect(try backend.page(database: 1, number: 5, version: 1)?.data == big.pages[4].data)
+    }
+
     @Test(arguments: Backend.allCases) func smallerPageCountCutsOffPagesForLaterVersions(_ kind: Backend) throws {
         let backend = try kind.open(dir.path)
         try Self.append(backend, [
