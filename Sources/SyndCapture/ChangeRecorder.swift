@@ -12,6 +12,9 @@ public final class ChangeRecorder {
         /// The row's rowid before and after (rowid tables only).
         var oldRowid: Int64?
         var newRowid: Int64?
+        /// Made by a trigger or a foreign key action (preupdate depth > 0),
+        /// which SQLite's session extension marks "indirect".
+        var indirect = false
     }
 
     public let session: synd_session_api
@@ -21,6 +24,10 @@ public final class ChangeRecorder {
     public private(set) var isInstalled = false
     /// The connection the hook is installed on.
     private var db: OpaquePointer?
+    /// `sqlite3_preupdate_depth` of the host SQLite, when it can be found.
+    private var depth: (@convention(c) (OpaquePointer?) -> Int32)?
+    /// The last table name seen, so that events in a row need no new String.
+    private var lastTable: (bytes: [CChar], name: String)?
 
     /// The hook SQLite calls; the context is the recorder.
     private static let callback: synd_preupdate_callback = { context, db, op, zDb, zName, key1, key2 in
@@ -43,6 +50,7 @@ public final class ChangeRecorder {
         guard isAvailable, let hook = session.preupdate_hook else { return false }
         self.routines = routines
         self.db = db
+        depth = HostSymbols.preupdateDepth(routines)
         _ = hook(db, Self.callback, Unmanaged.passUnretained(self).toOpaque())
         isInstalled = true
         return true
@@ -99,7 +107,8 @@ public final class ChangeRecorder {
                 return HostConnection.value(v, r)
             }
         }
-        var event = Event(table: String(cString: zName))
+        var event = Event(table: tableName(zName))
+        event.indirect = (depth?(db) ?? 0) > 0
         if op == SQLITE_UPDATE || op == SQLITE_DELETE {
             event.old = values(old)
             event.oldRowid = key1
@@ -109,5 +118,15 @@ public final class ChangeRecorder {
             event.newRowid = key2
         }
         events.append(event)
+    }
+
+    /// The table's name, reusing the last one's String when it repeats.
+    private func tableName(_ zName: UnsafePointer<CChar>) -> String {
+        if let last = lastTable, last.bytes.withUnsafeBufferPointer({ strcmp($0.baseAddress!, zName) }) == 0 {
+            return last.name
+        }
+        let name = String(cString: zName)
+        lastTable = (Array(UnsafeBufferPointer(start: zName, count: strlen(zName) + 1)), name)
+        return name
     }
 }

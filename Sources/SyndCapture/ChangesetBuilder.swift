@@ -13,7 +13,10 @@ import SyndProtocol
 /// ROLLBACK TO put back drop out, as they do for SQLite's session extension
 /// on the application's connection (the differential test's oracle).
 public final class ChangesetCapture {
-    private let scratch: HostConnection
+    let scratch: HostConnection
+    /// Table layouts of the after image (`buildInSessionOrder`), valid for one schema version.
+    var layouts: [String: TableLayout] = [:]
+    var layoutsVersion: CapturedValue?
 
     /// Opens the scratch connection over the two views of file `fileID`.
     public init(database: String, fileID: UInt64, vfs: String, routines: UnsafePointer<sqlite3_api_routines>) throws(CaptureError) {
@@ -58,6 +61,11 @@ public final class ChangesetCapture {
 
     /// The changeset of the rows `recorder` saw touched, and the schema if it changed.
     ///
+    /// When the schema did not change and not every page was rewritten, this
+    /// is `buildInSessionOrder`: the changeset SQLite's session extension
+    /// would have recorded, byte for byte. Otherwise (below) rows are compared
+    /// table by table after the scratch side's schema is moved to the new one.
+    ///
     /// Each touched row is read as it was before and as it is after, with plain
     /// SELECTs by rowid (or by key for WITHOUT ROWID tables and after a schema
     /// change), and the difference is written in SQLite's changeset format.
@@ -71,6 +79,14 @@ public final class ChangesetCapture {
     /// rewrite itself did.
     public func build(from recorder: ChangeRecorder, schemaChanged: Bool, compareAll: Bool = false) throws(CaptureError) -> CapturedBatch {
         let events = recorder.events
+        if !schemaChanged {
+            if !compareAll { return try buildInSessionOrder(events) }
+            if let withoutKey = try tablesWithoutKeyIfEventsExplainEveryChange(events) {
+                var batch = try buildInSessionOrder(events)
+                for table in withoutKey where !batch.tablesWithoutPrimaryKey.contains(table) { batch.tablesWithoutPrimaryKey.append(table) }
+                return batch
+            }
+        }
         var batch = CapturedBatch()
         try scratch.execute("BEGIN IMMEDIATE")
         do throws(CaptureError) {
@@ -132,7 +148,7 @@ public final class ChangesetCapture {
     /// The changed rows of one table (before, after), keyed as its changeset
     /// keys them, and which columns form that key; nil for a table without a
     /// PRIMARY KEY, which a changeset cannot carry.
-    private func diff(_ table: String, _ events: [ChangeRecorder.Event], schemaChanged: Bool, whole: Bool) throws(CaptureError)
+    func diff(_ table: String, _ events: [ChangeRecorder.Event], schemaChanged: Bool, whole: Bool) throws(CaptureError)
         -> (primaryKey: [Int], rows: [([CapturedValue]?, [CapturedValue]?)])?
     {
         let t = table.quotedIdentifier

@@ -1,3 +1,5 @@
+import CSQLite
+
 /// Writes SQLite's changeset format (https://www.sqlite.org/sessionintro.html,
 /// the layout documented in sqlite3session.h), as `sqlite3changeset_apply`
 /// and the rest of the changeset API read it.
@@ -15,14 +17,114 @@ struct ChangesetWriter {
         bytes.append(0)
     }
 
-    mutating func insert(_ row: [CapturedValue]) {
-        bytes += [18, 0]  // SQLITE_INSERT, not indirect
+    /// Drops everything written after the first `count` bytes.
+    mutating func truncate(to count: Int) { bytes.removeSubrange(count...) }
+
+    mutating func insert(_ row: [CapturedValue], indirect: Bool = false) {
+        bytes += [18, indirect ? 1 : 0]  // SQLITE_INSERT
         for v in row { value(v) }
     }
 
-    mutating func delete(_ row: [CapturedValue]) {
-        bytes += [9, 0]  // SQLITE_DELETE
+    mutating func delete(_ row: [CapturedValue], indirect: Bool = false) {
+        bytes += [9, indirect ? 1 : 0]  // SQLITE_DELETE
         for v in row { value(v) }
+    }
+
+    /// An INSERT or DELETE whose record (one value per column) is already encoded.
+    mutating func change(_ op: UInt8, indirect: Bool, record: ArraySlice<UInt8>) {
+        bytes += [op, indirect ? 1 : 0]
+        bytes += record
+    }
+
+    /// An UPDATE from two encoded records, as SQLite's session extension
+    /// writes it (`sessionAppendUpdate`): a column counts as changed unless
+    /// `unchangedLikeSessions` says otherwise; the old record holds the key
+    /// and the old values of changed columns, the new record the new values
+    /// of changed columns. False, and nothing written, when no column changed.
+    mutating func update(oldRecord: ArraySlice<UInt8>, newRecord: ArraySlice<UInt8>, primaryKey: [Int], indirect: Bool) -> Bool {
+        let old = Self.spans(oldRecord, primaryKey.count), new = Self.spans(newRecord, primaryKey.count)
+        guard old.count == primaryKey.count, new.count == primaryKey.count else { return false }
+        var changed = [Bool](repeating: false, count: primaryKey.count)
+        for i in primaryKey.indices {
+            changed[i] = !Self.unchangedLikeSessions(oldRecord[old[i]], newRecord[new[i]])
+        }
+        guard changed.contains(true) else { return false }
+        bytes += [23, indirect ? 1 : 0]  // SQLITE_UPDATE
+        for i in primaryKey.indices {
+            if changed[i] || primaryKey[i] > 0 { bytes += oldRecord[old[i]] } else { bytes.append(0) }
+        }
+        for i in primaryKey.indices {
+            if changed[i] { bytes += newRecord[new[i]] } else { bytes.append(0) }
+        }
+        return true
+    }
+
+    /// Whether the session extension takes two encoded values as equal: same
+    /// type and bytes, except that reals compare as numbers (0.0 and -0.0 are
+    /// equal). Text is UTF-8 on both sides, whatever the database encoding.
+    static func unchangedLikeSessions(_ a: ArraySlice<UInt8>, _ b: ArraySlice<UInt8>) -> Bool {
+        guard let ta = a.first, let tb = b.first, ta == tb else { return false }
+        switch ta {
+        case 2:
+            func real(_ x: ArraySlice<UInt8>) -> Double {
+                Double(bitPattern: x.dropFirst().prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            }
+            return a.count == 9 && b.count == 9 && real(a) == real(b)
+        default:
+            return a.elementsEqual(b)
+        }
+    }
+
+    /// Where each of a record's `count` encoded values lies. Two encodings are
+    /// equal exactly when the values are identical as `same` compares them.
+    static func spans(_ record: ArraySlice<UInt8>, _ count: Int) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        out.reserveCapacity(count)
+        var i = record.startIndex
+        while out.count < count, i < record.endIndex {
+            let start = i
+            switch record[i] {
+            case 1, 2: i += 9
+            case 3, 4:
+                i += 1
+                var n = 0
+                var k = 0
+                while i < record.endIndex {
+                    let b = record[i]
+                    i += 1
+                    k += 1
+                    if k == 9 { n = n << 8 | Int(b); break }
+                    n = n << 7 | Int(b & 0x7F)
+                    if b & 0x80 == 0 { break }
+                }
+                i += n
+            default: i += 1
+            }
+            out.append(start..<min(i, record.endIndex))
+        }
+        return out
+    }
+
+    /// Appends one value, as `value` would write it, straight from a column
+    /// of a statement's current row.
+    static func appendColumn(_ stmt: OpaquePointer, _ i: Int32, _ r: UnsafePointer<sqlite3_api_routines>, to out: inout [UInt8]) {
+        switch r.pointee.column_type(stmt, i) {
+        case SQLITE_INTEGER:
+            out.append(1)
+            appendBigEndian(UInt64(bitPattern: r.pointee.column_int64(stmt, i)), to: &out)
+        case SQLITE_FLOAT:
+            out.append(2)
+            appendBigEndian(r.pointee.column_double(stmt, i).bitPattern, to: &out)
+        case let type where type == SQLITE_TEXT || type == SQLITE_BLOB:
+            // column_text first, then column_bytes: the length of the UTF-8 text.
+            let p: UnsafeRawPointer? = type == SQLITE_TEXT ? r.pointee.column_text(stmt, i).map(UnsafeRawPointer.init) : r.pointee.column_blob(stmt, i)
+            let n = Int(r.pointee.column_bytes(stmt, i))
+            out.append(type == SQLITE_TEXT ? 3 : 4)
+            appendVarint(UInt64(n), to: &out)
+            if n > 0, let p { out.append(contentsOf: UnsafeRawBufferPointer(start: p, count: n)) }
+        default:
+            out.append(5)
+        }
     }
 
     /// The old record holds the key and the old values of changed columns; the
@@ -69,12 +171,16 @@ struct ChangesetWriter {
         }
     }
 
-    private mutating func bigEndian(_ x: UInt64) {
+    private mutating func bigEndian(_ x: UInt64) { Self.appendBigEndian(x, to: &bytes) }
+
+    private static func appendBigEndian(_ x: UInt64, to bytes: inout [UInt8]) {
         for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: x >> UInt64(shift))) }
     }
 
+    private mutating func varint(_ v: UInt64) { Self.appendVarint(v, to: &bytes) }
+
     /// SQLite's varint: 7 bits a byte, most significant first; a ninth byte carries 8.
-    private mutating func varint(_ v: UInt64) {
+    private static func appendVarint(_ v: UInt64, to bytes: inout [UInt8]) {
         if v & (0xFF00_0000 << 32) != 0 {
             var out = [UInt8](repeating: 0, count: 9)
             out[8] = UInt8(truncatingIfNeeded: v)

@@ -67,23 +67,54 @@ final class HostConnection {
         guard rc == SQLITE_OK else { throw error(rc, "stand-in for function \(name)") }
     }
 
+    /// The prepared statement for `sql`, prepared once and kept.
+    func statement(_ sql: String) throws(CaptureError) -> OpaquePointer {
+        if let cached = statements[sql] { return cached }
+        var s: OpaquePointer?
+        let rc = r.pointee.prepare_v2(db, sql, -1, &s, nil)
+        guard rc == SQLITE_OK, let s else { throw error(rc, sql) }
+        statements[sql] = s
+        return s
+    }
+
     /// Runs one statement (cached) with bindings; returns its rows.
     @discardableResult
     func query(_ sql: String, _ values: [CapturedValue] = []) throws(CaptureError) -> [[CapturedValue]] {
-        let stmt: OpaquePointer
-        if let cached = statements[sql] {
-            stmt = cached
-        } else {
-            var s: OpaquePointer?
-            let rc = r.pointee.prepare_v2(db, sql, -1, &s, nil)
-            guard rc == SQLITE_OK, let s else { throw error(rc, sql) }
-            statements[sql] = s
-            stmt = s
-        }
+        let stmt = try statement(sql)
         defer {
             _ = r.pointee.reset(stmt)
             _ = r.pointee.clear_bindings(stmt)
         }
+        try bind(stmt, values, sql)
+        var rows: [[CapturedValue]] = []
+        while true {
+            let rc = r.pointee.step(stmt)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw error(rc, sql) }
+            let n = r.pointee.column_count(stmt)
+            rows.append((0..<n).map { column(stmt, $0) })
+        }
+        return rows
+    }
+
+    /// Runs one statement (cached) with bindings, handing each row to `body`
+    /// while it is current (its column values are valid only inside `body`).
+    func forEachRow(_ sql: String, _ values: [CapturedValue], _ body: (OpaquePointer) -> Void) throws(CaptureError) {
+        let stmt = try statement(sql)
+        defer {
+            _ = r.pointee.reset(stmt)
+            _ = r.pointee.clear_bindings(stmt)
+        }
+        try bind(stmt, values, sql)
+        while true {
+            let rc = r.pointee.step(stmt)
+            if rc == SQLITE_DONE { return }
+            guard rc == SQLITE_ROW else { throw error(rc, sql) }
+            body(stmt)
+        }
+    }
+
+    private func bind(_ stmt: OpaquePointer, _ values: [CapturedValue], _ sql: String) throws(CaptureError) {
         for (i, v) in values.enumerated() {
             let index = Int32(i + 1)
             let rc: Int32
@@ -102,15 +133,6 @@ final class HostConnection {
             }
             guard rc == SQLITE_OK else { throw error(rc, sql) }
         }
-        var rows: [[CapturedValue]] = []
-        while true {
-            let rc = r.pointee.step(stmt)
-            if rc == SQLITE_DONE { break }
-            guard rc == SQLITE_ROW else { throw error(rc, sql) }
-            let n = r.pointee.column_count(stmt)
-            rows.append((0..<n).map { column(stmt, $0) })
-        }
-        return rows
     }
 
     private func column(_ stmt: OpaquePointer, _ i: Int32) -> CapturedValue {

@@ -1,0 +1,263 @@
+import CSQLite
+
+extension ChangesetCapture {
+    /// The changeset of a transaction that left the schema alone, as SQLite's
+    /// session extension writes it: tables in the order they were first
+    /// changed, rows in the extension's hash order (`SessionOrder`), an INSERT
+    /// for each key that did not exist before the transaction and exists after
+    /// it, an UPDATE or DELETE for each key that existed before and changed.
+    ///
+    /// Old values come from the committed state ("before" view) and only for
+    /// rows that existed before; new values from the transaction's final image
+    /// ("after" view), which is what makes statements that failed midway and
+    /// ROLLBACK TO come out right: the preupdate hook saw those changes, and
+    /// the final image does not have them. Tables whose keys SQLite compares
+    /// under a collation, or that have generated columns, are compared as
+    /// `diff` compares them.
+    func buildInSessionOrder(_ events: [ChangeRecorder.Event]) throws(CaptureError) -> CapturedBatch {
+        var batch = CapturedBatch()
+        var order: [String] = []
+        var byTable: [String: [Int]] = [:]
+        for (i, e) in events.enumerated() where !e.table.hasPrefix("sqlite_") {
+            if byTable[e.table] == nil { order.append(e.table) }
+            byTable[e.table, default: []].append(i)
+        }
+        try scratch.query("BEGIN")
+        do throws(CaptureError) {
+            try refreshLayouts()
+            var writer = ChangesetWriter()
+            for table in order {
+                let indices = byTable[table] ?? []
+                guard let layout = try layout(of: table) else { continue }  // not in the after image
+                guard !layout.primaryKey.allSatisfy({ $0 == 0 }) else {
+                    batch.tablesWithoutPrimaryKey.append(table)
+                    continue
+                }
+                if layout.exact, let sessions = Self.sessionOrder(indices.map { events[$0] }, layout) {
+                    try write(table, layout, sessions, to: &writer)
+                } else {
+                    try writeByDiff(table, indices.map { events[$0] }, to: &writer, tablesWithoutPrimaryKey: &batch.tablesWithoutPrimaryKey)
+                }
+            }
+            batch.changeset = writer.bytes
+        } catch {
+            try? scratch.query("ROLLBACK")
+            throw error
+        }
+        try scratch.query("COMMIT")
+        return batch
+    }
+
+    /// When every page was rewritten (VACUUM, a restore through the backup
+    /// API, or simply a small database), rows may have changed that no event
+    /// names. Compares every table whole: if the events name every changed
+    /// row (of tables `buildInSessionOrder` reads by key), returns the tables
+    /// without a primary key (to be reported unaudited, as the whole
+    /// comparison reports them); nil if they do not.
+    func tablesWithoutKeyIfEventsExplainEveryChange(_ events: [ChangeRecorder.Event]) throws(CaptureError) -> [String]? {
+        var byTable: [String: [ChangeRecorder.Event]] = [:]
+        for e in events { byTable[e.table, default: []].append(e) }
+        try scratch.query("BEGIN")
+        defer { _ = try? scratch.query("COMMIT") }
+        try refreshLayouts()
+        var withoutKey: [String] = []
+        let tables = try scratch.query("SELECT name FROM after.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL %' ORDER BY rowid")
+        for row in tables {
+            guard case .text(let bytes) = row.first else { continue }
+            let table = String(decoding: bytes, as: UTF8.self)
+            guard let layout = try layout(of: table) else { continue }
+            guard let changes = try diff(table, [], schemaChanged: false, whole: true) else {
+                withoutKey.append(table)
+                continue
+            }
+            guard !changes.rows.isEmpty else { continue }
+            guard layout.exact, let sessions = Self.sessionOrder(byTable[table] ?? [], layout) else { return nil }
+            let named = Set(sessions.entries.map(\.key))
+            for (before, after) in changes.rows {
+                guard let row = after ?? before else { continue }
+                let key: RowKey
+                if layout.rowidKey {
+                    guard case .integer(let id) = row[layout.keyColumns[0]] else { return nil }
+                    key = .rowid(id)
+                } else {
+                    key = .values(layout.keyColumns.map { row[$0] })
+                }
+                guard named.contains(key) else { return nil }
+            }
+        }
+        return withoutKey
+    }
+
+    /// The session extension's calls for these events; nil if an event does
+    /// not have the table's column count (the extension would stop with SQLITE_SCHEMA).
+    static func sessionOrder(_ events: [ChangeRecorder.Event], _ layout: TableLayout) -> SessionOrder? {
+        var sessions = SessionOrder()
+        let n = layout.primaryKey.count
+        for e in events {
+            guard (e.old ?? e.new)?.count == n, e.new == nil || e.new!.count == n else { return nil }
+            func key(_ values: [CapturedValue]?, _ rowid: Int64?) -> RowKey? {
+                if layout.rowidKey { return rowid.map(RowKey.rowid) }
+                guard let values else { return nil }
+                var k: [CapturedValue] = []
+                k.reserveCapacity(layout.keyColumns.count)
+                for c in layout.keyColumns {
+                    if values[c] == .null { return nil }
+                    k.append(values[c])
+                }
+                return .values(k)
+            }
+            if e.old != nil { sessions.record(key(e.old, e.oldRowid), inserted: false, indirect: e.indirect) }
+            if e.new != nil { sessions.record(key(e.new, e.newRowid), inserted: true, indirect: e.indirect) }
+        }
+        return sessions
+    }
+
+    /// One table's changes, rows in session order.
+    private func write(_ table: String, _ layout: TableLayout, _ sessions: SessionOrder, to writer: inout ChangesetWriter) throws(CaptureError) {
+        let entries = sessions.entries
+        guard !entries.isEmpty else { return }
+        let after = try rows(in: "after", table, layout, entries.map(\.key))
+        let existed = entries.filter { !$0.inserted }.map(\.key)
+        let before = existed.isEmpty ? Rows() : try rows(in: "main", table, layout, existed)
+        var wroteHeader = false
+        func header() {
+            if !wroteHeader { writer.table(table, primaryKey: layout.primaryKey) }
+            wroteHeader = true
+        }
+        for i in sessions.order {
+            let e = entries[i]
+            let a = after.spans[e.key].map { after.data[$0] }
+            let b = e.inserted ? nil : before.spans[e.key].map { before.data[$0] }
+            switch (b, a) {
+            case (nil, let a?):
+                header()
+                writer.change(18, indirect: e.indirect, record: a)
+            case (let b?, nil):
+                header()
+                writer.change(9, indirect: e.indirect, record: b)
+            case (let b?, let a?):
+                let mark = writer.bytes.count
+                if !wroteHeader {
+                    writer.table(table, primaryKey: layout.primaryKey)
+                    if writer.update(oldRecord: b, newRecord: a, primaryKey: layout.primaryKey, indirect: e.indirect) {
+                        wroteHeader = true
+                    } else {
+                        writer.truncate(to: mark)
+                    }
+                } else {
+                    _ = writer.update(oldRecord: b, newRecord: a, primaryKey: layout.primaryKey, indirect: e.indirect)
+                }
+            case (nil, nil):
+                break
+            }
+        }
+    }
+
+    /// Encoded rows (one changeset value per column) by key.
+    struct Rows {
+        var data: [UInt8] = []
+        var spans: [RowKey: Range<Int>] = [:]
+    }
+
+    /// The rows of `table` in `schemaName` with these keys, read by rowid or
+    /// by key (`IS`, as the session extension looks them up); one range scan
+    /// when the rowids lie close together.
+    private func rows(in schemaName: String, _ table: String, _ layout: TableLayout, _ keys: [RowKey]) throws(CaptureError) -> Rows {
+        var out = Rows()
+        out.spans.reserveCapacity(keys.count)
+        let r = scratch.r
+        let t = "\(schemaName).\(table.quotedIdentifier)"
+        let list = layout.names.map(\.quotedIdentifier).joined(separator: ", ")
+        let n = Int32(layout.names.count)
+        func take(_ key: RowKey, _ stmt: OpaquePointer, from first: Int32) {
+            let start = out.data.count
+            for c in first..<(first + n) { ChangesetWriter.appendColumn(stmt, c, r, to: &out.data) }
+            out.spans[key] = start..<out.data.count
+        }
+        if layout.rowidKey {
+            let id = layout.names[layout.keyColumns[0]].quotedIdentifier
+            var wanted = Set<Int64>()
+            for case .rowid(let k) in keys { wanted.insert(k) }
+            guard let low = wanted.min(), let high = wanted.max() else { return out }
+            let span = UInt64(bitPattern: high &- low)
+            if wanted.count >= 4 && span < UInt64(4 * wanted.count) {
+                try scratch.forEachRow("SELECT \(id), \(list) FROM \(t) WHERE \(id) BETWEEN ?1 AND ?2", [.integer(low), .integer(high)]) { stmt in
+                    let k = r.pointee.column_int64(stmt, 0)
+                    if wanted.contains(k) { take(.rowid(k), stmt, from: 1) }
+                }
+            } else {
+                let sql = "SELECT \(list) FROM \(t) WHERE \(id) = ?1"
+                for k in wanted {
+                    try scratch.forEachRow(sql, [.integer(k)]) { stmt in take(.rowid(k), stmt, from: 0) }
+                }
+            }
+            return out
+        }
+        let condition = layout.keyColumns.enumerated().map { "\(layout.names[$1].quotedIdentifier) IS ?\($0 + 1)" }.joined(separator: " AND ")
+        let sql = "SELECT \(list) FROM \(t) WHERE \(condition)"
+        for key in keys {
+            guard case .values(let values) = key, out.spans[key] == nil else { continue }
+            try scratch.forEachRow(sql, values) { stmt in take(key, stmt, from: 0) }
+        }
+        return out
+    }
+
+    /// A table compared as `build` compares it after a schema change (rows in key order).
+    private func writeByDiff(_ table: String, _ events: [ChangeRecorder.Event], to writer: inout ChangesetWriter,
+                             tablesWithoutPrimaryKey: inout [String]) throws(CaptureError) {
+        guard let changes = try diff(table, events, schemaChanged: false, whole: false) else {
+            tablesWithoutPrimaryKey.append(table)
+            return
+        }
+        guard !changes.rows.isEmpty else { return }
+        writer.table(table, primaryKey: changes.primaryKey)
+        for (before, after) in changes.rows {
+            switch (before, after) {
+            case (nil, let a?): writer.insert(a)
+            case (let b?, nil): writer.delete(b)
+            case (let b?, let a?): writer.update(old: b, new: a, primaryKey: changes.primaryKey)
+            case (nil, nil): break
+            }
+        }
+    }
+
+    /// Forgets the table layouts when the after image's schema is not the one they were read from.
+    private func refreshLayouts() throws(CaptureError) {
+        let version = try scratch.query("PRAGMA after.schema_version").first?.first
+        if version != layoutsVersion {
+            layouts.removeAll()
+            layoutsVersion = version
+        }
+    }
+
+    /// `table`'s layout in the after image (cached per schema version); nil if it has no such table.
+    private func layout(of table: String) throws(CaptureError) -> TableLayout? {
+        if let cached = layouts[table] { return cached }
+        let info = try scratch.query("PRAGMA after.table_xinfo(\(table.quotedIdentifier))")
+        guard !info.isEmpty else { return nil }
+        var names: [String] = []
+        var primaryKey: [Int] = []
+        var hidden = false
+        for row in info {
+            guard row.count > 6, case .text(let name) = row[1], case .integer(let pk) = row[5], case .integer(let h) = row[6] else { continue }
+            if h != 0 {
+                hidden = true
+                continue
+            }
+            names.append(String(decoding: name, as: UTF8.self))
+            primaryKey.append(Int(pk))
+        }
+        let keyColumns = primaryKey.indices.filter { primaryKey[$0] > 0 }
+        let name = CapturedValue.text(Array(table.utf8))
+        let withoutRowid = try scratch.query("SELECT wr FROM pragma_table_list WHERE schema = 'after' AND name = ?1", [name]).first?.first == .integer(1)
+        let collations = try scratch.query(
+            "SELECT x.coll FROM after.pragma_index_list(?1) AS l, after.pragma_index_xinfo(l.name) AS x WHERE l.origin = 'pk' AND x.key = 1", [name])
+        // A rowid table's primary key without an index of its own is the rowid.
+        let rowidKey = !withoutRowid && keyColumns.count == 1 && collations.isEmpty
+        let binary = collations.allSatisfy { $0.first == .text(Array("BINARY".utf8)) }
+        let layout = TableLayout(names: names, primaryKey: primaryKey, keyColumns: keyColumns, rowidKey: rowidKey,
+                                 exact: !hidden && binary && !keyColumns.isEmpty)
+        layouts[table] = layout
+        return layout
+    }
+}
