@@ -138,13 +138,25 @@ public final class SequencerClient: Sendable {
     /// fence the old attempt (a new lease epoch) before it can learn the outcome
     /// with `commitStatus`.
     public func commit(_ request: CommitRequest) throws(SequencerError) -> CommitResponse {
-        let body = GRPCFraming.frame(request.serializedBytes())
+        try commit(BytesBody(GRPCFraming.frame(request.serializedBytes())))
+    }
+
+    /// `commit(_:)` of `request` with `pages` as its pages (its own `pages`
+    /// are ignored): the body is encoded while it is sent, reading one page
+    /// at a time from `pages`, so a commit never costs a copy of the batch.
+    public func commit(_ request: CommitRequest, pages: CommitPages) throws(SequencerError) -> CommitResponse {
+        try commit(CommitBody(request, pages: pages))
+    }
+
+    private func commit(_ body: any RequestBody) throws(SequencerError) -> CommitResponse {
+        // A large batch gets time to travel: 20 ms per MB on top of the deadline.
+        let slack = Duration.milliseconds(body.count / 50_000)
         var backoff = options.initialBackoff
         var mayHaveReached = false
         var attempt = 1
         while true {
             do throws(SequencerError) {
-                return try once(.commit, body)
+                return try once(.commit, body, slack: slack)
             } catch {
                 if error.provesNotApplied { throw error }
                 if !error.isTransport || error.requestMayHaveBeenSent { mayHaveReached = true }
@@ -270,7 +282,7 @@ public final class SequencerClient: Sendable {
         _ method: SequencerMethod, _ request: Request, attempts: Int? = nil, deadline: ContinuousClock.Instant? = nil,
         slack: Duration = .zero
     ) throws(SequencerError) -> Response {
-        let body = GRPCFraming.frame(request.serializedBytes())
+        let body = BytesBody(GRPCFraming.frame(request.serializedBytes()))
         let attempts = max(1, attempts ?? options.maxAttempts)
         var backoff = options.initialBackoff
         var attempt = 1
@@ -287,7 +299,7 @@ public final class SequencerClient: Sendable {
     }
 
     private func once<Response: WireMessage>(
-        _ method: SequencerMethod, _ body: [UInt8], deadline fixed: ContinuousClock.Instant? = nil, slack: Duration = .zero
+        _ method: SequencerMethod, _ body: any RequestBody, deadline fixed: ContinuousClock.Instant? = nil, slack: Duration = .zero
     ) throws(SequencerError) -> Response {
         let deadline = fixed ?? ContinuousClock.now + options.requestTimeout + slack
         let response: HTTP2Response = try connection.withLock { (slot) throws(SequencerError) -> HTTP2Response in

@@ -130,6 +130,12 @@ public final class HTTP2Connection {
 
     /// Sends one POST with `body` and waits for the whole response, trailers included.
     public func post(path: String, headers extra: [(String, String)], body: [UInt8], deadline: ContinuousClock.Instant) throws(TransportError) -> HTTP2Response {
+        try post(path: path, headers: extra, body: BytesBody(body), deadline: deadline)
+    }
+
+    /// Sends one POST whose body is read from `body` as DATA frames go out
+    /// (never copied whole), and waits for the whole response.
+    public func post(path: String, headers extra: [(String, String)], body: any RequestBody, deadline: ContinuousClock.Instant) throws(TransportError) -> HTTP2Response {
         guard isOpen, let session else { throw TransportError(.io, "connection to \(endpoint) is closed") }
         let stream = StreamState(body: body)
         self.stream = stream
@@ -157,6 +163,11 @@ public final class HTTP2Connection {
             e.requestMayHaveBeenSent = stream.mayHaveBeenSent
             throw e
         }
+        if let failure = stream.bodyFailure {
+            // The body stopped short and the stream was reset: the server has
+            // no complete request, so nothing of it can have been applied.
+            throw TransportError(.io, "the request body could not be read: \(failure)", requestMayHaveBeenSent: false)
+        }
         if stream.errorCode != 0 {
             throw TransportError(.http2, "the sequencer reset the stream (HTTP/2 error \(stream.errorCode))", requestMayHaveBeenSent: true)
         }
@@ -176,7 +187,7 @@ public final class HTTP2Connection {
         onClose: @escaping (BackgroundStreamEnd) -> Void
     ) throws(TransportError) -> Int32 {
         guard isOpen, let session else { throw TransportError(.io, "connection to \(endpoint) is closed") }
-        let stream = StreamState(body: body)
+        let stream = StreamState(body: BytesBody(body))
         try submit(stream, path: path, headers: extra, session: session)
         stream.onClose = onClose
         stream.onData = onData
@@ -212,11 +223,15 @@ public final class HTTP2Connection {
             provider.source.ptr = Unmanaged.passUnretained(stream).toOpaque()
             provider.read_callback = { _, _, buffer, length, flags, source, _ in
                 let stream = Unmanaged<StreamState>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
-                let n = min(length, stream.body.count - stream.sent)
-                if n > 0 {
-                    stream.body.withUnsafeBytes { src in
-                        UnsafeMutableRawPointer(buffer!).copyMemory(from: src.baseAddress! + stream.sent, byteCount: n)
+                let left = stream.body.count - stream.sent
+                var n = 0
+                if left > 0 {
+                    let target = UnsafeMutableRawBufferPointer(start: buffer!, count: min(length, left))
+                    guard let read = stream.body.read(at: stream.sent, into: target), read > 0, read <= target.count else {
+                        stream.bodyFailure = stream.body.failure ?? "the body ended early"
+                        return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
                     }
+                    n = read
                 }
                 stream.sent += n
                 if stream.sent == stream.body.count { flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
@@ -249,7 +264,16 @@ public final class HTTP2Connection {
             }
             if n == 0 { break }
             pending.append(contentsOf: UnsafeBufferPointer(start: data, count: n))
+            if pending.count >= 1 << 20 {
+                // A large body goes out as it is framed, not gathered whole.
+                try writePending(deadline: deadline)
+            }
         }
+        try writePending(deadline: deadline)
+    }
+
+    private func writePending(deadline: ContinuousClock.Instant) throws(TransportError) {
+        defer { pending.removeAll(keepingCapacity: pending.capacity <= 2 << 20) }
         if !pending.isEmpty {
             let bytes = pending
             let failure: TransportError? = bytes.withUnsafeBytes { buffer in
@@ -291,8 +315,10 @@ public enum BackgroundStreamEnd {
 
 /// A request: what to send and what came back.
 private final class StreamState {
-    let body: [UInt8]
+    let body: any RequestBody
     var sent = 0
+    /// Set when `body` could not be read; the stream was reset.
+    var bodyFailure: String?
     var id: Int32 = 0
     var response = HTTP2Response()
     var closed = false
@@ -303,5 +329,5 @@ private final class StreamState {
     /// For a background stream: its DATA as it arrives.
     var onData: ((UnsafeRawBufferPointer) -> Void)?
 
-    init(body: [UInt8]) { self.body = body }
+    init(body: any RequestBody) { self.body = body }
 }

@@ -16,7 +16,10 @@ import Glibc
 /// | lock_wait_ms   | SYNDDB_LOCK_WAIT_MS    | 500 (how long one attempt at the write lock waits on the sequencer for an idle holder to hand the lease over, before SQLITE_BUSY) |
 /// | cache_mb       | SYNDDB_CACHE_MB        | 256 |
 /// | timeout_ms     | SYNDDB_TIMEOUT_MS      | 5000 (per request) |
-/// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read ahead on a miss) |
+/// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read on a lone miss; sequential misses double it) |
+/// | readahead      | SYNDDB_READAHEAD       | 4096 (most pages one read asks for; at most a quarter of the cache) |
+/// | spill_mb       | SYNDDB_SPILL_MB        | 64 (a write transaction's pages past this go to a temporary file; 0: never) |
+/// | spill_dir      | SYNDDB_SPILL_DIR       | $TMPDIR or /tmp |
 /// | trace          | SYNDDB_TRACE           | 0 (1: print every request to stderr) |
 /// | capture        | SYNDDB_CAPTURE         | 1 (0: send no changesets; for measuring only, validators reject such history) |
 /// | tls_ca         | SYNDDB_TLS_CA_FILE     | system store (PEM CA for https sequencers) |
@@ -28,6 +31,9 @@ struct FileOptions {
     var cacheBytes: Int
     var timeoutMs: Int
     var prefetch: Int
+    var readAheadPages: Int
+    var spillBytes: Int
+    var spillDirectory: String
     var trace: Bool
     var capture: Bool
     var tlsCAFile: String?
@@ -54,7 +60,10 @@ struct FileOptions {
         lockWaitMs = UInt32(try number("lock_wait_ms", "SYNDDB_LOCK_WAIT_MS", 500, 0...30_000))
         cacheBytes = try number("cache_mb", "SYNDDB_CACHE_MB", 256, 1...1_048_576) << 20
         timeoutMs = try number("timeout_ms", "SYNDDB_TIMEOUT_MS", 5000, 10...600_000)
-        prefetch = try number("prefetch", "SYNDDB_PREFETCH", 16, 1...1024)
+        prefetch = try number("prefetch", "SYNDDB_PREFETCH", 16, 1...4096)
+        readAheadPages = try number("readahead", "SYNDDB_READAHEAD", 4096, 1...65536)
+        spillBytes = try number("spill_mb", "SYNDDB_SPILL_MB", 64, 0...1_048_576) << 20
+        spillDirectory = value("spill_dir", "SYNDDB_SPILL_DIR") ?? getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         trace = try number("trace", "SYNDDB_TRACE", 0, 0...1) == 1
         capture = try number("capture", "SYNDDB_CAPTURE", 1, 0...1) == 1
         tlsCAFile = value("tls_ca", "SYNDDB_TLS_CA_FILE")

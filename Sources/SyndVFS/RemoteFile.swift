@@ -41,8 +41,10 @@ final class RemoteFile: OpenFile {
     private var version: UInt64 = 0
     private var pageSize = 0
     private var pageCount: UInt32 = 0
-    private var cache: [UInt32: [UInt8]] = [:]
-    private var cacheBytes = 0
+    /// Committed pages of `version`, least recently used evicted past `cache_mb`.
+    private var cache: PageCache
+    /// Sequential-scan detection and the read-ahead window.
+    private var readAhead: ReadAhead
     /// Set when the snapshot may be stale: refresh at the next read transaction.
     private var needsRefresh = false
     /// Set when the lease was refused: take a new one at the next transaction.
@@ -66,7 +68,8 @@ final class RemoteFile: OpenFile {
     /// more: a playback SQLite retries later restores the committed pages,
     /// which `restoresCommittedState` recognizes.
     private var refuseRollbackWrites = false
-    private var dirty: [UInt32: [UInt8]] = [:]
+    /// The write transaction's pages (spilled to a temporary file past `spill_mb`).
+    private var dirty: DirtyPages
     private var txnPageSize = 0
     private var txnPageCount: UInt32 = 0
     private var txnTouched = false
@@ -93,6 +96,9 @@ final class RemoteFile: OpenFile {
         self.options = options
         self.id = context.nextFileID()
         self.recorder = ChangeRecorder(session: context.api.session)
+        self.cache = PageCache(budget: options.cacheBytes)
+        self.readAhead = ReadAhead(initial: options.prefetch, maximum: options.readAheadPages)
+        self.dirty = DirtyPages(spillThreshold: options.spillBytes, spillDirectory: options.spillDirectory)
         do {
             self.client = try context.client(url: options.sequencer, options: options.clientOptions)
         } catch {
@@ -139,12 +145,8 @@ final class RemoteFile: OpenFile {
     private func adopt(_ info: DatabaseInfo, since: UInt64? = nil) -> Bool {
         let known = since == version && info.changesKnown && Int(info.pageSize) == pageSize && info.version >= version
         if known && info.version != version {
-            for pgno in info.changedPages {
-                if let old = cache.removeValue(forKey: pgno) { cacheBytes -= old.count }
-            }
-            for pgno in cache.keys where pgno > info.pageCount {
-                cacheBytes -= cache.removeValue(forKey: pgno)?.count ?? 0
-            }
+            for pgno in info.changedPages { cache.remove(pgno) }
+            cache.removePages(above: info.pageCount)
             pagesKeptOnRefresh += cache.count
             version = info.version
             pageCount = info.pageCount
@@ -162,8 +164,7 @@ final class RemoteFile: OpenFile {
             return false
         }
         if newVersion != version || newPageSize != pageSize {
-            cache.removeAll(keepingCapacity: true)
-            cacheBytes = 0
+            cache.removeAll()
         }
         version = newVersion
         pageSize = newPageSize
@@ -246,61 +247,72 @@ final class RemoteFile: OpenFile {
     /// is the committed page (not one written by the transaction).
     private func withPage(_ pgno: UInt32, _ body: (UnsafeRawBufferPointer, Bool) -> Void) -> Int32 {
         let size = effectivePageSize
-        if seesTransaction, let page = dirty[pgno], page.count == size {
-            page.withUnsafeBytes { body($0, false) }
-            return SQLITE_OK
+        if seesTransaction, dirty.contains(pgno) {
+            let done = dirty.withPage(pgno, pageSize: size) { page -> Bool in
+                guard page.count == size else { return false }
+                body(page, false)
+                return true
+            }
+            guard let done else {
+                return fail(SYND_SQLITE_IOERR_READ, "reading page \(pgno) of the transaction on '\(name)' failed: \(dirty.failure ?? "it is missing")")
+            }
+            if done { return SQLITE_OK }
         }
         if size != pageSize || pgno > pageCount {
             // Grown within this transaction but not written: reads as zeros, like a file.
             [UInt8](repeating: 0, count: size).withUnsafeBytes { body($0, false) }
             return SQLITE_OK
         }
-        if let page = cache[pgno] {
+        if let page = cache.get(pgno) {
             page.withUnsafeBytes { body($0, true) }
             return SQLITE_OK
         }
-        var request = ReadPagesRequest()
-        request.database = name
-        request.version = version
-        traceContext = "read page \(pgno) at version \(version)"
-        let last = min(UInt64(pageCount), UInt64(pgno) + UInt64(options.prefetch) - 1)
-        request.pageNumbers = (UInt64(pgno)...last).map { UInt32($0) }.filter { cache[$0] == nil }
-        do throws(SequencerError) {
-            requests += 1
-            let response = try client.readPages(request)
-            guard response.version == version, Int(response.pageSize) == pageSize else {
-                needsRefresh = true
-                return fail(SYND_SQLITE_IOERR_READ, "read of '\(name)' at version \(version) came back at version \(response.version)")
-            }
-            let incoming = response.pages.reduce(0) { $0 + $1.data.count }
-            if cacheBytes + incoming > options.cacheBytes {
-                cache.removeAll(keepingCapacity: true)
-                cacheBytes = 0
-            }
-            for page in response.pages { insertCache(page.number, page.data) }
-            if let page = response.pages.first(where: { $0.number == pgno }) {
-                page.data.withUnsafeBytes { body($0, true) }
-                return SQLITE_OK
-            }
-        } catch {
-            if error.code == .outOfRange { needsRefresh = true }
-            return fail(SYND_SQLITE_IOERR_READ, "reading page \(pgno) of '\(name)' at version \(version) failed: \(error.message)")
+        // A miss: read it, and the pages after it (more of them the longer
+        // the misses run in sequence), all at this snapshot's version.
+        let cap = max(1, cache.budget / max(pageSize, 1) / 4)
+        let wanted = readAhead.window(forMissAt: pgno, limit: cap)
+        let last = UInt32(min(UInt64(pageCount), UInt64(pgno) + UInt64(wanted) - 1))
+        var numbers: [UInt32] = [pgno]
+        numbers.reserveCapacity(Int(last - pgno) + 1)
+        if last > pgno {
+            for n in (pgno + 1)...last where !cache.contains(n) { numbers.append(n) }
         }
-        guard let page = cache[pgno] else {
+        readAhead.fetched(from: pgno, through: last)
+        var found: [UInt8]?
+        while true {
+            var request = ReadPagesRequest()
+            request.database = name
+            request.version = version
+            request.pageNumbers = numbers
+            traceContext = "read page \(pgno) (+\(numbers.count - 1) ahead) at version \(version)"
+            do throws(SequencerError) {
+                requests += 1
+                let response = try client.readPages(request)
+                guard response.version == version, Int(response.pageSize) == pageSize else {
+                    needsRefresh = true
+                    return fail(SYND_SQLITE_IOERR_READ, "read of '\(name)' at version \(version) came back at version \(response.version)")
+                }
+                // Read-ahead pages go in first, the page asked for last (the most recent).
+                for page in response.pages where page.number != pgno { cache.insert(page.number, page.data) }
+                if let page = response.pages.first(where: { $0.number == pgno }) {
+                    cache.insert(pgno, page.data)
+                    found = page.data
+                }
+                break
+            } catch where error.code == .invalidArgument && numbers.count > 1 && readAhead.serverRefused(numbers.count) {
+                // A sequencer with a smaller limit per read: ask for fewer.
+                numbers = Array(numbers.prefix(readAhead.maximum))
+                continue
+            } catch {
+                if error.code == .outOfRange { needsRefresh = true }
+                return fail(SYND_SQLITE_IOERR_READ, "reading page \(pgno) of '\(name)' at version \(version) failed: \(error.message)")
+            }
+        }
+        guard let page = found else {
             return fail(SYND_SQLITE_IOERR_READ, "the sequencer did not return page \(pgno) of '\(name)'")
         }
         page.withUnsafeBytes { body($0, true) }
         return SQLITE_OK
-    }
-
-    private func insertCache(_ pgno: UInt32, _ data: [UInt8]) {
-        if cacheBytes + data.count > options.cacheBytes {
-            // Simple bound: drop everything but what this transaction is about to use.
-            cache.removeAll(keepingCapacity: true)
-            cacheBytes = 0
-        }
-        if let old = cache.updateValue(data, forKey: pgno) { cacheBytes -= old.count }
-        cacheBytes += data.count
     }
 
     // MARK: - Writes
@@ -330,7 +342,9 @@ final class RemoteFile: OpenFile {
             return fail(SYND_SQLITE_IOERR_WRITE, "write at offset \(offset) to '\(name)' is beyond the largest page number")
         }
         let pgno = UInt32(offset / Int64(amount) + 1)
-        dirty[pgno] = Array(buffer)
+        guard dirty.write(pgno, buffer) else {
+            return fail(SYND_SQLITE_IOERR_WRITE, "buffering page \(pgno) of the transaction on '\(name)' failed: \(dirty.failure ?? "")")
+        }
         txnPageCount = max(txnPageCount, pgno)
         txnTouched = true
         return SQLITE_OK
@@ -351,7 +365,7 @@ final class RemoteFile: OpenFile {
             return fail(SYND_SQLITE_IOERR_TRUNCATE, "truncate of '\(name)' to \(size) bytes is not a whole number of pages")
         }
         txnPageCount = UInt32(size / Int64(pageSize))
-        dirty = dirty.filter { $0.key <= txnPageCount }
+        dirty.removePages(above: txnPageCount)
         txnTouched = true
         return SQLITE_OK
     }
@@ -449,19 +463,34 @@ final class RemoteFile: OpenFile {
     /// True when the buffered writes provably equal the committed pages as
     /// SQLite read them (page 1 with the version as its change counter).
     private var restoresCommittedState: Bool {
-        guard txnPageCount == pageCount, txnPageSize == pageSize else { return false }
-        for (pgno, page) in dirty {
-            guard var committed = cache[pgno], committed.count == page.count else { return false }
+        guard txnPageCount == pageCount, txnPageSize == pageSize, pageSize > 0 else { return false }
+        // Cached pages first, without a request: a real commit differs in
+        // one of them (page 1's change counter, at least, in most cases).
+        var uncached: [UInt32] = []
+        for pgno in dirty.sortedPageNumbers {
+            guard var committed = cache.peek(pgno) else {
+                uncached.append(pgno)
+                continue
+            }
             if pgno == 1 {
                 let original = committed
                 committed.withUnsafeMutableBytes { target in
                     original.withUnsafeBytes { Self.stampVersion(version, into: target, at: 0, of: $0) }
                 }
             }
-            let same = committed.withUnsafeBytes { a in page.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 } }
-            if !same { return false }
+            guard dirty.withPage(pgno, pageSize: pageSize, { Self.equal(committed, $0) }) == true else { return false }
+        }
+        // The rest (evicted, or a spilled transaction's many pages) are read.
+        var committed = [UInt8](repeating: 0, count: pageSize)
+        for pgno in uncached {
+            let rc = committed.withUnsafeMutableBytes { readCommitted($0, offset: Int64(pgno - 1) * Int64(pageSize)) }
+            guard rc == SQLITE_OK, dirty.withPage(pgno, pageSize: pageSize, { Self.equal(committed, $0) }) == true else { return false }
         }
         return true
+    }
+
+    private static func equal(_ a: [UInt8], _ b: UnsafeRawBufferPointer) -> Bool {
+        a.count == b.count && a.withUnsafeBytes { memcmp($0.baseAddress!, b.baseAddress!, b.count) == 0 }
     }
 
     /// `PRAGMA page_size=N; VACUUM` changes the page size: SQLite copies the
@@ -470,7 +499,7 @@ final class RemoteFile: OpenFile {
     /// either way, so it is cut again into pages of the declared size (every
     /// page is rewritten, as the sequencer requires for a page size change).
     private func adoptDeclaredPageSize() -> Int32? {
-        guard let header = dirty[1], header.count >= 100, txnPageSize > 0 else { return nil }
+        guard txnPageSize > 0, let header = dirty.page(1, pageSize: txnPageSize), header.count >= 100 else { return nil }
         let raw = Int(header[16]) << 8 | Int(header[17])
         let declared = raw == 1 ? 65536 : raw
         guard declared != txnPageSize else { return nil }
@@ -480,13 +509,15 @@ final class RemoteFile: OpenFile {
         else {
             return fail(SYND_SQLITE_IOERR_WRITE, "page 1 of '\(name)' declares page size \(raw), which does not divide the transaction's \(bytes) bytes")
         }
-        var pages: [UInt32: [UInt8]] = [:]
+        let pages = DirtyPages(spillThreshold: options.spillBytes, spillDirectory: options.spillDirectory)
         let count = UInt32(bytes / Int64(declared))
+        var page = [UInt8](repeating: 0, count: declared)
         for pgno in UInt32(1)...max(count, 1) where count > 0 {
-            var page = [UInt8](repeating: 0, count: declared)
             let rc = page.withUnsafeMutableBytes { read($0, offset: Int64(pgno - 1) * Int64(declared)) }
             guard rc == SQLITE_OK else { return fail(rc, "reading the image of '\(name)' at its new page size \(declared) failed") }
-            pages[pgno] = page
+            guard (page.withUnsafeBytes { pages.write(pgno, $0) }) else {
+                return fail(SYND_SQLITE_IOERR_WRITE, "buffering the image of '\(name)' at its new page size failed: \(pages.failure ?? "")")
+            }
         }
         dirty = pages
         txnPageSize = declared
@@ -496,7 +527,7 @@ final class RemoteFile: OpenFile {
 
     /// Whether a truncation to `size` bytes only makes sense at page 1's declared page size.
     private func truncationNeedsDeclaredPageSize(_ size: Int64) -> Bool {
-        effectivePageSize > 0 && size % Int64(effectivePageSize) != 0 && dirty[1] != nil
+        effectivePageSize > 0 && size % Int64(effectivePageSize) != 0 && dirty.contains(1)
     }
 
     /// Starts buffering a write transaction on the committed snapshot.
@@ -640,7 +671,12 @@ final class RemoteFile: OpenFile {
         request.txnID = (0..<16).map { _ in UInt8.random(in: 0...255) }
         request.pageCount = txnPageCount
         request.pageSize = UInt32(size)
-        request.pages = dirty.keys.sorted().map { Page(number: $0, data: dirty[$0]!) }
+        // The pages are not copied into the request: they are read from the
+        // transaction's buffer (or its spill file) as the body is sent.
+        guard let pages = CommitPageSource(dirty, pageSize: size) else {
+            endTransaction()
+            return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT of '\(name)' failed, transaction rolled back: \(dirty.failure ?? "a page of the transaction could not be read")")
+        }
         do throws(CaptureError) {
             let batch = try captureBatch()
             request.changeset = batch.changeset
@@ -651,11 +687,11 @@ final class RemoteFile: OpenFile {
             endTransaction()
             return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT of '\(name)' failed, transaction rolled back: \(error.message)")
         }
-        traceContext = "commit of \(request.pages.count) pages on version \(version)"
+        traceContext = "commit of \(pages.numbers.count) pages on version \(version)"
         requests += 1
         var failure: SequencerError
         do throws(SequencerError) {
-            let response = try client.commit(request)
+            let response = try client.commit(request, pages: pages)
             return committed(at: response.version, pageSize: size)
         } catch {
             failure = error
@@ -668,7 +704,7 @@ final class RemoteFile: OpenFile {
             traceContext = "commit retried under a new lease epoch"
             requests += 1
             do throws(SequencerError) {
-                let response = try client.commit(request)
+                let response = try client.commit(request, pages: pages)
                 return committed(at: response.version, pageSize: size)
             } catch {
                 failure = error
@@ -718,11 +754,13 @@ final class RemoteFile: OpenFile {
     /// committed snapshot.
     private func committed(at newVersion: UInt64, pageSize size: Int) -> Int32 {
         commits += 1
-        if size != pageSize { cache.removeAll(); cacheBytes = 0 }
-        for (pgno, data) in dirty { insertCache(pgno, data) }
-        for pgno in cache.keys where pgno > txnPageCount {
-            cacheBytes -= cache.removeValue(forKey: pgno)?.count ?? 0
+        if size != pageSize { cache.removeAll() }
+        // Pages still in memory become cached committed pages; spilled ones
+        // are not read back, only their old versions dropped.
+        for pgno in dirty.sortedPageNumbers {
+            if let data = dirty.inMemory(pgno) { cache.insert(pgno, data) } else { cache.remove(pgno) }
         }
+        cache.removePages(above: txnPageCount)
         if newVersion != version &+ 1 {
             // Others committed too (only after a lease loss): re-read at the next transaction.
             needsRefresh = true
@@ -761,7 +799,7 @@ final class RemoteFile: OpenFile {
 
     /// Whether page 1's schema cookie (offset 40) moved in this transaction.
     private var schemaCookieChanged: Bool {
-        guard let after = dirty[1] else { return false }
+        guard let after = dirty.page(1, pageSize: effectivePageSize) else { return false }
         guard pageCount > 0 else { return true }
         var before = [UInt8](repeating: 0, count: 4)
         let rc = before.withUnsafeMutableBytes { readCommitted($0, offset: 40) }
