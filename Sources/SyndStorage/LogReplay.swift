@@ -107,7 +107,8 @@ struct LogReplay {
             indexes[id] = DatabaseIndex(id: id, name: name)
         case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop):
             guard let index = indexes[id] else { throw SequencerError(.dataLoss, "a batch of database id \(id), which was never created") }
-            guard version == index.version + 1 else {
+            // A drop may follow a gap: stores imported from the earlier format kept no batches before a drop.
+            guard version == index.version + 1 || (drop && version > index.version) else {
                 throw SequencerError(.dataLoss, "batch \(version) of '\(index.name)' follows version \(index.version)")
             }
             indexes[id]!.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,

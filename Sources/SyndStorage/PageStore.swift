@@ -41,8 +41,8 @@ public final class PageStore: Sendable {
     public let backend: any StorageBackend
     /// Signs every batch (Ed25519); the key lives in the store's folder.
     public let signingKey: SigningKey
-    /// What opening the store found that an operator should know.
-    public var recoveryNotes: [String] { backend.recoveryNotes }
+    /// What opening the store found or did that an operator should know.
+    public let recoveryNotes: [String]
     private let catalog: Mutex<Catalog>
     private let duplicates = Atomic<Int>(0)
     /// Lease epochs are made durable this many at a time (see `acquireLease`).
@@ -79,7 +79,7 @@ public final class PageStore: Sendable {
             catalog.nextID = max(catalog.nextID, r.id + 1)
         }
         self.catalog = Mutex(catalog)
-        _ = imported
+        recoveryNotes = imported + backend.recoveryNotes
     }
 
     /// The hash of `db`'s head batch, after checking that it matches the batch
