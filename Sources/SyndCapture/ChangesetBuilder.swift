@@ -17,6 +17,8 @@ public final class ChangesetCapture {
     /// Table layouts of the after image (`buildInSessionOrder`), valid for one schema version.
     var layouts: [String: TableLayout] = [:]
     var layoutsVersion: CapturedValue?
+    /// The size of the last changeset built, to size the next one's buffers.
+    var lastChangesetSize = 0
 
     /// Opens the scratch connection over the two views of file `fileID`.
     public init(database: String, fileID: UInt64, vfs: String, routines: UnsafePointer<sqlite3_api_routines>) throws(CaptureError) {

@@ -26,6 +26,8 @@ extension ChangesetCapture {
         do throws(CaptureError) {
             try refreshLayouts()
             var writer = ChangesetWriter()
+            // Sized like the last changeset: growing a large buffer step by step costs more than the reading.
+            writer.reserve(lastChangesetSize)
             for table in order {
                 let indices = byTable[table] ?? []
                 guard let layout = try layout(of: table) else { continue }  // not in the after image
@@ -40,8 +42,9 @@ extension ChangesetCapture {
                 }
             }
             batch.changeset = writer.bytes
+            lastChangesetSize = writer.bytes.count
         } catch {
-            try? scratch.query("ROLLBACK")
+            _ = try? scratch.query("ROLLBACK")
             throw error
         }
         try scratch.query("COMMIT")
@@ -165,6 +168,8 @@ extension ChangesetCapture {
     private func rows(in schemaName: String, _ table: String, _ layout: TableLayout, _ keys: [RowKey]) throws(CaptureError) -> Rows {
         var out = Rows()
         out.spans.reserveCapacity(keys.count)
+        // Encoded rows are about as large as the changeset's records of them.
+        out.data.reserveCapacity(max(1024, lastChangesetSize))
         let r = scratch.r
         let t = "\(schemaName).\(table.quotedIdentifier)"
         let list = layout.names.map(\.quotedIdentifier).joined(separator: ", ")

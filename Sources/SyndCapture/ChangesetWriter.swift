@@ -17,6 +17,8 @@ struct ChangesetWriter {
         bytes.append(0)
     }
 
+    mutating func reserve(_ count: Int) { bytes.reserveCapacity(count) }
+
     /// Drops everything written after the first `count` bytes.
     mutating func truncate(to count: Int) { bytes.removeSubrange(count...) }
 
