@@ -26,7 +26,8 @@ struct BatchLocation {
 enum IndexUpdate {
     case create(database: Int64, name: String)
     case batch(database: Int64, version: UInt64, txnID: [UInt8], pageSize: UInt32, pageCount: UInt32,
-               pages: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)], drop: Bool)
+               pages: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)], drop: Bool,
+               external: UInt32? = nil)
     case epochCeiling(database: Int64, ceiling: UInt64)
     case prune(database: Int64, keepFrom: UInt64)
 }
@@ -66,7 +67,7 @@ struct DatabaseIndex {
     mutating func applyBatch(
         version: UInt64, txnID: [UInt8], pageSize: UInt32, pageCount: UInt32,
         pages written: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)], drop: Bool,
-        segment: UInt32, offset: Int, length: Int
+        external: UInt32? = nil, segment: UInt32, offset: Int, length: Int
     ) {
         if drop {
             pages.removeAll()
@@ -76,7 +77,8 @@ struct DatabaseIndex {
         }
         for p in written {
             pages[p.number, default: []].append(
-                PageLocation(version: version, offset: offset + p.position, segment: segment, length: p.length, checksum: p.checksum))
+                PageLocation(version: version, offset: external == nil ? offset + p.position : p.position,
+                             segment: external ?? segment, length: p.length, checksum: p.checksum))
         }
         if !drop, pageCount < self.pageCount {
             // Cut off what lies past the new end, so that later growth reads zeros.

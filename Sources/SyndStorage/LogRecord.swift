@@ -15,13 +15,18 @@ import SyndProtocol
 ///   Page bytes are stored as the client sent them, so a read is one `pread`.
 /// - epoch ceiling: database u64, ceiling u64
 /// - prune: database u64, keep-from version u64
+/// - external batch: like a batch up to its page count, then per page:
+///   number u32, CRC-32C u32, length u32, offset u64 in its pages file
+///   (`NNNNNNNN.pages`, named after `pages file` u32 before the count). Large
+///   batches are written this way (see `LogStore`), so that their bytes never
+///   hold up other databases' commits in the log's writer.
 /// - group end: group sequence u64. Records take effect only with the group
 ///   end that follows them: a group is what one fsync made durable, so a crash
 ///   leaves whole groups, and anything after the last intact group end is a
 ///   torn tail.
 struct LogRecord {
     enum Kind: UInt8 {
-        case create = 1, batch = 2, drop = 3, epochCeiling = 4, prune = 5, groupEnd = 6
+        case create = 1, batch = 2, drop = 3, epochCeiling = 4, prune = 5, groupEnd = 6, externalBatch = 7
     }
 
     static let magic: UInt32 = 0x524E_5953  // "SYNR"
@@ -108,6 +113,34 @@ struct LogRecord {
         head = w.bytes
         pages = outOfLine
         length = position
+    }
+
+    /// An external batch record for `batch`, whose pages were written to pages file `file` at `offsets`.
+    init(external database: Int64, txnID: [UInt8], batch: Batch, file: UInt32, offsets: [Int]) {
+        var w = LogWriterBuffer()
+        w.reserveHeader()
+        w.u64(UInt64(bitPattern: database))
+        w.u64(batch.version)
+        w.u16(UInt16(txnID.count))
+        w.append(txnID)
+        var seal = batch
+        seal.pages = []
+        let sealBytes = seal.serializedBytes()
+        w.u32(UInt32(sealBytes.count))
+        w.append(sealBytes)
+        w.u32(file)
+        w.u32(UInt32(batch.pages.count))
+        w.reserve(batch.pages.count * 20)
+        for (page, offset) in zip(batch.pages, offsets) {
+            w.u32(page.number)
+            w.u32(page.checksum)
+            w.u32(UInt32(page.data.count))
+            w.u64(UInt64(offset))
+            pagePositions.append((page.number, offset, page.checksum, UInt32(page.data.count)))
+        }
+        w.finishHeader(.externalBatch)
+        head = w.bytes
+        length = head.count
     }
 
     /// What precedes a page's bytes in a batch record: number, CRC-32C, length.

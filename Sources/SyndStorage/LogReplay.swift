@@ -14,6 +14,10 @@ struct LogReplay {
     /// The last group's sequence number.
     var groups: UInt64 = 0
     var notes: [String] = []
+    /// The pages files that batches refer to, open.
+    var pagesFiles: [UInt32: LogSegment] = [:]
+    /// The next pages file number to use.
+    var nextPagesFile: UInt32 = 1
 
     init(directory: String) throws(SequencerError) {
         let numbers = try Self.segmentNumbers(in: directory)
@@ -24,6 +28,15 @@ struct LogReplay {
             let segment = try LogSegment(directory: directory, number: number, create: false)
             segments.append(segment)
             try replay(segment, isNewest: i == numbers.count - 1, directory: directory)
+        }
+        // Pages files no batch refers to were being written when a crash came
+        // (their batch was never acknowledged).
+        for number in try Self.pagesFileNumbers(in: directory) {
+            nextPagesFile = max(nextPagesFile, (number & ~LogSegment.pagesFileBit) + 1)
+            guard pagesFiles[number] == nil else { continue }
+            let path = directory + "/" + LogSegment.fileName(number)
+            unlink(path)
+            notes.append("removed \(path): the pages of a large commit a crash interrupted, never acknowledged")
         }
     }
 
@@ -59,7 +72,7 @@ struct LogReplay {
                         var r = LogPayloadReader(raw)
                         return try r.u64()
                     }
-                    for g in group { try apply(g.update, segment: segment.number, offset: g.offset, length: g.length) }
+                    for g in group { try apply(g.update, segment: segment.number, offset: g.offset, length: g.length, directory: directory) }
                     group = []
                     groupStart = offset + length
                 } else {
@@ -100,19 +113,28 @@ struct LogReplay {
         notes.append("cut off a torn tail of \(size - groupStart) bytes at offset \(groupStart) of \(segment.path) (\(reason)): the last write before a crash, never acknowledged")
     }
 
-    private mutating func apply(_ update: IndexUpdate, segment: UInt32, offset: Int, length: Int) throws(SequencerError) {
+    private mutating func apply(_ update: IndexUpdate, segment: UInt32, offset: Int, length: Int, directory: String) throws(SequencerError) {
         switch update {
         case .create(let id, let name):
             guard indexes[id] == nil else { throw SequencerError(.dataLoss, "database id \(id) is created twice") }
             indexes[id] = DatabaseIndex(id: id, name: name)
-        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop):
+        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop, let external):
             guard let index = indexes[id] else { throw SequencerError(.dataLoss, "a batch of database id \(id), which was never created") }
+            if let external {
+                if pagesFiles[external] == nil {
+                    pagesFiles[external] = try LogSegment(directory: directory, number: external, create: false)
+                }
+                let end = pages.map { $0.position + Int($0.length) }.max() ?? 0
+                guard pagesFiles[external]!.size >= end else {
+                    throw SequencerError(.dataLoss, "batch \(version) of '\(index.name)' has pages up to byte \(end) of \(LogSegment.fileName(external)), which is shorter")
+                }
+            }
             // A drop may follow a gap: stores imported from the earlier format kept no batches before a drop.
             guard version == index.version + 1 || (drop && version > index.version) else {
                 throw SequencerError(.dataLoss, "batch \(version) of '\(index.name)' follows version \(index.version)")
             }
             indexes[id]!.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,
-                                    segment: segment, offset: offset, length: length)
+                                    external: external, segment: segment, offset: offset, length: length)
         case .epochCeiling(let id, let ceiling):
             guard indexes[id] != nil else { throw SequencerError(.dataLoss, "an epoch record of database id \(id), which was never created") }
             indexes[id]!.epochCeiling = max(indexes[id]!.epochCeiling, ceiling)
@@ -133,6 +155,10 @@ struct LogReplay {
             let (seal, txnID, pages) = try decodeBatchPayload(&r, keepPages: false)
             return .batch(database: id, version: seal.version, txnID: txnID, pageSize: seal.pageSize, pageCount: seal.pageCount,
                           pages: pages.map { ($0.number, $0.position, $0.checksum, $0.length) }, drop: kind == .drop)
+        case .externalBatch:
+            let (seal, txnID, file, pages) = try decodeExternalPayload(&r)
+            return .batch(database: id, version: seal.version, txnID: txnID, pageSize: seal.pageSize, pageCount: seal.pageCount,
+                          pages: pages.map { ($0.number, $0.offset, $0.checksum, $0.length) }, drop: false, external: file)
         case .epochCeiling:
             return .epochCeiling(database: id, ceiling: try r.u64())
         case .prune:
@@ -165,6 +191,66 @@ struct LogReplay {
         }
         seal.pages = []
         return (seal, txnID, pages)
+    }
+
+    /// An external batch payload after its database id: the seal, the commit
+    /// id, its pages file and where each page lies in it.
+    static func decodeExternalPayload(_ r: inout LogPayloadReader) throws(LogPayloadReader.Overrun)
+        -> (Batch, [UInt8], UInt32, [(number: UInt32, checksum: UInt32, length: UInt32, offset: Int)])
+    {
+        let version = try r.u64()
+        let txnID = try r.bytes(Int(try r.u16()))
+        let sealBytes = try r.bytes(Int(try r.u32()))
+        guard let seal = try? Batch(serializedBytes: sealBytes), seal.version == version else { throw LogPayloadReader.Overrun() }
+        let file = try r.u32()
+        guard file & LogSegment.pagesFileBit != 0 else { throw LogPayloadReader.Overrun() }
+        let count = Int(try r.u32())
+        var pages: [(number: UInt32, checksum: UInt32, length: UInt32, offset: Int)] = []
+        pages.reserveCapacity(count)
+        for _ in 0..<count {
+            let number = try r.u32()
+            let checksum = try r.u32()
+            let length = try r.u32()
+            let offset = try r.u64()
+            guard offset < 1 << 48 else { throw LogPayloadReader.Overrun() }
+            pages.append((number, checksum, length, Int(offset)))
+        }
+        return (seal, txnID, file, pages)
+    }
+
+    /// An external batch record (header included): its seal and where its pages are.
+    static func decodeExternal(_ raw: UnsafeRawBufferPointer) throws(SequencerError)
+        -> (Batch, UInt32, [(number: UInt32, checksum: UInt32, length: UInt32, offset: Int)])
+    {
+        guard let header = LogRecord.header(raw), header.kind == .externalBatch,
+            header.payloadLength == raw.count - LogRecord.headerSize
+        else { throw SequencerError(.dataLoss, "its header is damaged") }
+        let payload = UnsafeRawBufferPointer(rebasing: raw[LogRecord.headerSize...])
+        guard CRC32C.checksum(payload) == header.payloadChecksum else { throw SequencerError(.dataLoss, "it fails its checksum") }
+        do {
+            var r = LogPayloadReader(payload)
+            _ = try r.u64()
+            let (seal, _, file, pages) = try decodeExternalPayload(&r)
+            return (seal, file, pages)
+        } catch {
+            throw SequencerError(.dataLoss, "it is malformed")
+        }
+    }
+
+    /// The pages file numbers (with `LogSegment.pagesFileBit`) in `directory`.
+    static func pagesFileNumbers(in directory: String) throws(SequencerError) -> [UInt32] {
+        guard let dir = opendir(directory) else {
+            throw SequencerError(.unavailable, "store: cannot list \(directory): \(String(cString: strerror(errno)))")
+        }
+        defer { closedir(dir) }
+        var numbers: [UInt32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
+            }
+            if let n = LogSegment.pagesFileNumber(of: name) { numbers.append(n) }
+        }
+        return numbers.sorted()
     }
 
     /// A whole batch or drop record (header included) as a `Batch` with its pages.

@@ -25,9 +25,19 @@ final class LogSegment: Sendable {
 
     deinit { close(fd) }
 
+    /// Numbers with this bit set name pages files (`NNNNNNNN.pages`), not segments.
+    static let pagesFileBit: UInt32 = 0x8000_0000
+
     static func fileName(_ number: UInt32) -> String {
-        let digits = String(number)
-        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".log"
+        let digits = String(number & ~pagesFileBit)
+        let name = String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+        return name + (number & pagesFileBit != 0 ? ".pages" : ".log")
+    }
+
+    /// The number (with `pagesFileBit`) of a pages file's name, if it is one.
+    static func pagesFileNumber(of name: String) -> UInt32? {
+        guard name.hasSuffix(".pages"), name.utf8.count == 14, let n = UInt32(name.prefix(8)), n < pagesFileBit else { return nil }
+        return n | pagesFileBit
     }
 
     /// The segment number of a file name, if it is one.

@@ -36,6 +36,10 @@ public final class LogStore: StorageBackend {
     private let queue: Mutex<AppendQueue>
     private let appender: LogAppender
     private let writerThread = DispatchQueue(label: "synd.store.log-writer")
+    /// Writes large batches' pages to pages files, one at a time, so that
+    /// they never hold up the log's writer (and other databases' commits).
+    private let bulkThread = DispatchQueue(label: "synd.store.log-bulk")
+    private let pagesFiles: PagesFileNumbers
 
     /// A new segment is started once the newest passes this size.
     static let segmentLimit = 64 << 20
@@ -49,6 +53,9 @@ public final class LogStore: StorageBackend {
     struct AppendQueue {
         var pending: [Pending] = []
         var writing = false
+        /// Appends per database that go through the bulk thread (a large batch,
+        /// and whatever of its database follows it until it is in the log).
+        var bulkInFlight: [Int64: Int] = [:]
         /// Set when a write or fsync failed: nothing is promised after it, so every later append fails.
         var failure: SequencerError?
     }
@@ -63,8 +70,9 @@ public final class LogStore: StorageBackend {
         indexes = Mutex(cells)
         recovered = replay.indexes.values.sorted { $0.id < $1.id }.map(\.recovered)
         recoveryNotes = replay.notes
-        var open: [UInt32: LogSegment] = [:]
+        var open: [UInt32: LogSegment] = replay.pagesFiles
         for segment in replay.segments { open[segment.number] = segment }
+        pagesFiles = PagesFileNumbers(next: replay.nextPagesFile)
         var active = replay.segments.last
         if active == nil {
             active = try LogSegment(directory: directory, number: 1, create: true)
@@ -77,6 +85,20 @@ public final class LogStore: StorageBackend {
     }
 
     public func append(_ record: StoreRecord, completion: @escaping @Sendable (Result<Void, SequencerError>) -> Void) {
+        var large = false
+        if case .batch(_, _, let batch) = record {
+            large = batch.pages.reduce(0) { $0 + $1.data.count } > LogRecord.inlineLimit
+        }
+        let database = record.database
+        let viaBulk = queue.withLock { q -> Bool in
+            guard q.failure == nil, let database, large || q.bulkInFlight[database, default: 0] > 0 else { return false }
+            q.bulkInFlight[database, default: 0] += 1
+            return true
+        }
+        if viaBulk {
+            bulkThread.async { [large] in self.writeBulk(record, large: large, completion: completion) }
+            return
+        }
         let encoded = LogRecord(record)
         let update = IndexUpdate(record, positions: encoded.pagePositions)
         let (start, failure) = queue.withLock { q -> (Bool, SequencerError?) in
@@ -91,6 +113,53 @@ public final class LogStore: StorageBackend {
             writerThread.async { completion(.failure(failure)) }
             return
         }
+        if start { writerThread.async { self.writeGroups() } }
+    }
+
+    /// On the bulk thread: writes a large batch's pages to a pages file of its
+    /// own and fsyncs it, then queues the batch's (small) record for the log;
+    /// a record of a database with a large batch ahead of it is queued after it.
+    private func writeBulk(_ record: StoreRecord, large: Bool, completion: @escaping @Sendable (Result<Void, SequencerError>) -> Void) {
+        let database = record.database!
+        var pending: Pending?
+        var failure: SequencerError?
+        if large, case .batch(let id, let txnID, let batch) = record {
+            do throws(SequencerError) {
+                let file = try LogSegment(directory: directory, number: pagesFiles.take() | LogSegment.pagesFileBit, create: true)
+                var offsets: [Int] = []
+                offsets.reserveCapacity(batch.pages.count)
+                var at = 0
+                for page in batch.pages {
+                    offsets.append(at + 12)
+                    at += 12 + page.data.count
+                }
+                let end = try file.write(pages: batch.pages, at: 0)
+                guard end == at else { throw SequencerError(.internal, "store: pages file \(file.path) got \(end) bytes, not \(at)") }
+                try file.sync()
+                try syncDirectory(directory)
+                segments.withLock { $0[file.number] = file }
+                let encoded = LogRecord(external: id, txnID: txnID, batch: batch, file: file.number, offsets: offsets)
+                let update = IndexUpdate.batch(database: id, version: batch.version, txnID: txnID, pageSize: batch.pageSize,
+                                               pageCount: batch.pageCount, pages: encoded.pagePositions, drop: false, external: file.number)
+                pending = Pending(record: encoded, update: update, completion: completion)
+            } catch {
+                failure = SequencerError(.unavailable, "\(error.message); the store accepts no more writes until the sequencer restarts (it then recovers every acknowledged commit)")
+            }
+        } else {
+            let encoded = LogRecord(record)
+            pending = Pending(record: encoded, update: IndexUpdate(record, positions: encoded.pagePositions), completion: completion)
+        }
+        let (start, failed) = queue.withLock { q -> (Bool, SequencerError?) in
+            q.bulkInFlight[database, default: 1] -= 1
+            if q.bulkInFlight[database] == 0 { q.bulkInFlight[database] = nil }
+            if let failure, q.failure == nil { q.failure = failure }
+            if let failure = q.failure { return (false, failure) }
+            q.pending.append(pending!)
+            if q.writing { return (false, nil) }
+            q.writing = true
+            return (true, nil)
+        }
+        if let failed { return completion(.failure(failed)) }
         if start { writerThread.async { self.writeGroups() } }
     }
 
@@ -130,10 +199,10 @@ public final class LogStore: StorageBackend {
         switch update {
         case .create(let id, let name):
             indexes.withLock { $0[id] = DatabaseIndexCell(DatabaseIndex(id: id, name: name)) }
-        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop):
+        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop, let external):
             cell(id)?.withLock {
                 $0.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,
-                              segment: segment, offset: offset, length: length)
+                              external: external, segment: segment, offset: offset, length: length)
             }
         case .epochCeiling(let id, let ceiling):
             cell(id)?.withLock { $0.epochCeiling = max($0.epochCeiling, ceiling) }
@@ -173,6 +242,9 @@ public final class LogStore: StorageBackend {
     public func batch(database: Int64, version: UInt64) throws(SequencerError) -> Batch? {
         guard let location = cell(database)?.withLock({ $0.batches[version] }) else { return nil }
         let bytes = try segment(location.segment).read(location.length, at: location.offset)
+        if bytes.count > 4, bytes[4] == LogRecord.Kind.externalBatch.rawValue {
+            return try externalBatch(bytes, version: version, location: location)
+        }
         do throws(SequencerError) {
             var decoded: Result<Batch, SequencerError> = .failure(SequencerError(.dataLoss, "empty"))
             bytes.withUnsafeBytes { raw in decoded = Result { () throws(SequencerError) in try LogReplay.decodeBatch(raw) } }
@@ -180,6 +252,34 @@ public final class LogStore: StorageBackend {
         } catch {
             throw SequencerError(.dataLoss, "store: batch \(version) in \(LogSegment.fileName(location.segment)) at offset \(location.offset) is damaged: \(error.message)")
         }
+    }
+
+    /// An external batch record with its pages, read from its pages file in one go.
+    private func externalBatch(_ bytes: [UInt8], version: UInt64, location: BatchLocation) throws(SequencerError) -> Batch {
+        var decoded: Result<(Batch, UInt32, [(number: UInt32, checksum: UInt32, length: UInt32, offset: Int)]), SequencerError> =
+            .failure(SequencerError(.dataLoss, "empty"))
+        bytes.withUnsafeBytes { raw in decoded = Result { () throws(SequencerError) in try LogReplay.decodeExternal(raw) } }
+        let (seal, number, table): (Batch, UInt32, [(number: UInt32, checksum: UInt32, length: UInt32, offset: Int)])
+        do throws(SequencerError) {
+            (seal, number, table) = try decoded.get()
+        } catch {
+            throw SequencerError(.dataLoss, "store: batch \(version) in \(LogSegment.fileName(location.segment)) at offset \(location.offset) is damaged: \(error.message)")
+        }
+        var batch = seal
+        guard let first = table.map(\.offset).min(), let end = table.map({ $0.offset + Int($0.length) }).max() else { return batch }
+        let span = try segment(number).read(end - first, at: first)
+        batch.pages.reserveCapacity(table.count)
+        for t in table {
+            var page = Page()
+            page.number = t.number
+            page.data = Array(span[(t.offset - first)..<(t.offset - first + Int(t.length))])
+            page.checksum = t.checksum
+            guard page.isIntact else {
+                throw SequencerError(.dataLoss, "store: page \(t.number) of batch \(version) in \(LogSegment.fileName(number)) at offset \(t.offset) fails its checksum; the store's disk returned damaged data")
+            }
+            batch.pages.append(page)
+        }
+        return batch
     }
 
     public func committedVersion(database: Int64, txnID: [UInt8]) -> UInt64? {
@@ -202,6 +302,29 @@ extension IndexUpdate {
             self = .epochCeiling(database: id, ceiling: ceiling)
         case .prune(let id, let keepFrom):
             self = .prune(database: id, keepFrom: keepFrom)
+        }
+    }
+}
+
+/// The next pages file number; used only on LogStore's bulk thread.
+final class PagesFileNumbers: @unchecked Sendable {
+    // @unchecked: `take` is called only on LogStore.bulkThread, a serial queue.
+    private var next: UInt32
+
+    init(next: UInt32) { self.next = next }
+
+    func take() -> UInt32 {
+        defer { next += 1 }
+        return next
+    }
+}
+
+extension StoreRecord {
+    /// The database a record belongs to (nil: a creation, which nothing can precede).
+    var database: Int64? {
+        switch self {
+        case .create: nil
+        case .batch(let id, _, _), .drop(let id, _, _), .epochCeiling(let id, _), .prune(let id, _): id
         }
     }
 }

@@ -397,6 +397,15 @@ public final class PageStore: Sendable {
     /// Never blocks on store I/O, so an event loop may call it. Concurrent
     /// commits, of one database or many, share an fsync (group commit).
     public func commit(_ request: CommitRequest, completion: @escaping @Sendable (Result<CommitResponse, SequencerError>) -> Void) {
+        if request.pages.count * Int(request.pageSize) > 1 << 20 {
+            // Checking and hashing megabytes takes milliseconds: not on the
+            // caller's thread, which may be an event loop serving other databases.
+            return DispatchQueue.global().async { self.sealAndQueue(request, completion: completion) }
+        }
+        sealAndQueue(request, completion: completion)
+    }
+
+    private func sealAndQueue(_ request: CommitRequest, completion: @escaping @Sendable (Result<CommitResponse, SequencerError>) -> Void) {
         let db: DatabaseState
         var sealed = Batch()
         do throws(SequencerError) {

@@ -9,8 +9,11 @@ import Testing
 /// neither on the client's connections nor in the sequencer's store.
 @Suite struct DatabaseIndependenceTests {
     /// Rows of zeroblob(16000) in A's transaction: about 16 KB of pages and
-    /// 16 KB of changeset each (3000 rows: ~48 MB of pages).
-    static let bigRows = Int(ProcessInfo.processInfo.environment["SYNDDB_BIG_ROWS"] ?? "") ?? 3000
+    /// 16 KB of changeset each (6000 rows: ~96 MB of pages; about 1.5 s here,
+    /// long enough for several of B's lease renewals).
+    static let bigRows = Int(ProcessInfo.processInfo.environment["SYNDDB_BIG_ROWS"] ?? "") ?? 6000
+    /// B's lease TTL: renewed every third of it.
+    static let ttlMs = 1500
 
     @Test func bigCommitOfOneDatabaseDoesNotStallAnothersLeaseReadsOrCommits() async throws {
         try await withEmbeddedSequencer { server in
@@ -18,10 +21,10 @@ import Testing
             let a = try Database.open(nameA, sequencer: server.url)
             try a.execute("CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB)")
             var short = DatabaseOptions()
-            // Renewed every second; lapses if one waits ~2 s (A's commit takes 2-5 s
-            // here, so a renewal queued behind it would lapse), with room for a
-            // loaded machine running the whole suite.
-            short.leaseTTLMs = 3000
+            // Renewed every 500 ms; lapses if a renewal waits ~1 s (a renewal
+            // queued behind A's commit would lapse), with room for a loaded
+            // machine running the whole suite.
+            short.leaseTTLMs = Self.ttlMs
             let b = try Database.open(nameB, sequencer: server.url, options: short)
             try b.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
             try b.execute("INSERT INTO t(v) VALUES ('first')")
@@ -96,7 +99,7 @@ import Testing
             // Its epoch is printed below: alone it stays put; with the whole suite
             // starving this 2-core machine a renewal can still come late.
             #expect(s.failures.isEmpty, "B's operations failed: \(s.failures.prefix(5))")
-            let renewInterval = Duration.milliseconds(3000 / 3)
+            let renewInterval = Duration.milliseconds(Self.ttlMs / 3)
             #expect(s.renewalsAfter - s.renewalsBefore >= max(1, Int((aEnd - aStart) / renewInterval) - 1),
                     "only \(s.renewalsAfter - s.renewalsBefore) renewals reached the sequencer during A's \(aEnd - aStart) commit")
             let commits = s.operations.filter { $0.kind == .commit }.count
@@ -104,9 +107,9 @@ import Testing
                 #expect(try b.scalar("SELECT count(*) FROM t") == .integer(Int64(commits + 1)))
             }
 
-            // B's latency while A's commit ran. B's commits may wait for A's
-            // SQLite transaction in the sequencer (one store file, one writer);
-            // its reads and renewals wait for nothing.
+            // B's latency while A's commit ran. B's commits share the store's
+            // fsyncs with A's but never wait for A's pages to be written (they
+            // go to a pages file of their own); reads and renewals wait for nothing.
             let during = s.operations.filter { $0.start < aEnd && $0.end > aStart }
             func maxLatency(_ kind: Shared.Kind?) -> Duration {
                 during.filter { kind == nil || $0.kind == kind }.map { $0.end - $0.start }.max() ?? .zero

@@ -126,4 +126,31 @@ import Testing
         } throws: { error in (error as? SequencerError)?.code == .dataLoss }
         #expect(throws: SequencerError.self) { _ = try backend.batch(database: 1, version: 2) }
     }
+
+    /// A large batch's pages go to a pages file of their own before its record
+    /// enters the log: a file no record refers to is a crash's leftover.
+    @Test func pagesFilesOfLargeBatchesAreCheckedAndLeftoversRemoved() throws {
+        let big = C.batch(1, count: 2000, (1...2000).map { C.page(UInt32($0), UInt8(truncatingIfNeeded: $0)) })
+        do {
+            let backend = try LogStore(directory: dir.path + "/log")
+            try C.append(backend, [.create(database: 1, name: "db"), .batch(database: 1, txnID: C.txn(1), batch: big)])
+        }
+        let pagesFile = dir.path + "/log/00000001.pages"
+        #expect(FileManager.default.fileExists(atPath: pagesFile), "the large batch's pages are in a pages file")
+        let leftover = dir.path + "/log/00000007.pages"
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: leftover))
+        do {
+            let backend = try LogStore(directory: dir.path + "/log")
+            #expect(backend.recoveryNotes.contains { $0.contains("00000007.pages") }, "\(backend.recoveryNotes)")
+            #expect(!FileManager.default.fileExists(atPath: leftover))
+            #expect(try backend.batch(database: 1, version: 1) == big)
+            // New pages files do not reuse the leftover's number.
+            try C.append(backend, [.batch(database: 1, txnID: C.txn(2), batch: C.batch(2, count: 2000, big.pages.map { var p = $0; p.data[0] = 0xEE; return Page(number: p.number, data: p.data) }))])
+            #expect(FileManager.default.fileExists(atPath: dir.path + "/log/00000008.pages"))
+        }
+        try FileManager.default.removeItem(atPath: pagesFile)
+        #expect {
+            _ = try LogStore(directory: dir.path + "/log")
+        } throws: { error in "\(error)".contains("00000001.pages") }
+    }
 }
