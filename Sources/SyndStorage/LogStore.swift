@@ -235,6 +235,48 @@ public final class LogStore: StorageBackend {
         return page
     }
 
+    /// Looks every page up under one lock, then reads runs of images that lie
+    /// next to each other in a file (pages a batch wrote together, as a bulk
+    /// load or a VACUUM leaves them) with one `pread` per run.
+    public func pages(database: Int64, numbers: [UInt32], version: UInt64) throws(SequencerError) -> [Page?] {
+        guard let cell = cell(database) else { return numbers.map { _ in nil } }
+        let locations = cell.withLock { index in numbers.map { index.page($0, at: version) } }
+        var out = [Page?](repeating: nil, count: numbers.count)
+        // Positions with an image, in file order.
+        let order = locations.indices.filter { (locations[$0]?.length ?? 0) > 0 }.sorted {
+            let a = locations[$0]!, b = locations[$1]!
+            return (a.segment, a.offset) < (b.segment, b.offset)
+        }
+        var i = 0
+        while i < order.count {
+            let first = locations[order[i]]!
+            var end = first.offset + Int(first.length)
+            var j = i + 1
+            // Extend the run while the next image starts within a page prefix's distance.
+            while j < order.count, let next = locations[order[j]], next.segment == first.segment,
+                next.offset >= end, next.offset - end <= 64, next.offset + Int(next.length) - first.offset <= 4 << 20 {
+                end = next.offset + Int(next.length)
+                j += 1
+            }
+            let span = try segment(first.segment).read(end - first.offset, at: first.offset)
+            for k in i..<j {
+                let position = order[k]
+                let location = locations[position]!
+                let start = location.offset - first.offset
+                var page = Page()
+                page.number = numbers[position]
+                page.data = Array(span[start..<(start + Int(location.length))])
+                page.checksum = location.checksum
+                guard page.isIntact else {
+                    throw SequencerError(.dataLoss, "store: page \(page.number) of version \(location.version) in \(LogSegment.fileName(location.segment)) at offset \(location.offset) fails its checksum; the store's disk returned damaged data")
+                }
+                out[position] = page
+            }
+            i = j
+        }
+        return out
+    }
+
     public func sizes(database: Int64, version: UInt64) -> (pageSize: UInt32, pageCount: UInt32)? {
         cell(database)?.withLock { $0.batches[version].map { ($0.pageSize, $0.pageCount) } }
     }

@@ -345,9 +345,11 @@ public final class PageStore: Sendable {
             response.pageSize = sizes.pageSize
             response.pageCount = sizes.pageCount
         }
-        response.pages.reserveCapacity(request.pageNumbers.count)
-        for number in request.pageNumbers where number >= 1 && number <= response.pageCount {
-            if let page = try backend.page(database: db.id, number: number, version: version), page.data.count == Int(response.pageSize) {
+        let numbers = request.pageNumbers.filter { $0 >= 1 && $0 <= response.pageCount }
+        let found = try backend.pages(database: db.id, numbers: numbers, version: version)
+        response.pages.reserveCapacity(numbers.count)
+        for (number, page) in zip(numbers, found) {
+            if let page, page.data.count == Int(response.pageSize) {
                 response.pages.append(page)
             } else {
                 // Never written, cut off, or written at another page size: zeros, as a file would read.

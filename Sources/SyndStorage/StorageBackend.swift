@@ -33,6 +33,9 @@ public protocol StorageBackend: AnyObject, Sendable {
     /// Page `number` of `database` as of `version`: the newest image at or
     /// below it, or nil (reads as zeros). DATA_LOSS if the image fails its checksum.
     func page(database: Int64, number: UInt32, version: UInt64) throws(SequencerError) -> Page?
+    /// Pages `numbers` of `database` as of `version`, in the order asked (nil
+    /// entries read as zeros). What `page` answers for each, in one go.
+    func pages(database: Int64, numbers: [UInt32], version: UInt64) throws(SequencerError) -> [Page?]
     /// Page size and count of batch `version`, or nil if it is not kept.
     func sizes(database: Int64, version: UInt64) -> (pageSize: UInt32, pageCount: UInt32)?
     /// Batch `version` with its pages and seal (its `database` is the name it
@@ -71,5 +74,15 @@ public struct RecoveredDatabase: Sendable {
     public init(id: Int64, name: String) {
         self.id = id
         self.name = name
+    }
+}
+
+extension StorageBackend {
+    /// One `page` call per number: backends that can read many at once do better.
+    public func pages(database: Int64, numbers: [UInt32], version: UInt64) throws(SequencerError) -> [Page?] {
+        var out: [Page?] = []
+        out.reserveCapacity(numbers.count)
+        for n in numbers { out.append(try page(database: database, number: n, version: version)) }
+        return out
     }
 }

@@ -104,6 +104,29 @@ import Testing
         #expect(try backend.page(database: 1, number: 5, version: 1)?.data == big.pages[4].data)
     }
 
+    /// Many pages at once answer exactly what one page at a time does, in the
+    /// order asked: images of several batches, small and large, repeated,
+    /// never written and cut off.
+    @Test(arguments: Backend.allCases) func manyPagesAtOnceMatchOneAtATime(_ kind: Backend) throws {
+        let backend = try kind.open(dir.path)
+        let large = Self.batch(2, count: 2000, (1...2000).map { n in
+            Page(number: UInt32(n), data: (0..<1024).map { UInt8(truncatingIfNeeded: $0 &+ n) })
+        })
+        try Self.append(backend, [
+            .create(database: 1, name: "db"),
+            .batch(database: 1, txnID: Self.txn(1), batch: Self.batch(1, count: 3000, [Self.page(1, 1), Self.page(2500, 1), Self.page(3000, 1)])),
+            .batch(database: 1, txnID: Self.txn(2), batch: large),
+            .batch(database: 1, txnID: Self.txn(3), batch: Self.batch(3, count: 2600, [Self.page(7, 3), Self.page(8, 3)])),
+        ])
+        let asked: [UInt32] = [8, 1, 2, 3, 2500, 2999, 3000, 7, 1999, 2000, 1, 1500, 2001, 9, 10, 11]
+        for version: UInt64 in [1, 2, 3] {
+            let many = try backend.pages(database: 1, numbers: asked, version: version)
+            let one = try asked.map { try backend.page(database: 1, number: $0, version: version) }
+            #expect(many == one, "version \(version)")
+        }
+        #expect(try backend.pages(database: 1, numbers: [3000], version: 3) == [nil], "cut off by version 3's page count")
+    }
+
     @Test(arguments: Backend.allCases) func smallerPageCountCutsOffPagesForLaterVersions(_ kind: Backend) throws {
         let backend = try kind.open(dir.path)
         try Self.append(backend, [
