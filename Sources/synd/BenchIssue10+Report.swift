@@ -161,9 +161,18 @@ extension BenchIssue10 {
             ]
             if let disk = b.syndDisk, let after = b.syndDiskAfterScans {
                 lines.append("| sequencer folder after the scans | | \(mb(after.allocated)) | |")
-                let top = disk.files.prefix(6).map { "`\($0.path)` \(mb($0.allocated))" }.joined(separator: ", ")
-                lines += ["", "Sequencer folder after the load (allocated blocks; apparent size \(mb(disk.apparent))): \(top)\(disk.files.count > 6 ? ", and \(disk.files.count - 6) more files" : "")."]
-                lines.append("The sequencer keeps --retain versions (default 10 000) for point-in-time reads; the load made about \(l.rows / max(1, s.bulkRowsPerTransaction) + 1) versions, so none was pruned: the folder holds every page version the load wrote.")
+                // Grouped by kind: "log/*.log", "log/*.pages", ...
+                var kinds: [String: (files: Int, bytes: Int64)] = [:]
+                for file in disk.files {
+                    let folder = file.path.contains("/") ? String(file.path[..<file.path.lastIndex(of: "/")!]) + "/" : ""
+                    let name = file.path.split(separator: "/").last.map(String.init) ?? file.path
+                    let kind = folder + (name.contains(".") ? "*." + name.split(separator: ".").last! : name)
+                    kinds[kind, default: (0, 0)].files += 1
+                    kinds[kind, default: (0, 0)].bytes += file.allocated
+                }
+                let parts = kinds.sorted { $0.value.bytes > $1.value.bytes }.map { "`\($0.key)` \($0.value.files) file\($0.value.files == 1 ? "" : "s"), \(mb($0.value.bytes))" }
+                lines += ["", "Sequencer folder after the load (allocated blocks; apparent size \(mb(disk.apparent))): " + parts.joined(separator: "; ") + "."]
+                lines.append("The sequencer keeps --retain versions (default 10 000) for point-in-time reads; the load made about \(l.rows / max(1, s.bulkRowsPerTransaction) + 1) versions, so none was pruned.")
             }
             if let cpu = b.sequencerCPU {
                 lines.append("Sequencer CPU during the load: \(String(format: "%.2f", cpu)) s (\(f(cpu / (Double(d.bytes) / 1e6) * 1e6)) µs per MB).")
