@@ -148,7 +148,14 @@ struct BenchCommand: AsyncParsableCommand {
                         if let given { return try body(BenchIssue10.Server(url: given, process: nil)) }
                         let process = try BenchSequencerProcess(dataDirectory: dir + "/sequencer-" + name, retain: nil)
                         defer { process.stop() }
-                        return try body(BenchIssue10.Server(url: process.url, process: process))
+                        do {
+                            return try body(BenchIssue10.Server(url: process.url, process: process))
+                        } catch {
+                            // The sequencer's side of a failure: its log goes with the bench's folder.
+                            let log = (try? String(contentsOfFile: process.logPath, encoding: .utf8)) ?? ""
+                            let tail = log.split(separator: "\n").suffix(30).joined(separator: "\n")
+                            throw BenchWriters.BenchError("\(error)\n--- the last lines of the sequencer's log (\(name)):\n\(tail)")
+                        }
                     }
                     var issue10 = BenchIssue10.Results(settings: settings, sequencerURL: given)
                     var older: [String] = []
