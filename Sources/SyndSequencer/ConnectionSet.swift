@@ -5,10 +5,15 @@ import Synchronization
 /// down and then close them.
 final class ConnectionSet: Sendable {
     private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let count = Atomic<Int>(0)
+
+    /// Connections accepted since the server started.
+    var accepted: Int { count.load(ordering: .relaxed) }
 
     /// Keeps `channel` until it closes.
     func insert(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
+        count.add(1, ordering: .relaxed)
         channels.withLock { $0[id] = channel }
         channel.closeFuture.whenComplete { _ in self.channels.withLock { _ = $0.removeValue(forKey: id) } }
     }

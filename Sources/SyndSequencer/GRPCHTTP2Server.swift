@@ -16,6 +16,9 @@ final class GRPCHTTP2Server: Sendable {
     private let isStopping = Atomic<Bool>(false)
     private let stopped = Latch()
 
+    /// Connections accepted since the server started.
+    var connectionsAccepted: Int { connections.accepted }
+
     /// Flow control windows: large, so that a commit of many MiB streams at
     /// the speed of the link instead of waiting for window updates.
     static let streamWindow = 8 << 20
@@ -37,8 +40,19 @@ final class GRPCHTTP2Server: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 16 << 10),
         ]
         connectionSettings.targetWindowSize = connectionWindow
+        // Clients reset streams as a matter of course: every lease hand-over
+        // cancels the holder's HoldLease call, and deadlines cancel calls.
+        // NIO's defaults (200 resets or stream errors per 30 s, 200 glitches
+        // per connection) closed busy writers' connections with GOAWAY, which
+        // failed their calls in flight (REFUSED_STREAM). The limits stay, far
+        // above what honest clients do, so a reset flood still ends a connection.
+        connectionSettings.maximumConnectionGlitches = 100_000
         var streamSettings = NIOHTTP2Handler.StreamConfiguration()
         streamSettings.targetWindowSize = streamWindow
+        streamSettings.streamResetFrameRateLimit.maximumCount = 20_000
+        streamSettings.streamResetFrameRateLimit.windowLength = .seconds(10)
+        streamSettings.streamErrorRateLimit.maximumCount = 20_000
+        streamSettings.streamErrorRateLimit.windowLength = .seconds(10)
         let connection = connectionSettings, stream = streamSettings
         let management = NIOHTTP2ServerConnectionManagementHandler.Configuration(
             maxIdleTime: nil, maxAge: nil, maxGraceTime: nil,

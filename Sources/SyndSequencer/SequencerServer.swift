@@ -15,6 +15,9 @@ public final class SequencerServer: Sendable {
 
     /// The URL clients use, e.g. `http://127.0.0.1:8433`.
     public var url: String { "\(scheme)://\(host):\(port)" }
+    /// HTTP/2 connections accepted since it started (clients keep theirs open,
+    /// so a count that grows means connections were closed and reopened).
+    public var connectionsAccepted: Int { server.connectionsAccepted }
 
     /// Opens the store and starts serving; returns once the port is bound.
     /// - Parameter tls: PEM certificate chain and private key files; serves https (h2 over TLS) when set.
