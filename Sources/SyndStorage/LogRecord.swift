@@ -60,15 +60,7 @@ struct LogRecord {
             w.append(Array(name.utf8))
         case .batch(let database, let txnID, let batch), .drop(let database, let txnID, let batch):
             if case .drop = record { kind = .drop } else { kind = .batch }
-            w.u64(UInt64(bitPattern: database))
-            w.u64(batch.version)
-            w.u16(UInt16(txnID.count))
-            w.append(txnID)
-            var seal = batch
-            seal.pages = []
-            let sealBytes = seal.serializedBytes()
-            w.u32(UInt32(sealBytes.count))
-            w.append(sealBytes)
+            Self.writeBatchStart(&w, database: database, txnID: txnID, batch: batch)
             w.u32(UInt32(batch.pages.count))
             let pageBytes = batch.pages.reduce(0) { $0 + 12 + $1.data.count }
             if pageBytes <= Self.inlineLimit {
@@ -119,15 +111,7 @@ struct LogRecord {
     init(external database: Int64, txnID: [UInt8], batch: Batch, file: UInt32, offsets: [Int]) {
         var w = LogWriterBuffer()
         w.reserveHeader()
-        w.u64(UInt64(bitPattern: database))
-        w.u64(batch.version)
-        w.u16(UInt16(txnID.count))
-        w.append(txnID)
-        var seal = batch
-        seal.pages = []
-        let sealBytes = seal.serializedBytes()
-        w.u32(UInt32(sealBytes.count))
-        w.append(sealBytes)
+        Self.writeBatchStart(&w, database: database, txnID: txnID, batch: batch)
         w.u32(file)
         w.u32(UInt32(batch.pages.count))
         w.reserve(batch.pages.count * 20)
@@ -141,6 +125,19 @@ struct LogRecord {
         w.finishHeader(.externalBatch)
         head = w.bytes
         length = head.count
+    }
+
+    /// What every batch-like record starts with: database, version, commit id, seal.
+    private static func writeBatchStart(_ w: inout LogWriterBuffer, database: Int64, txnID: [UInt8], batch: Batch) {
+        w.u64(UInt64(bitPattern: database))
+        w.u64(batch.version)
+        w.u16(UInt16(txnID.count))
+        w.append(txnID)
+        var seal = batch
+        seal.pages = []
+        let sealBytes = seal.serializedBytes()
+        w.u32(UInt32(sealBytes.count))
+        w.append(sealBytes)
     }
 
     /// What precedes a page's bytes in a batch record: number, CRC-32C, length.

@@ -168,15 +168,21 @@ struct LogReplay {
         }
     }
 
+    /// What every batch-like payload holds after its database id: version, commit id, seal.
+    private static func readBatchStart(_ r: inout LogPayloadReader) throws(LogPayloadReader.Overrun) -> (Batch, [UInt8]) {
+        let version = try r.u64()
+        let txnID = try r.bytes(Int(try r.u16()))
+        let sealBytes = try r.bytes(Int(try r.u32()))
+        guard let seal = try? Batch(serializedBytes: sealBytes), seal.version == version else { throw LogPayloadReader.Overrun() }
+        return (seal, txnID)
+    }
+
     /// A batch or drop payload after its database id: the seal, the commit id
     /// and the pages (their bytes only if `keepPages`).
     private static func decodeBatchPayload(_ r: inout LogPayloadReader, keepPages: Bool) throws(LogPayloadReader.Overrun)
         -> (Batch, [UInt8], [(number: UInt32, position: Int, checksum: UInt32, length: UInt32, data: [UInt8])])
     {
-        let version = try r.u64()
-        let txnID = try r.bytes(Int(try r.u16()))
-        let sealBytes = try r.bytes(Int(try r.u32()))
-        guard var seal = try? Batch(serializedBytes: sealBytes), seal.version == version else { throw LogPayloadReader.Overrun() }
+        var (seal, txnID) = try readBatchStart(&r)
         let count = Int(try r.u32())
         var pages: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32, data: [UInt8])] = []
         pages.reserveCapacity(count)
@@ -198,10 +204,7 @@ struct LogReplay {
     static func decodeExternalPayload(_ r: inout LogPayloadReader) throws(LogPayloadReader.Overrun)
         -> (Batch, [UInt8], UInt32, [(number: UInt32, checksum: UInt32, length: UInt32, offset: Int)])
     {
-        let version = try r.u64()
-        let txnID = try r.bytes(Int(try r.u16()))
-        let sealBytes = try r.bytes(Int(try r.u32()))
-        guard let seal = try? Batch(serializedBytes: sealBytes), seal.version == version else { throw LogPayloadReader.Overrun() }
+        let (seal, txnID) = try readBatchStart(&r)
         let file = try r.u32()
         guard file & LogSegment.pagesFileBit != 0 else { throw LogPayloadReader.Overrun() }
         let count = Int(try r.u32())
@@ -239,18 +242,7 @@ struct LogReplay {
 
     /// The pages file numbers (with `LogSegment.pagesFileBit`) in `directory`.
     static func pagesFileNumbers(in directory: String) throws(SequencerError) -> [UInt32] {
-        guard let dir = opendir(directory) else {
-            throw SequencerError(.unavailable, "store: cannot list \(directory): \(String(cString: strerror(errno)))")
-        }
-        defer { closedir(dir) }
-        var numbers: [UInt32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: &entry.pointee.d_name) {
-                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
-            }
-            if let n = LogSegment.pagesFileNumber(of: name) { numbers.append(n) }
-        }
-        return numbers.sorted()
+        try fileNumbers(in: directory, LogSegment.pagesFileNumber(of:))
     }
 
     /// A whole batch or drop record (header included) as a `Batch` with its pages.
@@ -308,6 +300,11 @@ struct LogReplay {
 
     /// The segment numbers in `directory`, in order.
     static func segmentNumbers(in directory: String) throws(SequencerError) -> [UInt32] {
+        try fileNumbers(in: directory, LogSegment.number(of:))
+    }
+
+    /// The numbers `parse` finds in the names of `directory`'s files, in order.
+    private static func fileNumbers(in directory: String, _ parse: (String) -> UInt32?) throws(SequencerError) -> [UInt32] {
         guard let dir = opendir(directory) else {
             throw SequencerError(.unavailable, "store: cannot list \(directory): \(String(cString: strerror(errno)))")
         }
@@ -317,7 +314,7 @@ struct LogReplay {
             let name = withUnsafePointer(to: &entry.pointee.d_name) {
                 String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
             }
-            if let n = LogSegment.number(of: name) { numbers.append(n) }
+            if let n = parse(name) { numbers.append(n) }
         }
         return numbers.sorted()
     }

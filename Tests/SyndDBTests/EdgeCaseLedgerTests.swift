@@ -332,6 +332,12 @@ import Glibc
     }
 
     /// Runs `synd`; kills it after `timeout` (then `status` is nil).
+    ///
+    /// Neither the pipes nor the exit depend on Dispatch's global threads or
+    /// Foundation's child monitor (which runs on them): with the whole suite
+    /// blocking those threads, `isRunning` stayed true for 30 s after the child
+    /// had exited. The pipes are read on threads of their own, and the exit
+    /// status is read from /proc while the child is a zombie.
     static func synd(_ arguments: [String], timeout: Duration) throws -> (status: Int32?, output: String, error: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Products.synd)
@@ -341,26 +347,39 @@ import Glibc
         process.standardError = err
         try process.run()
         let collected = Collected()
-        let group = DispatchGroup()
-        for (index, pipe) in [out, err].enumerated() {
-            DispatchQueue.global().async(group: group) {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                collected.set(index, data)
-            }
+        let readers = [out, err].enumerated().map { index, pipe in
+            Thread { collected.set(index, pipe.fileHandleForReading.readDataToEndOfFile()) }
         }
+        for r in readers { r.start() }
+        let pid = process.processIdentifier
         let deadline = ContinuousClock.now + timeout
-        var timedOut = false
-        while process.isRunning {
+        var status: Int32?
+        while true {
+            if let ended = Self.exitStatus(of: pid) {
+                status = ended ?? process.terminationStatus
+                break
+            }
             if ContinuousClock.now > deadline {
-                timedOut = true
-                kill(process.processIdentifier, SIGKILL)
+                kill(pid, SIGKILL)
                 break
             }
             usleep(20_000)
         }
-        process.waitUntilExit()
-        group.wait()
-        return (timedOut ? nil : process.terminationStatus, collected.text(0), collected.text(1))
+        while readers.contains(where: { !$0.isFinished }) { usleep(5_000) }
+        return (status, collected.text(0), collected.text(1))
+    }
+
+    /// nil while `pid` runs; once it ended, its exit status if it is a zombie
+    /// (the last field of /proc/PID/stat), or .some(nil) if it was reaped already.
+    static func exitStatus(of pid: Int32) -> Int32?? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return .some(nil) }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.first == "Z" || fields.first == "X" else { return nil }
+        guard let code = fields.last.flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) else { return .some(nil) }
+        // A wait status: the exit code in bits 8-15, or the signal in the low bits.
+        return .some(code & 0x7F == 0 ? (code >> 8) & 0xFF : 128 + (code & 0x7F))
     }
 
     struct Event: CustomStringConvertible {
