@@ -56,6 +56,12 @@ func emptyDirectory(_ directory: String) {
     defer { closedir(dir) }
     while let entry = readdir(dir) {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        if name != "." && name != ".." { unlink(directory + "/" + name) }
+        guard name != "." && name != ".." else { continue }
+        let path = directory + "/" + name
+        // Folders too: the store keeps its log in one (`log/`).
+        if unlink(path) != 0 {
+            emptyDirectory(path)
+            rmdir(path)
+        }
     }
 }
