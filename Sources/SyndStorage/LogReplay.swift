@@ -221,15 +221,22 @@ struct LogReplay {
         return (seal, txnID, file, pages)
     }
 
-    /// An external batch record (header included): its seal and where its pages are.
-    static func decodeExternal(_ raw: UnsafeRawBufferPointer) throws(SequencerError)
-        -> (Batch, UInt32, [(number: UInt32, checksum: UInt32, length: UInt32, offset: Int)])
-    {
-        guard let header = LogRecord.header(raw), header.kind == .externalBatch,
+    /// The payload of a whole record (header included) of one of `kinds`,
+    /// after checking its header and checksum.
+    private static func checkedPayload(_ raw: UnsafeRawBufferPointer, kinds: [LogRecord.Kind]) throws(SequencerError) -> UnsafeRawBufferPointer {
+        guard let header = LogRecord.header(raw), kinds.contains(header.kind),
             header.payloadLength == raw.count - LogRecord.headerSize
         else { throw SequencerError(.dataLoss, "its header is damaged") }
         let payload = UnsafeRawBufferPointer(rebasing: raw[LogRecord.headerSize...])
         guard CRC32C.checksum(payload) == header.payloadChecksum else { throw SequencerError(.dataLoss, "it fails its checksum") }
+        return payload
+    }
+
+    /// An external batch record (header included): its seal and where its pages are.
+    static func decodeExternal(_ raw: UnsafeRawBufferPointer) throws(SequencerError)
+        -> (Batch, UInt32, [(number: UInt32, checksum: UInt32, length: UInt32, offset: Int)])
+    {
+        let payload = try checkedPayload(raw, kinds: [.externalBatch])
         do {
             var r = LogPayloadReader(payload)
             _ = try r.u64()
@@ -247,11 +254,7 @@ struct LogReplay {
 
     /// A whole batch or drop record (header included) as a `Batch` with its pages.
     static func decodeBatch(_ raw: UnsafeRawBufferPointer) throws(SequencerError) -> Batch {
-        guard let header = LogRecord.header(raw), header.kind == .batch || header.kind == .drop,
-            header.payloadLength == raw.count - LogRecord.headerSize
-        else { throw SequencerError(.dataLoss, "its header is damaged") }
-        let payload = UnsafeRawBufferPointer(rebasing: raw[LogRecord.headerSize...])
-        guard CRC32C.checksum(payload) == header.payloadChecksum else { throw SequencerError(.dataLoss, "it fails its checksum") }
+        let payload = try checkedPayload(raw, kinds: [.batch, .drop])
         do {
             var r = LogPayloadReader(payload)
             _ = try r.u64()
