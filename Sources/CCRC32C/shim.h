@@ -35,17 +35,4 @@ static inline uint32_t synd_crc32c_hardware(const uint8_t *p, size_t n, int *ok)
     return 0;
 }
 
-// Continues a finished CRC-32C `crc` over p[0..<n]: the checksum of the
-// bytes it covered followed by these. *ok = 0 where there is no instruction.
-static inline uint32_t synd_crc32c_continue(uint32_t crc, const uint8_t *p, size_t n, int *ok) {
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2")) {
-        *ok = 1;
-        return synd_crc32c_sse42(crc ^ 0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
-    }
-#endif
-    *ok = 0;
-    return 0;
-}
-
 #endif

@@ -41,32 +41,4 @@ public enum CRC32C {
             return crc ^ 0xFFFF_FFFF
         }
     }
-
-    /// A checksum computed piece by piece: the same value as `checksum` of
-    /// the pieces joined, without joining them.
-    public struct Running: Sendable {
-        private var crc: UInt32 = 0
-
-        public init() {}
-
-        public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-            // CRC-32C of A+B from CRC(A): undo the final inversion, go on, invert again.
-            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-            var ok: Int32 = 0
-            let seeded = synd_crc32c_continue(crc, base.assumingMemoryBound(to: UInt8.self), bytes.count, &ok)
-            if ok != 0 {
-                crc = seeded
-                return
-            }
-            var c = crc ^ 0xFFFF_FFFF
-            for b in bytes { c = CRC32C.table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
-            crc = c ^ 0xFFFF_FFFF
-        }
-
-        public mutating func update(_ bytes: [UInt8]) {
-            bytes.withUnsafeBytes { update($0) }
-        }
-
-        public var value: UInt32 { crc }
-    }
 }

@@ -32,19 +32,16 @@ struct LogRecord {
     static let magic: UInt32 = 0x524E_5953  // "SYNR"
     static let headerSize = 20
 
-    /// The record ready to write: all of it, or for a large batch its start
-    /// (header and everything before the first page), `pages` following it.
+    /// The record ready to write. Batches of more than `inlineLimit` bytes of
+    /// pages never come here: `LogStore` writes them to a pages file of their
+    /// own and logs an external batch record (see `init(external:...)`).
     var head: [UInt8]
-    /// A large batch's pages, written after `head` each as number, CRC,
-    /// length and bytes straight from the request's buffers (see
-    /// `LogSegment.write(pages:)`): a big commit is not copied whole again.
-    var pages: [Page] = []
     /// Bytes of the whole record.
-    var length: Int
+    var length: Int { head.count }
     /// For batch records: where each page's bytes start, from the record's first byte.
     var pagePositions: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)] = []
 
-    /// Batches with more page bytes than this keep their pages out of `head`.
+    /// Batches with more page bytes than this get a pages file of their own.
     static let inlineLimit = 1 << 20
 
     /// Encodes `record`.
@@ -52,7 +49,6 @@ struct LogRecord {
         var w = LogWriterBuffer()
         w.reserveHeader()
         let kind: Kind
-        var outOfLine: [Page] = []
         switch record {
         case .create(let database, let name):
             kind = .create
@@ -62,18 +58,13 @@ struct LogRecord {
             if case .drop = record { kind = .drop } else { kind = .batch }
             Self.writeBatchStart(&w, database: database, txnID: txnID, batch: batch)
             w.u32(UInt32(batch.pages.count))
-            let pageBytes = batch.pages.reduce(0) { $0 + 12 + $1.data.count }
-            if pageBytes <= Self.inlineLimit {
-                w.reserve(pageBytes)
-                for page in batch.pages {
-                    w.u32(page.number)
-                    w.u32(page.checksum)
-                    w.u32(UInt32(page.data.count))
-                    pagePositions.append((page.number, w.count, page.checksum, UInt32(page.data.count)))
-                    w.append(page.data)
-                }
-            } else {
-                outOfLine = batch.pages
+            w.reserve(batch.pages.reduce(0) { $0 + 12 + $1.data.count })
+            for page in batch.pages {
+                w.u32(page.number)
+                w.u32(page.checksum)
+                w.u32(UInt32(page.data.count))
+                pagePositions.append((page.number, w.count, page.checksum, UInt32(page.data.count)))
+                w.append(page.data)
             }
         case .epochCeiling(let database, let ceiling):
             kind = .epochCeiling
@@ -84,27 +75,8 @@ struct LogRecord {
             w.u64(UInt64(bitPattern: database))
             w.u64(keepFrom)
         }
-        if outOfLine.isEmpty {
-            w.finishHeader(kind)
-            head = w.bytes
-            length = head.count
-            return
-        }
-        // The payload's checksum over the head's part and every page, without joining them.
-        var crc = CRC32C.Running()
-        w.bytes.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[Self.headerSize...])) }
-        var position = w.count
-        for page in outOfLine {
-            let prefix = Self.pagePrefix(page)
-            prefix.withUnsafeBytes { crc.update($0) }
-            crc.update(page.data)
-            pagePositions.append((page.number, position + 12, page.checksum, UInt32(page.data.count)))
-            position += 12 + page.data.count
-        }
-        w.finishHeader(kind, payloadLength: UInt32(position - Self.headerSize), payloadChecksum: crc.value)
+        w.finishHeader(kind)
         head = w.bytes
-        pages = outOfLine
-        length = position
     }
 
     /// An external batch record for `batch`, whose pages were written to pages file `file` at `offsets`.
@@ -124,7 +96,6 @@ struct LogRecord {
         }
         w.finishHeader(.externalBatch)
         head = w.bytes
-        length = head.count
     }
 
     /// What every batch-like record starts with: database, version, commit id, seal.
@@ -156,7 +127,6 @@ struct LogRecord {
         w.u64(sequence)
         w.finishHeader(.groupEnd)
         head = w.bytes
-        length = head.count
     }
 
     /// A header read back: what it says, if it is intact.

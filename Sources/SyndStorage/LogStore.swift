@@ -417,7 +417,7 @@ final class LogAppender: @unchecked Sendable {
             try active.allocate(upTo: allocated)
         }
         var offset = size
-        if total <= 1 << 20, records.allSatisfy({ $0.pages.isEmpty }) {
+        if total <= 1 << 20 {
             // Small groups: one write.
             var buffer: [UInt8] = []
             buffer.reserveCapacity(total)
@@ -432,12 +432,7 @@ final class LogAppender: @unchecked Sendable {
             for r in records {
                 offsets.append((active.number, offset))
                 try active.write(r.head, at: offset)
-                var at = offset + r.head.count
-                if !r.pages.isEmpty { at = try active.write(pages: r.pages, at: at) }
-                guard at == offset + r.length else {
-                    throw SequencerError(.internal, "store: a record of \(r.length) bytes was written as \(at - offset)")
-                }
-                offset = at
+                offset += r.length
             }
             try active.write(end, at: offset)
         }
