@@ -66,7 +66,7 @@ final class RemoteFile: OpenFile {
     /// in its error state, which drops the cache; the next read transaction
     /// re-reads (see the change-counter probe in `read`). One call fails, no
     /// more: a playback SQLite retries later restores the committed pages,
-    /// which `restoresCommittedState` recognizes.
+    /// which `restoration` recognizes.
     private var refuseRollbackWrites = false
     /// The write transaction's pages (spilled to a temporary file past `spill_mb`).
     private var dirty: DirtyPages
@@ -399,11 +399,20 @@ final class RemoteFile: OpenFile {
             // Also sent after a rollback that had spilled pages: SQLite writes the
             // original pages back and syncs. Such a "commit" changes nothing.
             guard inWriteTransaction && txnTouched else { return SQLITE_OK }
-            if restoresCommittedState {
+            switch restoration {
+            case .restores:
                 endTransaction()
                 return SQLITE_OK
+            case .unknown(let rc):
+                // Most likely a rollback after a refused COMMIT, while the
+                // sequencer is unreachable: never commit what cannot be told
+                // from a playback. The error drops SQLite's cache.
+                endTransaction()
+                needsRefresh = true
+                return fail(rc, "'\(name)': the committed pages could not be read to tell this write from a rollback, so nothing was committed; retry the transaction")
+            case .differs:
+                return commit()
             }
-            return commit()
         case SQLITE_FCNTL_COMMIT_PHASETWO:
             return SQLITE_OK
         case SQLITE_FCNTL_LOCKSTATE:
@@ -460,10 +469,19 @@ final class RemoteFile: OpenFile {
 
     // MARK: - Commit
 
-    /// True when the buffered writes provably equal the committed pages as
-    /// SQLite read them (page 1 with the version as its change counter).
-    private var restoresCommittedState: Bool {
-        guard txnPageCount == pageCount, txnPageSize == pageSize, pageSize > 0 else { return false }
+    /// What a buffered transaction is, next to the committed pages.
+    private enum Restoration {
+        /// Provably the committed pages as SQLite read them: a rollback's playback.
+        case restores
+        case differs
+        /// A committed page could not be read to tell (the result code).
+        case unknown(Int32)
+    }
+
+    /// Whether the buffered writes equal the committed pages as SQLite read
+    /// them (page 1 with the version as its change counter).
+    private var restoration: Restoration {
+        guard txnPageCount == pageCount, txnPageSize == pageSize, pageSize > 0 else { return .differs }
         // Cached pages first, without a request: a real commit differs in
         // one of them (page 1's change counter, at least, in most cases).
         var uncached: [UInt32] = []
@@ -478,15 +496,31 @@ final class RemoteFile: OpenFile {
                     original.withUnsafeBytes { Self.stampVersion(version, into: target, at: 0, of: $0) }
                 }
             }
-            guard dirty.withPage(pgno, pageSize: pageSize, { Self.equal(committed, $0) }) == true else { return false }
+            guard transactionPage(pgno, equals: committed) else { return .differs }
         }
         // The rest (evicted, or a spilled transaction's many pages) are read.
         var committed = [UInt8](repeating: 0, count: pageSize)
         for pgno in uncached {
             let rc = committed.withUnsafeMutableBytes { readCommitted($0, offset: Int64(pgno - 1) * Int64(pageSize)) }
-            guard rc == SQLITE_OK, dirty.withPage(pgno, pageSize: pageSize, { Self.equal(committed, $0) }) == true else { return false }
+            guard rc == SQLITE_OK else { return .unknown(rc) }
+            guard transactionPage(pgno, equals: committed) else { return .differs }
         }
-        return true
+        return .restores
+    }
+
+    /// Whether the transaction's page `pgno` equals `committed` (read as
+    /// SQLite reads it). Page 1 is compared with the version stamped on both
+    /// sides: SQLite's own copy keeps the change counter it last wrote, which in
+    /// exclusive locking mode (only the first commit moves it) or after a
+    /// rollback (which restores the old one) is not the version.
+    private func transactionPage(_ pgno: UInt32, equals committed: [UInt8]) -> Bool {
+        let same = dirty.withPage(pgno, pageSize: pageSize) { page -> Bool in
+            guard pgno == 1 else { return Self.equal(committed, page) }
+            var stamped = [UInt8](page)
+            stamped.withUnsafeMutableBytes { Self.stampVersion(version, into: $0, at: 0, of: page) }
+            return stamped == committed
+        }
+        return same == true
     }
 
     private static func equal(_ a: [UInt8], _ b: UnsafeRawBufferPointer) -> Bool {
