@@ -134,20 +134,28 @@ final class Socket {
     /// Writes all of `bytes` before the deadline.
     func write(_ bytes: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant) throws(TransportError) {
         guard fd >= 0 else { throw TransportError(.io, "connection is closed") }
-        setTimeouts(deadline)
+        // TLS writes block up to the socket timeouts. Plain writes do not block
+        // at all and wait with poll() only when the socket is full: no two
+        // setsockopt calls per request on the commit path.
+        if ssl != nil { setTimeouts(deadline) }
         var offset = 0
         while offset < bytes.count {
             let n: Int
             if let ssl {
                 n = Int(SSL_write(ssl, bytes.baseAddress! + offset, Int32(bytes.count - offset)))
             } else {
-                n = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                n = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
             }
             if n > 0 {
                 offset += n
             } else if n < 0 && errno == EINTR {
                 continue
             } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if ssl == nil {
+                    var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                    let r = poll(&p, 1, Socket.timeoutMs(deadline))
+                    if r > 0 || (r < 0 && errno == EINTR) { continue }
+                }
                 throw TransportError(.deadline, "sending to the sequencer timed out")
             } else {
                 throw TransportError(.io, "sending to the sequencer failed: \(String(cString: strerror(errno)))")
