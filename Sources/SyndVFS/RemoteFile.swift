@@ -491,8 +491,8 @@ final class RemoteFile: OpenFile {
     /// them (page 1 with the version as its change counter).
     private var restoration: Restoration {
         guard txnPageCount == pageCount, txnPageSize == pageSize, pageSize > 0 else { return .differs }
-        // Cached pages first, without a request: a real commit differs in
-        // one of them (page 1's change counter, at least, in most cases).
+        // Cached pages first, without a request: a real commit almost always
+        // differs in one of them (it read the pages it changed).
         var uncached: [UInt32] = []
         for pgno in dirty.sortedPageNumbers {
             guard var committed = cache.peek(pgno) else {
