@@ -9,8 +9,8 @@ import Testing
 /// (in exclusive mode SQLite's own change counter lags the version, so page 1
 /// of the playback did not look like the committed page 1).
 @Suite struct RefusedCommitRollbackTests {
-    @Test(arguments: ["NORMAL", "EXCLUSIVE"])
-    func aRefusedCommitsRollbackCommitsNothing(lockingMode: String) async throws {
+    @Test(arguments: ["NORMAL", "EXCLUSIVE"], ["MEMORY", "DELETE", "PERSIST"])
+    func aRefusedCommitsRollbackCommitsNothing(lockingMode: String, journalMode: String) async throws {
         try await offPool {
             let dir = TemporaryDirectory()
             // A 1 MiB batch limit refuses the big transaction below for sure.
@@ -18,6 +18,7 @@ import Testing
             let name = uniqueName("refusedrollback")
             let db = try Database.open(name, sequencer: sequencer.url)
             try db.execute("PRAGMA locking_mode=\(lockingMode)")
+            try db.execute("PRAGMA journal_mode=\(journalMode)")
             try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
             // Several commits first: in exclusive mode only the first moves SQLite's change counter.
             for i in 0..<5 { try db.execute("INSERT INTO t(v) VALUES ('row \(i)')") }
