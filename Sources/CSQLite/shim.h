@@ -10,6 +10,10 @@
 #define SQLITE_CORE 1
 #include <sqlite3ext.h>
 #include <string.h>
+#include <malloc.h>
+
+// glibc's malloc_trim (malloc.h is not in Swift's Glibc module).
+static inline void synd_malloc_trim(void) { (void)malloc_trim(0); }
 
 // Macros Swift cannot import.
 static inline sqlite3_destructor_type synd_sqlite_transient(void) { return SQLITE_TRANSIENT; }

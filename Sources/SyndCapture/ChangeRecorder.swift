@@ -29,6 +29,24 @@ public final class ChangeRecorder {
     /// The last table name seen, so that events in a row need no new String.
     private var lastTable: (bytes: [CChar], name: String)?
 
+    /// The primary-key columns (preupdate column numbers) of a table as
+    /// committed, or nil if it is not known there (new in this transaction).
+    /// Set by the VFS; asked only once a transaction has recorded
+    /// `fullValueBudget` bytes of values.
+    public var committedKeyColumns: ((String) -> [Int]?)?
+    /// Bytes of values this transaction's events hold in full. Past the budget,
+    /// events keep only their primary-key values: capture reads every row it
+    /// writes from the database again (`ChangesetCapture`), so the rest is
+    /// needed for nothing, and a large transaction would otherwise hold a
+    /// second copy of everything it wrote.
+    private var fullValueBytes = 0
+    static let fullValueBudget = 4 << 20
+    /// Per table, the columns kept once past the budget (nil: all of them).
+    private var keptColumns: [String: [Int]?] = [:]
+    /// Bytes of all values this transaction's events named (kept or not): the
+    /// size of its changeset, roughly, so capture can size its buffers once.
+    public private(set) var valueBytes = 0
+
     /// The hook SQLite calls; the context is the recorder.
     private static let callback: synd_preupdate_callback = { context, db, op, zDb, zName, key1, key2 in
         guard let context, let db, let zDb, let zName else { return }
@@ -92,7 +110,21 @@ public final class ChangeRecorder {
 
     public var hasEvents: Bool { !events.isEmpty }
 
-    public func reset() { events.removeAll(keepingCapacity: true) }
+    public func reset() {
+        events.removeAll(keepingCapacity: true)
+        fullValueBytes = 0
+        valueBytes = 0
+        keptColumns.removeAll()
+    }
+
+    /// The columns of `table` whose values events keep (nil: all).
+    private func keptColumns(of table: String) -> [Int]? {
+        guard fullValueBytes > Self.fullValueBudget, let lookUp = committedKeyColumns else { return nil }
+        if let known = keptColumns[table] { return known }
+        let kept = lookUp(table)
+        keptColumns[table] = kept
+        return kept
+    }
 
     private func record(_ db: OpaquePointer, _ op: Int32, _ zDb: UnsafePointer<CChar>, _ zName: UnsafePointer<CChar>, _ key1: Int64, _ key2: Int64) {
         // Only the remote database: temp tables and attached files are local.
@@ -100,14 +132,22 @@ public final class ChangeRecorder {
             let count = session.preupdate_count, let old = session.preupdate_old, let new = session.preupdate_new
         else { return }
         let n = count(db)
+        let table = tableName(zName)
+        let kept = keptColumns(of: table)
         func values(_ read: (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Int32) -> [CapturedValue] {
             (0..<n).map { i in
                 var v: OpaquePointer?
                 _ = read(db, i, &v)
+                let type = v.map { r.pointee.value_type($0) } ?? SQLITE_NULL
+                let size = type == SQLITE_TEXT || type == SQLITE_BLOB ? Int(r.pointee.value_bytes(v)) + 2 : 9
+                valueBytes += size
+                // A dropped value reads as NULL; only key columns are ever looked at.
+                if let kept, !kept.contains(Int(i)) { return .null }
+                fullValueBytes += size
                 return HostConnection.value(v, r)
             }
         }
-        var event = Event(table: tableName(zName))
+        var event = Event(table: table)
         event.indirect = (depth?(db) ?? 0) > 0
         if op == SQLITE_UPDATE || op == SQLITE_DELETE {
             event.old = values(old)

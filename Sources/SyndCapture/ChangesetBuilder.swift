@@ -19,6 +19,11 @@ public final class ChangesetCapture {
     var layoutsVersion: CapturedValue?
     /// The size of the last changeset built, to size the next one's buffers.
     var lastChangesetSize = 0
+    /// Bytes of a transaction's rows that capture keeps in memory while it
+    /// puts them in order; the rest waits in a temporary file in
+    /// `spillDirectory` (0: all in memory).
+    public var rowSpillThreshold = 16 << 20
+    public var spillDirectory = "/tmp"
 
     /// Opens the scratch connection over the two views of file `fileID`.
     public init(database: String, fileID: UInt64, vfs: String, routines: UnsafePointer<sqlite3_api_routines>) throws(CaptureError) {
@@ -82,9 +87,9 @@ public final class ChangesetCapture {
     public func build(from recorder: ChangeRecorder, schemaChanged: Bool, compareAll: Bool = false) throws(CaptureError) -> CapturedBatch {
         let events = recorder.events
         if !schemaChanged {
-            if !compareAll { return try buildInSessionOrder(events) }
+            if !compareAll { return try buildInSessionOrder(events, expectedSize: recorder.valueBytes) }
             if let withoutKey = try tablesWithoutKeyIfEventsExplainEveryChange(events) {
-                var batch = try buildInSessionOrder(events)
+                var batch = try buildInSessionOrder(events, expectedSize: recorder.valueBytes)
                 for table in withoutKey where !batch.tablesWithoutPrimaryKey.contains(table) { batch.tablesWithoutPrimaryKey.append(table) }
                 return batch
             }

@@ -14,7 +14,7 @@ extension ChangesetCapture {
     /// the final image does not have them. Tables whose keys SQLite compares
     /// under a collation, or that have generated columns, are compared as
     /// `diff` compares them.
-    func buildInSessionOrder(_ events: [ChangeRecorder.Event]) throws(CaptureError) -> CapturedBatch {
+    func buildInSessionOrder(_ events: [ChangeRecorder.Event], expectedSize: Int = 0) throws(CaptureError) -> CapturedBatch {
         var batch = CapturedBatch()
         var order: [String] = []
         var byTable: [String: [Int]] = [:]
@@ -26,8 +26,11 @@ extension ChangesetCapture {
         do throws(CaptureError) {
             try refreshLayouts()
             var writer = ChangesetWriter()
-            // Sized like the last changeset: growing a large buffer step by step costs more than the reading.
-            writer.reserve(lastChangesetSize)
+            // Sized once, like the last changeset or the values the events
+            // named (with room for the records' own bytes): growing a large
+            // buffer step by step costs more than the reading, and holds the
+            // old and the new buffer at once. Memory never written is never used.
+            writer.reserve(max(lastChangesetSize, expectedSize + expectedSize / 8 + 4096))
             for table in order {
                 let indices = byTable[table] ?? []
                 guard let layout = try layout(of: table) else { continue }  // not in the after image
@@ -36,7 +39,7 @@ extension ChangesetCapture {
                     continue
                 }
                 if layout.exact, let sessions = Self.sessionOrder(indices.map { events[$0] }, layout) {
-                    try write(table, layout, sessions, to: &writer)
+                    try write(table, layout, sessions, to: &writer, expectedSize: expectedSize)
                 } else {
                     try writeByDiff(table, indices.map { events[$0] }, to: &writer, tablesWithoutPrimaryKey: &batch.tablesWithoutPrimaryKey)
                 }
@@ -69,6 +72,14 @@ extension ChangesetCapture {
             guard case .text(let bytes) = row.first else { continue }
             let table = String(decoding: bytes, as: UTF8.self)
             guard let layout = try layout(of: table) else { continue }
+            if layout.rowidKey && layout.exact {
+                // Streamed: a bulk load into a small database rewrites every page.
+                let sessions = Self.sessionOrder(byTable[table] ?? [], layout)
+                var named = Set<Int64>()
+                for case .rowid(let id) in sessions?.entries.map(\.key) ?? [] { named.insert(id) }
+                guard try everyChangedRowIsNamed(table, layout, { named.contains($0) }) else { return nil }
+                continue
+            }
             guard let changes = try diff(table, [], schemaChanged: false, whole: true) else {
                 withoutKey.append(table)
                 continue
@@ -116,12 +127,13 @@ extension ChangesetCapture {
     }
 
     /// One table's changes, rows in session order.
-    private func write(_ table: String, _ layout: TableLayout, _ sessions: SessionOrder, to writer: inout ChangesetWriter) throws(CaptureError) {
+    private func write(_ table: String, _ layout: TableLayout, _ sessions: SessionOrder, to writer: inout ChangesetWriter,
+                       expectedSize: Int) throws(CaptureError) {
         let entries = sessions.entries
         guard !entries.isEmpty else { return }
-        let after = try rows(in: "after", table, layout, entries.map(\.key))
+        let after = try rows(in: "after", table, layout, entries.map(\.key), expectedSize: expectedSize)
         let existed = entries.filter { !$0.inserted }.map(\.key)
-        let before = existed.isEmpty ? Rows() : try rows(in: "main", table, layout, existed)
+        let before = try rows(in: "main", table, layout, existed, expectedSize: expectedSize)
         var wroteHeader = false
         func header() {
             if !wroteHeader { writer.table(table, primaryKey: layout.primaryKey) }
@@ -129,8 +141,8 @@ extension ChangesetCapture {
         }
         for i in sessions.order {
             let e = entries[i]
-            let a = after.spans[e.key].map { after.data[$0] }
-            let b = e.inserted ? nil : before.spans[e.key].map { before.data[$0] }
+            let a = try after.spans[e.key].map { range throws(CaptureError) in try after.data.bytes(range) }
+            let b = e.inserted ? nil : try before.spans[e.key].map { range throws(CaptureError) in try before.data.bytes(range) }
             switch (b, a) {
             case (nil, let a?):
                 header()
@@ -158,26 +170,33 @@ extension ChangesetCapture {
 
     /// Encoded rows (one changeset value per column) by key.
     struct Rows {
-        var data: [UInt8] = []
+        var data: RowBytes
         var spans: [RowKey: Range<Int>] = [:]
     }
 
     /// The rows of `table` in `schemaName` with these keys, read by rowid or
     /// by key (`IS`, as the session extension looks them up); one range scan
     /// when the rowids lie close together.
-    private func rows(in schemaName: String, _ table: String, _ layout: TableLayout, _ keys: [RowKey]) throws(CaptureError) -> Rows {
-        var out = Rows()
-        out.spans.reserveCapacity(keys.count)
+    private func rows(in schemaName: String, _ table: String, _ layout: TableLayout, _ keys: [RowKey], expectedSize: Int) throws(CaptureError) -> Rows {
         // Encoded rows are about as large as the changeset's records of them.
-        out.data.reserveCapacity(max(1024, lastChangesetSize))
+        var out = Rows(data: RowBytes(threshold: rowSpillThreshold, directory: spillDirectory,
+                                      expected: keys.isEmpty ? 0 : max(1024, lastChangesetSize, expectedSize)))
+        guard !keys.isEmpty else { return out }
+        out.spans.reserveCapacity(keys.count)
         let r = scratch.r
         let t = "\(schemaName).\(table.quotedIdentifier)"
         let list = layout.names.map(\.quotedIdentifier).joined(separator: ", ")
         let n = Int32(layout.names.count)
+        var failure: CaptureError?
         func take(_ key: RowKey, _ stmt: OpaquePointer, from first: Int32) {
-            let start = out.data.count
-            for c in first..<(first + n) { ChangesetWriter.appendColumn(stmt, c, r, to: &out.data) }
-            out.spans[key] = start..<out.data.count
+            guard failure == nil else { return }
+            do throws(CaptureError) {
+                out.spans[key] = try out.data.append { bytes in
+                    for c in first..<(first + n) { ChangesetWriter.appendColumn(stmt, c, r, to: &bytes) }
+                }
+            } catch {
+                failure = error
+            }
         }
         if layout.rowidKey {
             let id = layout.names[layout.keyColumns[0]].quotedIdentifier
@@ -196,6 +215,7 @@ extension ChangesetCapture {
                     try scratch.forEachRow(sql, [.integer(k)]) { stmt in take(.rowid(k), stmt, from: 0) }
                 }
             }
+            if let failure { throw failure }
             return out
         }
         let condition = layout.keyColumns.enumerated().map { "\(layout.names[$1].quotedIdentifier) IS ?\($0 + 1)" }.joined(separator: " AND ")
@@ -204,6 +224,7 @@ extension ChangesetCapture {
             guard case .values(let values) = key, out.spans[key] == nil else { continue }
             try scratch.forEachRow(sql, values) { stmt in take(key, stmt, from: 0) }
         }
+        if let failure { throw failure }
         return out
     }
 

@@ -27,7 +27,7 @@ public final class Database {
         SyndVFS.register(api: synd_linked_sqlite_api())
         var uri = "file:\(name)?sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
         uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
-        uri += "&lock_wait_ms=\(options.lockWaitMs)"
+        uri += "&lock_wait_ms=\(options.lockWaitMs)&spill_mb=\(options.spillMB)"
         if options.readOnly { uri += "&mode=ro" }
         if !options.captureChangesets { uri += "&capture=0" }
         if let ca = options.tlsCAFile { uri += "&tls_ca=\(ca)" }

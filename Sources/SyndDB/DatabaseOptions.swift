@@ -22,6 +22,9 @@ public struct DatabaseOptions: Sendable {
     /// Seal each transaction's changeset into its commit. Turn off only to
     /// measure its cost: validators reject a history without changesets.
     public var captureChangesets = true
+    /// Megabytes of a write transaction's pages (and of the rows capture puts in
+    /// order, up to 16) kept in memory; the rest goes to a temporary file (0: never).
+    public var spillMB = 64
     /// PEM file of the CA that signed an https sequencer's certificate (default: the system store).
     public var tlsCAFile: String?
     /// SQLite's journal for rollback; kept in memory in every mode.

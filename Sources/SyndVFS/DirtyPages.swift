@@ -1,3 +1,4 @@
+import CSQLite
 import SyndProtocol
 
 #if canImport(Glibc)
@@ -175,6 +176,9 @@ final class DirtyPages {
         spilledPages += moved.count
         memoryBytes = 0
         spills += 1
+        // The pages' memory went back to malloc in thousands of small pieces,
+        // which it keeps for itself unless asked: give it back to the system.
+        synd_malloc_trim()
         return true
     }
 

@@ -34,6 +34,8 @@ final class RemoteFile: OpenFile {
     /// Rows touched by the transaction (the connection's preupdate hook).
     let recorder: ChangeRecorder
     private var capture: ChangesetCapture?
+    /// Tables' primary keys as committed, for the recorder (opened when first asked).
+    private var committedSchema: CommittedSchema?
     /// Bumped for every capture; the "after" view shows it as its change counter.
     private(set) var captureGeneration: UInt32 = 0
 
@@ -111,6 +113,7 @@ final class RemoteFile: OpenFile {
             lease = LeaseKeeper(client: client, database: name, holder: RemoteFile.makeHolderID(), ttlMs: options.leaseTTLMs, renews: options.leaseRenew)
         }
         super.init(context: context)
+        recorder.committedKeyColumns = { [unowned self] table in self.committedKeyColumns(of: table) }
         context.register(self)
         do throws(SequencerError) {
             requests += 1
@@ -735,6 +738,8 @@ final class RemoteFile: OpenFile {
         var failure: SequencerError
         do throws(SequencerError) {
             let response = try client.commit(request, pages: pages)
+            // The changeset can be as large as the pages: gone before they move into the cache.
+            request.changeset = []
             return committed(at: response.version, pageSize: size)
         } catch {
             failure = error
@@ -748,6 +753,7 @@ final class RemoteFile: OpenFile {
             requests += 1
             do throws(SequencerError) {
                 let response = try client.commit(request, pages: pages)
+                request.changeset = []
                 return committed(at: response.version, pageSize: size)
             } catch {
                 failure = error
@@ -836,8 +842,20 @@ final class RemoteFile: OpenFile {
         captureGeneration &+= 1
         if capture == nil {
             capture = try ChangesetCapture(database: name, fileID: id, vfs: context.name, routines: routines)
+            capture!.spillDirectory = options.spillDirectory
+            capture!.rowSpillThreshold = options.spillBytes == 0 ? 0 : min(options.spillBytes, 16 << 20)
         }
         return try capture!.build(from: recorder, schemaChanged: schemaChanged, compareAll: rewroteAll)
+    }
+
+    /// `table`'s primary-key columns in the committed state (nil: not there,
+    /// or unknown), for the recorder of a large transaction.
+    private func committedKeyColumns(of table: String) -> [Int]? {
+        guard pageCount > 0, let routines = recorder.routines else { return nil }
+        if committedSchema == nil {
+            committedSchema = try? CommittedSchema(database: name, fileID: id, vfs: context.name, routines: routines)
+        }
+        return committedSchema?.keyColumns(of: table)
     }
 
     /// Whether page 1's schema cookie (offset 40) moved in this transaction.
@@ -969,6 +987,7 @@ final class RemoteFile: OpenFile {
 
     override func close() -> Int32 {
         capture = nil
+        committedSchema = nil
         context.unregister(self)
         lease?.release()
         return SQLITE_OK
