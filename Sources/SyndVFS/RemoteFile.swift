@@ -623,7 +623,10 @@ final class RemoteFile: OpenFile {
         do throws(SequencerError) {
             traceContext = "lease acquire at commit (\(reason))"
             requests += 1
-            let granted = try lease.acquire(forWrite: true)
+            // This is the write lock's acquisition in exclusive locking mode (no
+            // lock call comes first): it waits for an idle holder to hand over,
+            // as takeWriteLease does, instead of refusing at the first answer.
+            let granted = try lease.acquire(waitMs: options.lockWaitMs, forWrite: true)
             needsLease = false
             if let info = granted.info, info.version != version || Int(info.pageSize) != pageSize || info.pageCount != pageCount {
                 needsRefresh = true
