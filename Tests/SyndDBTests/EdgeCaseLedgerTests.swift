@@ -345,7 +345,7 @@ import Glibc
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        try process.run()
+        try startProcess(process)
         let collected = Collected()
         let readers = [out, err].enumerated().map { index, pipe in
             Thread { collected.set(index, pipe.fileHandleForReading.readDataToEndOfFile()) }

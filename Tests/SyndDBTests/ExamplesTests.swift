@@ -23,7 +23,7 @@ import Testing
                 p.arguments = [sequencer.url]
                 let out = Pipe()
                 p.standardOutput = out
-                try p.run()
+                try startProcess(p)
                 let data = out.fileHandleForReading.readDataToEndOfFile()
                 p.waitUntilExit()
                 #expect(p.terminationStatus == 0)

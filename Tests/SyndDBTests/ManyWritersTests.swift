@@ -83,7 +83,7 @@ import Testing
                 let out = Pipe()
                 process.standardOutput = out
                 process.standardError = out
-                try process.run()
+                try startProcess(process)
                 pythons.append((process, out))
             }
             // Two connections of this process, each on its own thread.
@@ -301,7 +301,7 @@ import Testing
         let out = Pipe()
         process.standardOutput = out
         process.standardError = out
-        try process.run()
+        try startProcess(process)
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, text)

@@ -55,7 +55,7 @@ import Testing
                 process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
                 process.arguments = [script, SQLiteToolsTests.extensionPath, url, name, dir.path + "/py\(p)", stopFile, "3"]
                 process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-                try process.run()
+                try startProcess(process)
                 pythons.append(process)
             }
             // Readers in this process.

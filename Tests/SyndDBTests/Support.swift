@@ -4,6 +4,17 @@ import SyndDB
 import SyndSQLite
 import SyndSequencer
 import SyndStorage
+import Synchronization
+
+/// Starts `process`, one launch at a time in this test process. Foundation's
+/// `Process.run()` crashed inside a memcpy twice in full parallel runs on
+/// 2026-11-22 while other tests were starting processes; launches are rare
+/// and quick, so serializing them costs nothing.
+func startProcess(_ process: Process) throws {
+    try launches.withLock { _ in try process.run() }
+}
+
+private let launches = Mutex(())
 
 /// A fresh temporary folder, removed when the value is released.
 final class TemporaryDirectory: @unchecked Sendable {
@@ -58,7 +69,7 @@ final class SequencerProcess: @unchecked Sendable {
         process.arguments = ["sequencer", "--data", directory, "--port", String(port)] + extraArguments
         let pipe = Pipe()
         process.standardOutput = pipe
-        try process.run()
+        try startProcess(process)
         // First line: "synd sequencer listening on http://127.0.0.1:PORT ..."
         var line = Data()
         let handle = pipe.fileHandleForReading
@@ -190,7 +201,7 @@ func runSynd(_ arguments: [String], environment: [String: String] = [:]) throws 
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err
-    try process.run()
+    try startProcess(process)
     let data = out.fileHandleForReading.readDataToEndOfFile()
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
@@ -238,7 +249,7 @@ func runProgram(
     p.standardInput = stdin
     p.standardOutput = stdout
     p.standardError = stderr
-    try p.run()
+    try startProcess(p)
     stdin.fileHandleForWriting.write(Data(input.utf8))
     try stdin.fileHandleForWriting.close()
     let out = stdout.fileHandleForReading.readDataToEndOfFile()

@@ -15,7 +15,7 @@ import Testing
                                  "-keyout", path + "/key.pem", "-out", path + "/cert.pem", "-days", "1",
                                  "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
             openssl.standardError = FileHandle.nullDevice
-            try openssl.run()
+            try startProcess(openssl)
             openssl.waitUntilExit()
             #expect(openssl.terminationStatus == 0)
             let sequencer = try SequencerProcess(

@@ -92,7 +92,11 @@ import Testing
     @Test func aPausedWriterKeepsItsLeaseUntilTheTTLAndIsFencedAfterwards() async throws {
         let url = sequencer.url
         let name = uniqueName("paused")
-        let ttlMs = 1500
+        // The last renewal can be a third of the TTL before the pause, so the
+        // lease may lapse two thirds of the TTL after it. The early attempt below
+        // (an open and one lock_wait_ms of 500 ms) must end before that even when
+        // the full suite loads both cores: 1.5 s left it too little room.
+        let ttlMs = 3000
         try await offPool {
             let paused = try PythonWriter(extensionPath: Self.extensionPath, uri: "file:\(name)?vfs=synddb&sequencer=\(url)&lease_ttl_ms=\(ttlMs)")
             try paused.expectOK("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
@@ -319,7 +323,7 @@ final class PythonWriter: @unchecked Sendable {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
-        try process.run()
+        try startProcess(process)
         Thread.detachNewThread { [self] in
             let handle = output.fileHandleForReading
             var pending = Data()
