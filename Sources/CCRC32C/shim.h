@@ -35,4 +35,16 @@ static inline uint32_t synd_crc32c_hardware(const uint8_t *p, size_t n, int *ok)
     return 0;
 }
 
+// The CRC-32C of bytes that follow those whose CRC-32C is `previous`.
+static inline uint32_t synd_crc32c_hardware_continue(uint32_t previous, const uint8_t *p, size_t n, int *ok) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) {
+        *ok = 1;
+        return synd_crc32c_sse42(previous ^ 0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
+    }
+#endif
+    *ok = 0;
+    return 0;
+}
+
 #endif

@@ -31,10 +31,23 @@ public enum CRC32C {
         return software(bytes)
     }
 
+    /// The checksum of bytes that follow those whose checksum is `previous`:
+    /// the checksum of both together, so a record in parts needs no copy.
+    public static func checksum(_ bytes: [UInt8], continuing previous: UInt32) -> UInt32 {
+        bytes.withUnsafeBytes { b in
+            var ok: Int32 = 0
+            if let base = b.baseAddress {
+                let crc = synd_crc32c_hardware_continue(previous, base.assumingMemoryBound(to: UInt8.self), b.count, &ok)
+                if ok != 0 { return crc }
+            }
+            return software(b, continuing: previous)
+        }
+    }
+
     /// The table-driven version (and the reference the tests compare with).
-    public static func software(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+    public static func software(_ bytes: UnsafeRawBufferPointer, continuing previous: UInt32 = 0) -> UInt32 {
         table.withUnsafeBufferPointer { t in
-            var crc: UInt32 = 0xFFFF_FFFF
+            var crc: UInt32 = previous ^ 0xFFFF_FFFF
             for b in bytes {
                 crc = t[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8)
             }

@@ -69,6 +69,12 @@ public struct ProtoReader {
         return range
     }
 
+    /// The length prefix of a length-delimited field whose value is not in
+    /// this buffer (an incremental decode): the varint alone, unchecked.
+    public mutating func lengthPrefix() throws -> UInt64 {
+        try rawVarint()
+    }
+
     public mutating func bytes() throws -> [UInt8] {
         Array(buffer[try lengthDelimitedRange()])
     }

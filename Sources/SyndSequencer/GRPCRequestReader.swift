@@ -5,14 +5,31 @@ import SyndProtocol
 /// its DATA frames: gRPC's 5-byte prefix (compressed flag, big-endian length),
 /// then the message. A compressed or oversize message is refused as soon as
 /// its prefix arrives, so an oversize request is never buffered.
+///
+/// A Commit request is decoded as it arrives instead of being collected
+/// first: a large batch then exists once in memory, not as its bytes and its
+/// decoded copy (about 2x the batch at the peak).
 struct GRPCRequestReader {
+    /// A complete request.
+    enum Request {
+        /// The message's bytes, for the service to decode.
+        case bytes([UInt8])
+        /// A Commit request, decoded.
+        case commit(CommitRequest)
+    }
+
     /// The largest message accepted, in bytes.
     let limit: Int
+    /// Whether the message is a CommitRequest, to be decoded as it arrives.
+    var decodesCommit = false
+    private var commit: IncrementalDecoder<CommitRequest>?
     /// The prefix read so far (fewer than 5 bytes while it is incomplete).
     private var prefix: [UInt8] = []
     /// The length the prefix announced, while its message is incomplete.
     private var expected: Int?
     private var message: [UInt8] = []
+    /// Bytes of the message taken so far, when it is decoded as it arrives.
+    private var received = 0
     private var messages = 0
 
     init(limit: Int) {
@@ -23,7 +40,17 @@ struct GRPCRequestReader {
     mutating func append(_ buffer: ByteBuffer) throws(SequencerError) {
         var buffer = buffer
         while buffer.readableBytes > 0 {
-            if let expected {
+            if let expected, commit != nil {
+                let n = min(expected - received, buffer.readableBytes)
+                var failure: (any Error)?
+                buffer.readWithUnsafeReadableBytes { bytes in
+                    do { try commit!.append(UnsafeRawBufferPointer(rebasing: bytes.prefix(n))) } catch { failure = error }
+                    return n
+                }
+                if let failure { throw SequencerError(.invalidArgument, "malformed CommitRequest: \(failure)") }
+                received += n
+                if received == expected { self.expected = nil }
+            } else if let expected {
                 let n = min(expected - message.count, buffer.readableBytes)
                 buffer.readWithUnsafeReadableBytes { bytes in
                     message.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes.prefix(n)))
@@ -55,19 +82,28 @@ struct GRPCRequestReader {
         guard messages == 1 else {
             throw SequencerError(.invalidArgument, "the request carries more than one message; this call takes exactly one")
         }
-        message.reserveCapacity(length)
+        if decodesCommit {
+            commit = IncrementalDecoder(length: length, direct: (8, \.changeset))
+        } else {
+            message.reserveCapacity(length)
+        }
         expected = length > 0 ? length : nil
     }
 
     /// The request message, once the client ended its side of the stream.
-    func finish() throws(SequencerError) -> [UInt8] {
+    func finish() throws(SequencerError) -> Request {
         if let expected {
-            throw SequencerError(.invalidArgument, "the request ended inside its message: \(message.count) of \(expected) bytes arrived")
+            throw SequencerError(.invalidArgument, "the request ended inside its message: \(commit == nil ? message.count : received) of \(expected) bytes arrived")
         }
         guard prefix.isEmpty else {
             throw SequencerError(.invalidArgument, "the request ended inside a message prefix (\(prefix.count) of 5 bytes)")
         }
         guard messages == 1 else { throw SequencerError(.invalidArgument, "the request carries no message; this call takes exactly one") }
-        return message
+        guard let commit else { return .bytes(message) }
+        do {
+            return .commit(try commit.finish())
+        } catch {
+            throw SequencerError(.invalidArgument, "malformed CommitRequest: \(error)")
+        }
     }
 }

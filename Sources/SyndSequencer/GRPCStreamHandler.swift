@@ -97,6 +97,7 @@ final class GRPCStreamHandler: ChannelInboundHandler {
             return
         }
         state = .reading(method)
+        reader.decodesCommit = method == .commit
     }
 
     private static func isGRPC(_ contentType: String) -> Bool {
@@ -107,7 +108,7 @@ final class GRPCStreamHandler: ChannelInboundHandler {
     /// The client ended its side: the request is complete.
     private func requestEnded() {
         guard case .reading(let method) = state, let context else { return }
-        let request: [UInt8]
+        let request: GRPCRequestReader.Request
         do throws(SequencerError) {
             request = try reader.finish()
         } catch {
@@ -118,19 +119,24 @@ final class GRPCStreamHandler: ChannelInboundHandler {
         state = .running
         let loop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
-        if method.isServerStreaming {
-            startStream(method, request, this, loop)
-            return
-        }
         let calls = self.calls
-        calls.unaryBegan()
-        service.unary(method, request: consume request, departure: departure) { result in
+        let reply: @Sendable (Result<[UInt8], SequencerError>) -> Void = { result in
             if loop.inEventLoop {
                 this.value.answer(result)
             } else {
                 loop.execute { this.value.answer(result) }
             }
             calls.unaryEnded()
+        }
+        switch consume request {
+        case .commit(let commit):
+            calls.unaryBegan()
+            service.commit(commit, reply: reply)
+        case .bytes(let bytes) where method.isServerStreaming:
+            startStream(method, bytes, this, loop)
+        case .bytes(let bytes):
+            calls.unaryBegan()
+            service.unary(method, request: bytes, departure: departure, reply: reply)
         }
     }
 

@@ -127,6 +127,18 @@ public struct SequencerService: Sendable {
         }
     }
 
+    /// Serves a Commit call whose request the transport decoded as it arrived
+    /// (see `GRPCRequestReader`): what `unary(.commit, ...)` does after decoding.
+    func commit(_ request: CommitRequest, reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void) {
+        counters.count(.commit)
+        let logger = self.logger
+        store.commit(request) { result in
+            let encoded = Self.encoded(result)
+            if case .failure(let error) = encoded { Self.log(error, of: .commit, logger) }
+            reply(encoded)
+        }
+    }
+
     /// Decodes the request, runs `body` on `lane`, replies with its encoded answer.
     private func lane<Req: WireMessage, Res: WireMessage>(
         _ lane: BlockingLane, _ request: [UInt8], _ reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void,

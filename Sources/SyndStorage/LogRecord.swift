@@ -32,12 +32,12 @@ struct LogRecord {
     static let magic: UInt32 = 0x524E_5953  // "SYNR"
     static let headerSize = 20
 
-    /// The record ready to write. Batches of more than `inlineLimit` bytes of
-    /// pages never come here: `LogStore` writes them to a pages file of their
-    /// own and logs an external batch record (see `init(external:...)`).
-    var head: [UInt8]
+    /// The record ready to write: its bytes are these parts, one after
+    /// another. A batch's changeset is a part of its own, the batch's buffer
+    /// itself, so a large changeset is written without being copied.
+    var parts: [[UInt8]]
     /// Bytes of the whole record.
-    var length: Int { head.count }
+    let length: Int
     /// For batch records: where each page's bytes start, from the record's first byte.
     var pagePositions: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)] = []
 
@@ -48,35 +48,53 @@ struct LogRecord {
     init(_ record: StoreRecord) {
         var w = LogWriterBuffer()
         w.reserveHeader()
-        let kind: Kind
         switch record {
         case .create(let database, let name):
-            kind = .create
             w.u64(UInt64(bitPattern: database))
             w.append(Array(name.utf8))
+            self.init(.create, w)
         case .batch(let database, let txnID, let batch), .drop(let database, let txnID, let batch):
+            let kind: Kind
             if case .drop = record { kind = .drop } else { kind = .batch }
             Self.writeBatchStart(&w, database: database, txnID: txnID, batch: batch)
-            w.u32(UInt32(batch.pages.count))
-            w.reserve(batch.pages.reduce(0) { $0 + 12 + $1.data.count })
+            var pages = LogWriterBuffer()
+            pages.u32(UInt32(batch.pages.count))
+            pages.reserve(batch.pages.reduce(0) { $0 + 12 + $1.data.count })
+            let pagesStart = w.count + batch.changeset.count
+            var positions: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)] = []
+            positions.reserveCapacity(batch.pages.count)
             for page in batch.pages {
-                w.u32(page.number)
-                w.u32(page.checksum)
-                w.u32(UInt32(page.data.count))
-                pagePositions.append((page.number, w.count, page.checksum, UInt32(page.data.count)))
-                w.append(page.data)
+                pages.u32(page.number)
+                pages.u32(page.checksum)
+                pages.u32(UInt32(page.data.count))
+                positions.append((page.number, pagesStart + pages.count, page.checksum, UInt32(page.data.count)))
+                pages.append(page.data)
             }
+            self.init(kind, w, changeset: batch.changeset, rest: pages.bytes)
+            pagePositions = positions
         case .epochCeiling(let database, let ceiling):
-            kind = .epochCeiling
             w.u64(UInt64(bitPattern: database))
             w.u64(ceiling)
+            self.init(.epochCeiling, w)
         case .prune(let database, let keepFrom):
-            kind = .prune
             w.u64(UInt64(bitPattern: database))
             w.u64(keepFrom)
+            self.init(.prune, w)
         }
-        w.finishHeader(kind)
-        head = w.bytes
+    }
+
+    /// The record of `kind` whose payload is `w`'s bytes after the header, then `changeset`, then `rest`.
+    private init(_ kind: Kind, _ w: LogWriterBuffer, changeset: [UInt8] = [], rest: [UInt8] = []) {
+        var w = w
+        var checksum = w.bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[LogRecord.headerSize...])) }
+        checksum = CRC32C.checksum(changeset, continuing: checksum)
+        checksum = CRC32C.checksum(rest, continuing: checksum)
+        let length = w.count + changeset.count + rest.count
+        w.finishHeader(kind, payloadLength: UInt32(length - LogRecord.headerSize), payloadChecksum: checksum)
+        parts = [w.bytes]
+        if !changeset.isEmpty { parts.append(changeset) }
+        if !rest.isEmpty { parts.append(rest) }
+        self.length = length
     }
 
     /// An external batch record for `batch`, whose pages were written to pages file `file` at `offsets`.
@@ -84,21 +102,27 @@ struct LogRecord {
         var w = LogWriterBuffer()
         w.reserveHeader()
         Self.writeBatchStart(&w, database: database, txnID: txnID, batch: batch)
-        w.u32(file)
-        w.u32(UInt32(batch.pages.count))
-        w.reserve(batch.pages.count * 20)
+        var pages = LogWriterBuffer()
+        pages.u32(file)
+        pages.u32(UInt32(batch.pages.count))
+        pages.reserve(batch.pages.count * 20)
+        var positions: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)] = []
+        positions.reserveCapacity(batch.pages.count)
         for (page, offset) in zip(batch.pages, offsets) {
-            w.u32(page.number)
-            w.u32(page.checksum)
-            w.u32(UInt32(page.data.count))
-            w.u64(UInt64(offset))
-            pagePositions.append((page.number, offset, page.checksum, UInt32(page.data.count)))
+            pages.u32(page.number)
+            pages.u32(page.checksum)
+            pages.u32(UInt32(page.data.count))
+            pages.u64(UInt64(offset))
+            positions.append((page.number, offset, page.checksum, UInt32(page.data.count)))
         }
-        w.finishHeader(.externalBatch)
-        head = w.bytes
+        self.init(.externalBatch, w, changeset: batch.changeset, rest: pages.bytes)
+        pagePositions = positions
     }
 
-    /// What every batch-like record starts with: database, version, commit id, seal.
+    /// What every batch-like record starts with: database, version, commit
+    /// id, seal. The seal is the `Batch` message without its pages; its
+    /// changeset field comes last, and this writes only that field's key and
+    /// length: its bytes follow, as a part of their own.
     private static func writeBatchStart(_ w: inout LogWriterBuffer, database: Int64, txnID: [UInt8], batch: Batch) {
         w.u64(UInt64(bitPattern: database))
         w.u64(batch.version)
@@ -106,9 +130,16 @@ struct LogRecord {
         w.append(txnID)
         var seal = batch
         seal.pages = []
+        seal.changeset = []
         let sealBytes = seal.serializedBytes()
-        w.u32(UInt32(sealBytes.count))
+        var changesetKey = ProtoWriter()
+        if !batch.changeset.isEmpty {
+            changesetKey.tag(7, .lengthDelimited)
+            changesetKey.varint(UInt64(batch.changeset.count))
+        }
+        w.u32(UInt32(sealBytes.count + changesetKey.bytes.count + batch.changeset.count))
         w.append(sealBytes)
+        w.append(changesetKey.bytes)
     }
 
     /// What precedes a page's bytes in a batch record: number, CRC-32C, length.
@@ -125,8 +156,7 @@ struct LogRecord {
         var w = LogWriterBuffer()
         w.reserveHeader()
         w.u64(sequence)
-        w.finishHeader(.groupEnd)
-        head = w.bytes
+        self.init(.groupEnd, w)
     }
 
     /// A header read back: what it says, if it is intact.
@@ -161,14 +191,7 @@ struct LogWriterBuffer {
     mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
 
-    /// Fills in the header once the payload is complete.
-    mutating func finishHeader(_ kind: LogRecord.Kind) {
-        let payloadLength = UInt32(bytes.count - LogRecord.headerSize)
-        let payloadChecksum = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[LogRecord.headerSize...])) }
-        finishHeader(kind, payloadLength: payloadLength, payloadChecksum: payloadChecksum)
-    }
-
-    /// Fills in the header of a payload that continues past these bytes.
+    /// Fills in the header of a payload that may continue past these bytes.
     mutating func finishHeader(_ kind: LogRecord.Kind, payloadLength: UInt32, payloadChecksum: UInt32) {
         bytes.withUnsafeMutableBytes { h in
             h.storeBytes(of: LogRecord.magic.littleEndian, toByteOffset: 0, as: UInt32.self)

@@ -408,7 +408,7 @@ final class LogAppender: @unchecked Sendable {
             started = next
         }
         groups += 1
-        let end = LogRecord(groupEnd: groups).head
+        let end = LogRecord(groupEnd: groups).parts[0]
         var offsets: [(segment: UInt32, offset: Int)] = []
         offsets.reserveCapacity(records.count)
         let total = records.reduce(end.count) { $0 + $1.length }
@@ -424,15 +424,17 @@ final class LogAppender: @unchecked Sendable {
             for r in records {
                 offsets.append((active.number, offset))
                 offset += r.length
-                buffer.append(contentsOf: r.head)
+                for part in r.parts { buffer.append(contentsOf: part) }
             }
             buffer.append(contentsOf: end)
             try active.write(buffer, at: size)
         } else {
             for r in records {
                 offsets.append((active.number, offset))
-                try active.write(r.head, at: offset)
-                offset += r.length
+                for part in r.parts {
+                    try active.write(part, at: offset)
+                    offset += part.count
+                }
             }
             try active.write(end, at: offset)
         }

@@ -119,12 +119,89 @@ import Testing
         #expect(throws: ProtocolError.self) { try Page(serializedBytes: [0x08, 0x80, 0x80]) }
     }
 
+    /// The sequencer decodes a Commit request as its bytes arrive
+    /// (`IncrementalDecoder`); whatever the bytes and however they are cut up,
+    /// it must agree with decoding them whole: the same message, or a refusal.
+    @Test func incrementalDecodingAgreesWithWholeDecodingAtAnyChunking() throws {
+        var request = CommitRequest()
+        request.database = "app/main"
+        request.baseVersion = 300
+        request.leaseEpoch = 1 << 40
+        request.txnID = Array(0..<16)
+        request.pages = (1...5).map { n in Page(number: UInt32(n), data: [UInt8](repeating: UInt8(n), count: 512)) }
+        request.pageCount = 5
+        request.pageSize = 512
+        request.changeset = (0..<3000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        request.holder = "host/1/abc"
+        request.schema = [SchemaObject(type: "table", name: "t", tableName: "t", sql: "CREATE TABLE t(a)")]
+        request.unauditedTables = ["u"]
+        let valid = request.serializedBytes()
+        var extras: [[UInt8]] = [
+            valid,
+            [],
+            // An unknown varint, fixed32 and fixed64 field, and an unknown length-delimited one.
+            valid + [0xF8, 0x01, 0x96, 0x01] + [0xFD, 0x01, 1, 2, 3, 4] + [0xF9, 0x01] + [UInt8](repeating: 9, count: 8) + [0xFA, 0x01, 3, 1, 2, 3],
+            // The changeset twice (the last wins), then empty (it is cleared).
+            valid + [0x42, 2, 0xAA, 0xBB],
+            valid + [0x42, 0],
+            // The changeset's field number with another wire type is skipped, as in a whole decode.
+            valid + [0x40, 0x05],
+        ]
+        var rng = SplitMix(seed: 7)
+        for _ in 0..<300 {
+            // Damage: a flipped byte, a cut, or junk appended.
+            var bytes = valid
+            switch rng.next() % 3 {
+            case 0:
+                let at = Int(rng.next() % UInt64(bytes.count))
+                bytes[at] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+            case 1: bytes.removeLast(Int(rng.next() % UInt64(bytes.count)))
+            default: bytes += (0..<Int(rng.next() % 12)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            }
+            extras.append(bytes)
+        }
+        var accepted = 0
+        for bytes in extras {
+            let whole = try? CommitRequest(serializedBytes: bytes)
+            for chunking in 0..<4 {
+                var decoder = IncrementalDecoder<CommitRequest>(length: bytes.count, direct: (8, \.changeset))
+                var incremental: CommitRequest?
+                do {
+                    var at = 0
+                    while at < bytes.count {
+                        let n = chunking == 0 ? bytes.count : min(bytes.count - at, 1 + Int(rng.next() % UInt64(chunking == 1 ? 3 : 700)))
+                        try bytes[at..<(at + n)].withUnsafeBytes { try decoder.append($0) }
+                        at += n
+                    }
+                    incremental = try decoder.finish()
+                } catch {
+                    incremental = nil
+                }
+                let agree = incremental == whole  // compared first, so a failure does not print both messages whole
+                #expect(agree, "bytes \(bytes.count), chunking \(chunking): incremental \(incremental == nil ? "refused" : "decoded"), whole \(whole == nil ? "refused" : "decoded")")
+            }
+            if whole != nil { accepted += 1 }
+        }
+        // Both outcomes were exercised.
+        #expect(accepted > 6 && accepted < extras.count)
+        #expect(try CommitRequest(serializedBytes: extras[3]).changeset == [0xAA, 0xBB])
+        #expect(try CommitRequest(serializedBytes: extras[5]).changeset == request.changeset)
+        // More bytes than the framing announced is an error, not an overrun.
+        var short = IncrementalDecoder<CommitRequest>(length: 2, direct: (8, \.changeset))
+        #expect(throws: ProtocolError.self) { try valid.withUnsafeBytes { try short.append($0) } }
+    }
+
     @Test func crc32cKnownAnswer() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
         var rng = SplitMix(seed: 1)
         for length in [0, 1, 7, 8, 9, 4096, 4099] {
             let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             #expect(bytes.withUnsafeBytes { CRC32C.checksum($0) == CRC32C.software($0) })
+            // A record written in parts is checked in parts: continuing a checksum equals checking the whole.
+            let cut = length / 3
+            let first = CRC32C.checksum(Array(bytes[..<cut]))
+            #expect(CRC32C.checksum(Array(bytes[cut...]), continuing: first) == CRC32C.checksum(bytes))
+            #expect(bytes[cut...].withUnsafeBytes { CRC32C.software($0, continuing: first) } == CRC32C.checksum(bytes))
         }
     }
 }

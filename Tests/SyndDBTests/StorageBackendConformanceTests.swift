@@ -81,25 +81,31 @@ import Testing
         }
     }
 
-    /// Batches of several megabytes (the embedded log writes their pages from
-    /// the request's buffers) read back exactly, before and after reopening.
+    /// Batches of several megabytes (the embedded log writes their pages and
+    /// changesets from the request's buffers) read back exactly, before and
+    /// after reopening.
     @Test(arguments: Backend.allCases) func largeBatchesReadBackExactly(_ kind: Backend) async throws {
         try await offPool {
             var big = Self.batch(1, count: 3000, (1...3000).map { n in
                 Page(number: UInt32(n), data: (0..<1024).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ n) })
             })
             big.changeset = [UInt8](repeating: 9, count: 5000)
+            // Few pages with a changeset of megabytes (a large delete, say): the changeset sits before the pages.
+            var wide = Self.batch(2, count: 3000, [Self.page(5, 5)])
+            wide.changeset = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
             do {
                 let backend = try kind.open(dir.path)
                 try Self.append(backend, [
                     .create(database: 1, name: "db"),
                     .batch(database: 1, txnID: Self.txn(1), batch: big),
-                    .batch(database: 1, txnID: Self.txn(2), batch: Self.batch(2, count: 3000, [Self.page(5, 5)])),
+                    .batch(database: 1, txnID: Self.txn(2), batch: wide),
                 ])
                 #expect(try backend.batch(database: 1, version: 1) == big)
+                #expect(try backend.batch(database: 1, version: 2) == wide)
             }
             let backend = try kind.open(dir.path)
             #expect(try backend.batch(database: 1, version: 1) == big)
+            #expect(try backend.batch(database: 1, version: 2) == wide)
             for n: UInt32 in [1, 5, 1500, 3000] {
                 let expected = n == 5 ? Self.page(5, 5).data : big.pages[Int(n) - 1].data
                 #expect(try backend.page(database: 1, number: n, version: 2)?.data == expected, "page \(n)")
