@@ -20,8 +20,8 @@ public final class ChangesetCapture {
     /// The size of the last changeset built, to size the next one's buffers.
     var lastChangesetSize = 0
     /// Bytes of a transaction's rows that capture keeps in memory while it
-    /// puts them in order; the rest waits in a temporary file in
-    /// `spillDirectory` (0: all in memory).
+    /// puts them in order, and of its changeset; the rest waits in a
+    /// temporary file in `spillDirectory` (0: all in memory).
     public var rowSpillThreshold = 16 << 20
     public var spillDirectory = "/tmp"
 
@@ -126,7 +126,7 @@ public final class ChangesetCapture {
                     if byTable[table] == nil && !redefined.contains(table) { order.append(table) }
                 }
             }
-            var writer = ChangesetWriter()
+            var writer = ChangesetWriter(spillThreshold: rowSpillThreshold, spillDirectory: spillDirectory)
             for table in order {
                 guard let changes = try diff(table, byTable[table] ?? [], schemaChanged: schemaChanged, whole: compareAll || redefined.contains(table)) else {
                     batch.tablesWithoutPrimaryKey.append(table)
@@ -141,9 +141,10 @@ public final class ChangesetCapture {
                     case (let b?, let a?): writer.update(old: b, new: a, primaryKey: changes.primaryKey)
                     case (nil, nil): break
                     }
+                    try writer.settle()
                 }
             }
-            batch.changeset = writer.bytes
+            (batch.changeset, batch.spilledChangeset) = try writer.finish()
         } catch {
             try? scratch.execute("ROLLBACK")
             throw error

@@ -25,12 +25,12 @@ extension ChangesetCapture {
         try scratch.query("BEGIN")
         do throws(CaptureError) {
             try refreshLayouts()
-            var writer = ChangesetWriter()
+            var writer = ChangesetWriter(spillThreshold: rowSpillThreshold, spillDirectory: spillDirectory)
             // Sized once, like the last changeset or the values the events
             // named (with room for the records' own bytes): growing a large
             // buffer step by step costs more than the reading, and holds the
             // old and the new buffer at once. Memory never written is never used.
-            writer.reserve(max(lastChangesetSize, expectedSize + expectedSize / 8 + 4096))
+            writer.reserve(writer.reservation(for: max(lastChangesetSize, expectedSize + expectedSize / 8 + 4096)))
             for table in order {
                 let indices = byTable[table] ?? []
                 guard let layout = try layout(of: table) else { continue }  // not in the after image
@@ -44,8 +44,8 @@ extension ChangesetCapture {
                     try writeByDiff(table, indices.map { events[$0] }, to: &writer, tablesWithoutPrimaryKey: &batch.tablesWithoutPrimaryKey)
                 }
             }
-            batch.changeset = writer.bytes
-            lastChangesetSize = writer.bytes.count
+            lastChangesetSize = writer.count
+            (batch.changeset, batch.spilledChangeset) = try writer.finish()
         } catch {
             _ = try? scratch.query("ROLLBACK")
             throw error
@@ -151,7 +151,7 @@ extension ChangesetCapture {
                 header()
                 writer.change(9, indirect: e.indirect, record: b)
             case (let b?, let a?):
-                let mark = writer.bytes.count
+                let mark = writer.count
                 if !wroteHeader {
                     writer.table(table, primaryKey: layout.primaryKey)
                     if writer.update(oldRecord: b, newRecord: a, primaryKey: layout.primaryKey, indirect: e.indirect) {
@@ -165,6 +165,7 @@ extension ChangesetCapture {
             case (nil, nil):
                 break
             }
+            try writer.settle()
         }
     }
 
@@ -244,6 +245,7 @@ extension ChangesetCapture {
             case (let b?, let a?): writer.update(old: b, new: a, primaryKey: changes.primaryKey)
             case (nil, nil): break
             }
+            try writer.settle()
         }
     }
 

@@ -4,7 +4,51 @@ import CSQLite
 /// the layout documented in sqlite3session.h), as `sqlite3changeset_apply`
 /// and the rest of the changeset API read it.
 struct ChangesetWriter {
+    /// What was written since the last move to `spill`.
     private(set) var bytes: [UInt8] = []
+    /// Past this many bytes (0: never), the changeset moves to a temporary
+    /// file in `spillDirectory` (see `settle`).
+    private let spillThreshold: Int
+    private let spillDirectory: String
+    /// The temporary file, once the changeset passed the threshold.
+    private var spill: RowBytes?
+    /// Bytes moved to `spill` so far.
+    private var moved = 0
+
+    init(spillThreshold: Int = 0, spillDirectory: String = "/tmp") {
+        self.spillThreshold = spillThreshold
+        self.spillDirectory = spillDirectory
+    }
+
+    /// Bytes written so far.
+    var count: Int { moved + bytes.count }
+
+    /// Called between rows: once the changeset passes the spill threshold,
+    /// what is written moves to the temporary file a megabyte at a time.
+    mutating func settle() throws(CaptureError) {
+        guard spillThreshold > 0, count > spillThreshold, bytes.count >= RowBytes.chunk else { return }
+        if spill == nil { spill = RowBytes(threshold: 1, directory: spillDirectory, expected: 2 * RowBytes.chunk) }
+        let chunk = bytes
+        _ = try spill!.append { $0 += chunk }
+        moved += bytes.count
+        bytes.removeAll(keepingCapacity: true)
+    }
+
+    /// The changeset: in memory, or (once it moved to the file) the file, with the rest moved there too.
+    mutating func finish() throws(CaptureError) -> (bytes: [UInt8], spilled: SpilledChangeset?) {
+        guard let spill else { return (bytes, nil) }
+        let rest = bytes
+        _ = try spill.append { $0 += rest }
+        moved += bytes.count
+        bytes = []
+        return ([], SpilledChangeset(spill))
+    }
+
+    /// Memory to reserve for a changeset of about `expected` bytes: no more
+    /// than stays in memory before the file takes over.
+    func reservation(for expected: Int) -> Int {
+        spillThreshold > 0 ? min(expected, spillThreshold + 2 * RowBytes.chunk) : expected
+    }
 
     /// A table header: its columns, each one's place in the primary key
     /// (1-based, 0 for none; `sqlite3changeset_apply` compares these bytes
@@ -19,8 +63,11 @@ struct ChangesetWriter {
 
     mutating func reserve(_ count: Int) { bytes.reserveCapacity(count) }
 
-    /// Drops everything written after the first `count` bytes.
-    mutating func truncate(to count: Int) { bytes.removeSubrange(count...) }
+    /// Drops everything written after the first `count` bytes (never before a `settle`).
+    mutating func truncate(to count: Int) {
+        precondition(count >= moved, "a changeset truncated below what already moved to its spill file")
+        bytes.removeSubrange((count - moved)...)
+    }
 
     mutating func insert(_ row: [CapturedValue], indirect: Bool = false) {
         bytes += [18, indirect ? 1 : 0]  // SQLITE_INSERT

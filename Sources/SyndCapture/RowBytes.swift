@@ -4,10 +4,11 @@ import CSQLite
 import Glibc
 #endif
 
-/// Encoded rows that capture reads in one order and writes in another (the
-/// session extension's): in memory up to `threshold` bytes, then in an
-/// unlinked temporary file, so a large transaction's rows are not held in
-/// memory twice, here and in its changeset.
+/// Bytes that capture writes once and reads back later: encoded rows that it
+/// reads in one order and writes in another (the session extension's), and a
+/// large changeset. In memory up to `threshold` bytes, then in an unlinked
+/// temporary file, so a large transaction is not held in memory twice or
+/// three times (its pages, its rows, its changeset).
 final class RowBytes {
     /// The bytes from `flushed` on.
     private var memory: [UInt8] = []
@@ -45,14 +46,33 @@ final class RowBytes {
     func bytes(_ range: Range<Int>) throws(CaptureError) -> ArraySlice<UInt8> {
         if range.lowerBound >= flushed { return memory[(range.lowerBound - flushed)..<(range.upperBound - flushed)] }
         var out = [UInt8](repeating: 0, count: range.count)
+        var failure: CaptureError?
+        out.withUnsafeMutableBytes { b in
+            do throws(CaptureError) { try read(at: range.lowerBound, into: b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return out[...]
+    }
+
+    /// Copies `buffer.count` bytes from `offset` into `buffer`, from the file, memory or both.
+    func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(CaptureError) {
+        guard offset >= 0, offset + buffer.count <= count else {
+            throw CaptureError(code: SYND_SQLITE_IOERR_READ, message: "changeset capture was asked for bytes \(offset)..<\(offset + buffer.count) of \(count)")
+        }
         var done = 0
-        while done < out.count {
-            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(range.lowerBound + done)) }
+        while done < buffer.count && offset + done < flushed {
+            let want = min(buffer.count - done, flushed - offset - done)
+            let n = pread(fd, buffer.baseAddress! + done, want, off_t(offset + done))
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw CaptureError(code: SYND_SQLITE_IOERR_READ, message: "changeset capture cannot read back its temporary file of rows: \(n < 0 ? String(cString: strerror(errno)) : "short read")") }
+            guard n > 0 else { throw CaptureError(code: SYND_SQLITE_IOERR_READ, message: "changeset capture cannot read back its temporary file in \(directory) (spill_dir): \(n < 0 ? String(cString: strerror(errno)) : "short read")") }
             done += n
         }
-        return out[...]
+        if done < buffer.count {
+            let start = offset + done - flushed
+            memory.withUnsafeBytes { m in
+                (buffer.baseAddress! + done).copyMemory(from: m.baseAddress! + start, byteCount: buffer.count - done)
+            }
+        }
     }
 
     private func moveToFile() throws(CaptureError) {

@@ -14,16 +14,29 @@ public protocol CommitPages: AnyObject {
     var failure: String? { get }
 }
 
+/// A changeset too large to keep in memory, read only when it is sent.
+public protocol CommitChangeset: AnyObject {
+    /// The changeset's size in bytes.
+    var count: Int { get }
+    /// Copies `buffer.count` bytes from `offset` into `buffer`; false if they
+    /// cannot be read (`failure` says why).
+    func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool
+    var failure: String? { get }
+}
+
 /// The gRPC-framed body of a CommitRequest whose pages are encoded as they
 /// are sent: the small fields first (protobuf fields may come in any order),
-/// the changeset from the request's own array, then one `pages` entry per
-/// page, read from `CommitPages` into a one-page buffer. Nothing the size of
-/// the batch is ever built or copied.
+/// the changeset from the request's own array (or read from a
+/// `CommitChangeset`), then one `pages` entry per page, read from
+/// `CommitPages` into a one-page buffer. Nothing the size of the batch is ever
+/// built or copied.
 final class CommitBody: RequestBody {
     /// The bytes before the pages: framing and small fields, the changeset's
-    /// tag and length, the changeset.
+    /// tag and length, the changeset (unless `changeset` has it).
     private let head: [[UInt8]]
     private let headEnd: Int
+    /// The changeset, when it is read from a source rather than the request; it follows `head`.
+    private let changeset: (any CommitChangeset)?
     private let pages: CommitPages
     /// Where each page's entry starts in the body, and (last) the body's end.
     private let starts: [Int]
@@ -35,17 +48,20 @@ final class CommitBody: RequestBody {
     private var entry: [UInt8] = []
     private(set) var failure: String?
 
-    init(_ request: CommitRequest, pages: CommitPages) {
+    /// `changeset`, when given, is the request's changeset (its own is then ignored).
+    init(_ request: CommitRequest, pages: CommitPages, changeset: (any CommitChangeset)? = nil) {
         var fields = request
         fields.pages = []
         fields.changeset = []
         let small = fields.serializedBytes()
+        let changesetCount = changeset?.count ?? request.changeset.count
         var changesetTag = ProtoWriter(capacity: 8)
-        if !request.changeset.isEmpty {
+        if changesetCount > 0 {
             changesetTag.tag(8, .lengthDelimited)
-            changesetTag.varint(UInt64(request.changeset.count))
+            changesetTag.varint(UInt64(changesetCount))
         }
-        let message = small.count + changesetTag.bytes.count + request.changeset.count
+        self.changeset = changeset
+        let message = small.count + changesetTag.bytes.count + changesetCount
         self.pages = pages
         self.pageSize = pages.pageSize
         self.page = [UInt8](repeating: 0, count: pages.pageSize)
@@ -61,7 +77,7 @@ final class CommitBody: RequestBody {
         self.starts = starts
         let n = UInt32(clamping: total)
         let frame: [UInt8] = [0, UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)]
-        self.head = [frame + small, changesetTag.bytes, request.changeset]
+        self.head = [frame + small, changesetTag.bytes, changeset == nil ? request.changeset : []]
         self.headEnd = 5 + message
     }
 
@@ -76,11 +92,21 @@ final class CommitBody: RequestBody {
             if position < headEnd {
                 var start = 0
                 var part = 0
-                while position >= start + head[part].count {
+                while part < head.count, position >= start + head[part].count {
                     start += head[part].count
                     part += 1
                 }
-                n = copy(head[part], from: position - start, into: target)
+                if part < head.count {
+                    n = copy(head[part], from: position - start, into: target)
+                } else {
+                    // In the changeset from its source.
+                    let want = min(target.count, headEnd - position)
+                    guard let changeset, changeset.read(at: position - start, into: UnsafeMutableRawBufferPointer(rebasing: target[..<want])) else {
+                        failure = changeset?.failure ?? "the changeset could not be read"
+                        return nil
+                    }
+                    n = want
+                }
             } else {
                 guard let index = entryIndex(containing: position) else { return nil }
                 n = copy(index, from: position - starts[index], into: target)

@@ -148,6 +148,12 @@ public final class SequencerClient: Sendable {
         try commit(CommitBody(request, pages: pages))
     }
 
+    /// `commit(_:pages:)` with `changeset` as its changeset (the request's own
+    /// is ignored), read as it is sent: a large changeset from a file.
+    public func commit(_ request: CommitRequest, pages: CommitPages, changeset: any CommitChangeset) throws(SequencerError) -> CommitResponse {
+        try commit(CommitBody(request, pages: pages, changeset: changeset))
+    }
+
     private func commit(_ body: any RequestBody) throws(SequencerError) -> CommitResponse {
         // A large batch gets time to travel: 20 ms per MB on top of the deadline.
         let slack = Duration.milliseconds(body.count / 50_000)

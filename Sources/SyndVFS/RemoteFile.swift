@@ -726,9 +726,12 @@ final class RemoteFile: OpenFile {
             endTransaction()
             return fail(SYND_SQLITE_IOERR_WRITE, "COMMIT of '\(name)' failed, transaction rolled back: \(dirty.failure ?? "a page of the transaction could not be read")")
         }
+        // A large transaction's changeset stays in capture's temporary file and is read as it is sent.
+        var spilledChangeset: CommitChangesetSource?
         do throws(CaptureError) {
             let batch = try captureBatch()
             request.changeset = batch.changeset
+            spilledChangeset = batch.spilledChangeset.map(CommitChangesetSource.init)
             request.schemaChanged = batch.schema != nil
             request.schema = batch.schema ?? []
             request.unauditedTables = batch.tablesWithoutPrimaryKey
@@ -740,9 +743,10 @@ final class RemoteFile: OpenFile {
         requests += 1
         var failure: SequencerError
         do throws(SequencerError) {
-            let response = try client.commit(request, pages: pages)
+            let response = try commit(request, pages, spilledChangeset)
             // The changeset can be as large as the pages: gone before they move into the cache.
             request.changeset = []
+            spilledChangeset = nil
             return committed(at: response.version, pageSize: size)
         } catch {
             failure = error
@@ -755,8 +759,9 @@ final class RemoteFile: OpenFile {
             traceContext = "commit retried under a new lease epoch"
             requests += 1
             do throws(SequencerError) {
-                let response = try client.commit(request, pages: pages)
+                let response = try commit(request, pages, spilledChangeset)
                 request.changeset = []
+                spilledChangeset = nil
                 return committed(at: response.version, pageSize: size)
             } catch {
                 failure = error
@@ -827,6 +832,12 @@ final class RemoteFile: OpenFile {
     // MARK: - Changeset capture
 
     /// The transaction's logical record, built before the batch leaves.
+    /// Sends the commit, its changeset from `spilled` when capture put it in a file.
+    private func commit(_ request: CommitRequest, _ pages: CommitPageSource, _ spilled: CommitChangesetSource?) throws(SequencerError) -> CommitResponse {
+        if let spilled { return try client.commit(request, pages: pages, changeset: spilled) }
+        return try client.commit(request, pages: pages)
+    }
+
     private func captureBatch() throws(CaptureError) -> CapturedBatch {
         guard options.capture else { return CapturedBatch() }
         // Checked first: a synddb database ATTACHed to another connection has no
