@@ -349,7 +349,9 @@ public final class SequencerClient: Sendable {
             throw SequencerError(code, Self.statusMessage(response, code, method))
         }
         do {
-            return try Response(serializedBytes: GRPCFraming.unframe(response.body))
+            // Decoded where it lies in the body: a read-ahead answer is megabytes.
+            var reader = ProtoReader(response.body, range: try GRPCFraming.messageRange(response.body))
+            return try Response(reader: &reader)
         } catch {
             throw SequencerError(.internal, "malformed answer to \(method.rawValue): \(error)")
         }

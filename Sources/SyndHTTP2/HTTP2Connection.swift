@@ -38,6 +38,12 @@ public final class HTTP2Connection {
             let connection = Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
             guard let data else { return 0 }
             if let stream = connection.stream, stream.id == streamID {
+                if stream.response.body.isEmpty, length >= 5, data[0] == 0 {
+                    // A gRPC message's prefix announces its length: room for all of it
+                    // at once (up to 64 MiB), so a large answer is not grown and copied step by step.
+                    let announced = Int(data[1]) << 24 | Int(data[2]) << 16 | Int(data[3]) << 8 | Int(data[4])
+                    stream.response.body.reserveCapacity(5 + min(announced, 64 << 20))
+                }
                 stream.response.body.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
             } else if let stream = connection.background[streamID] {
                 // A background stream's data is handed on as it comes, not kept.

@@ -44,11 +44,16 @@ public enum GRPCFraming {
 
     /// The single message of a unary response body.
     public static func unframe(_ body: [UInt8]) throws -> [UInt8] {
+        Array(body[try messageRange(body)])
+    }
+
+    /// Where the single message of a unary response body lies in it.
+    public static func messageRange(_ body: [UInt8]) throws -> Range<Int> {
         guard body.count >= 5 else { throw ProtocolError("gRPC response body of \(body.count) bytes has no message") }
         guard body[0] == 0 else { throw ProtocolError("compressed gRPC message is not supported") }
         let n = Int(body[1]) << 24 | Int(body[2]) << 16 | Int(body[3]) << 8 | Int(body[4])
         guard body.count == 5 + n else { throw ProtocolError("gRPC frame says \(n) bytes, body has \(body.count - 5)") }
-        return Array(body[5...])
+        return 5..<body.count
     }
 }
 

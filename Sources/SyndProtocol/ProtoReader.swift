@@ -18,7 +18,8 @@ public struct ProtoReader {
         self.end = buffer.count
     }
 
-    private init(_ buffer: [UInt8], range: Range<Int>) {
+    /// A reader of the bytes of `buffer` in `range` (a message inside a larger buffer, read without a copy).
+    public init(_ buffer: [UInt8], range: Range<Int>) {
         self.buffer = buffer
         self.index = range.lowerBound
         self.end = range.upperBound

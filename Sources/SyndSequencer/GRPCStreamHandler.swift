@@ -134,6 +134,16 @@ final class GRPCStreamHandler: ChannelInboundHandler {
             service.commit(commit, reply: reply)
         case .bytes(let bytes) where method.isServerStreaming:
             startStream(method, bytes, this, loop)
+        case .bytes(let bytes) where method == .readPages:
+            calls.unaryBegan()
+            service.readPages(request: bytes, allocator: context.channel.allocator) { result in
+                if loop.inEventLoop {
+                    this.value.answer(framed: result)
+                } else {
+                    loop.execute { this.value.answer(framed: result) }
+                }
+                calls.unaryEnded()
+            }
         case .bytes(let bytes):
             calls.unaryBegan()
             service.unary(method, request: bytes, departure: departure, reply: reply)
@@ -171,6 +181,20 @@ final class GRPCStreamHandler: ChannelInboundHandler {
         case .success(let message):
             context.write(wrapOutboundOut(.headers(.init(headers: GRPCResponseHeaders.ok))), promise: nil)
             context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(framed(message, context))))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: GRPCResponseHeaders.okTrailers, endStream: true))), promise: nil)
+        case .failure(let error):
+            writeStatus(error, context)
+        }
+    }
+
+    /// `answer`, for a message already framed (see `ReadPagesResponse.framed`).
+    private func answer(framed result: Result<ByteBuffer, SequencerError>) {
+        guard case .running = state, let context else { return }
+        state = .ended
+        switch result {
+        case .success(let message):
+            context.write(wrapOutboundOut(.headers(.init(headers: GRPCResponseHeaders.ok))), promise: nil)
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(message)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: GRPCResponseHeaders.okTrailers, endStream: true))), promise: nil)
         case .failure(let error):
             writeStatus(error, context)

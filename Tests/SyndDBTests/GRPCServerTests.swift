@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Synchronization
@@ -247,6 +248,32 @@ import Testing
         #expect(ContinuousClock.now - start < .seconds(5))
         await server.stop()
         _ = dir
+    }
+
+    /// ReadPages answers are encoded straight into the frame the server sends
+    /// (`ReadPagesResponse.framed`); they must be byte for byte what the
+    /// generic encoder frames, defaults left out and long lengths included.
+    @Test func readPagesAnswersAreFramedAsTheGenericEncoderFramesThem() {
+        var responses: [ReadPagesResponse] = [ReadPagesResponse()]
+        var r = ReadPagesResponse()
+        r.version = 300
+        responses.append(r)
+        r.pageSize = 65536
+        r.pageCount = 1 << 31
+        r.pages = [
+            Page(number: 1, data: (0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7) }),
+            Page(),  // number 0, no data, checksum 0: all left out
+            Page(number: 200, data: []),
+            Page(number: UInt32.max, data: [1, 2, 3]),
+        ]
+        responses.append(r)
+        r.pages = (1...300).map { Page(number: UInt32($0), data: [UInt8](repeating: UInt8($0 % 256), count: 4096)) }
+        responses.append(r)
+        for (i, response) in responses.enumerated() {
+            let framed = response.framed(allocator: ByteBufferAllocator())
+            let same = Array(framed.readableBytesView) == GRPCFraming.frame(response.serializedBytes())
+            #expect(same, "response \(i)")
+        }
     }
 
     @Test func unknownMethodIsUnimplemented() async throws {
