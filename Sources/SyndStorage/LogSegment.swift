@@ -68,11 +68,12 @@ final class LogSegment: Sendable {
 
     /// `count` bytes at `offset`; DATA_LOSS if the file ends before them.
     func read(_ count: Int, at offset: Int) throws(SequencerError) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
         var got = 0
         var failure: SequencerError?
-        bytes.withUnsafeMutableBytes { b in
-            do throws(SequencerError) { got = try read(into: b, at: offset) } catch { failure = error }
+        // Not zeroed first: the read fills it (megabytes for a read-ahead), and what it did not fill is cut off.
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            do throws(SequencerError) { got = try read(into: UnsafeMutableRawBufferPointer(buffer), at: offset) } catch { failure = error }
+            initialized = failure == nil ? got : 0
         }
         if let failure { throw failure }
         guard got == count else {
