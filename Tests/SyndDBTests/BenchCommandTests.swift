@@ -18,6 +18,7 @@ import Testing
                 "| 3 | 2 writers on 2 databases, commits/s |",
                 "| 4 | bulk load 1.0 MB, MB/s |",
                 "| 5 | cold full scan (open + query), ms |",
+                "| load time, s (each load) |",
                 "| 6 | sequencer data folder after the load / database size |",
                 "| 7 | 1.0 MB transaction: client peak RSS |",
                 "| 7 | 1.0 MB transaction: sequencer peak RSS increase |",
