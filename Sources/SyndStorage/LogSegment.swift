@@ -82,6 +82,12 @@ final class LogSegment: Sendable {
         return bytes
     }
 
+    /// Tells the kernel these bytes will be read soon, so it reads them from
+    /// disk in the background. Only advice: a failure changes nothing.
+    func advise(_ range: Range<Int>) {
+        _ = posix_fadvise(fd, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_WILLNEED)
+    }
+
     func write(_ bytes: [UInt8], at offset: Int) throws(SequencerError) {
         let error = bytes.withUnsafeBytes { b -> Int32 in
             var done = 0

@@ -274,7 +274,32 @@ public final class LogStore: StorageBackend {
             }
             i = j
         }
+        adviseNext(cell, after: numbers, version: version)
         return out
+    }
+
+    /// A read of a run of consecutive pages is most likely a scan whose next
+    /// read asks for the run after it: the disk starts reading that run's
+    /// images now (`posix_fadvise` WILLNEED), while this answer travels and
+    /// the client uses it, instead of when the next read arrives.
+    private func adviseNext(_ cell: DatabaseIndexCell, after numbers: [UInt32], version: UInt64) {
+        guard numbers.count >= 64, let first = numbers.first, let last = numbers.last,
+            UInt64(last) - UInt64(first) + 1 == UInt64(numbers.count), last < UInt32.max - UInt32(numbers.count)
+        else { return }
+        let next = (last + 1)...(last + UInt32(numbers.count))
+        let locations = cell.withLock { index in next.compactMap { index.page($0, at: version) } }
+        // Contiguous stretches per file, in file order: one call each.
+        var ranges: [(segment: UInt32, start: Int, end: Int)] = []
+        for l in locations.sorted(by: { ($0.segment, $0.offset) < ($1.segment, $1.offset) }) where l.length > 0 {
+            if let r = ranges.last, r.segment == l.segment, l.offset >= r.start, l.offset - r.end <= 4096 {
+                ranges[ranges.count - 1].end = max(r.end, l.offset + Int(l.length))
+            } else {
+                ranges.append((l.segment, l.offset, l.offset + Int(l.length)))
+            }
+        }
+        for r in ranges {
+            (try? segment(r.segment))?.advise(r.start..<r.end)
+        }
     }
 
     public func sizes(database: Int64, version: UInt64) -> (pageSize: UInt32, pageCount: UInt32)? {
