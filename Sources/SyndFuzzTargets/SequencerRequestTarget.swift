@@ -80,6 +80,7 @@ public enum SequencerRequestTarget {
 
     /// One RPC as the server runs it: the service's handler with the request's bytes.
     static func call(_ method: SequencerMethod, _ bytes: [UInt8], _ service: SequencerService) {
+        if method == .commit { checkIncrementalDecoding(bytes) }
         let outcome: Result<Void, any Error>
         switch method {
         case .holdLease:
@@ -111,6 +112,36 @@ public enum SequencerRequestTarget {
             violated(name, "\(method.rawValue) answered \(error.code): \(error.message)")
         }
         guard !error.message.isEmpty else { violated(name, "\(method.rawValue) answered \(error.code) without a message") }
+    }
+
+    /// The server decodes a Commit request as its bytes arrive
+    /// (`IncrementalDecoder`), in pieces the network decides: cut into uneven
+    /// pieces, the bytes must decode to what they decode to whole, or be refused
+    /// by both.
+    static func checkIncrementalDecoding(_ bytes: [UInt8]) {
+        let whole = try? CommitRequest(serializedBytes: bytes)
+        for pieces in [[bytes.count], [1, 2, 3, 5, 8], [7, 64, 1]] {
+            var decoder = IncrementalDecoder<CommitRequest>(length: bytes.count, direct: (8, \.changeset))
+            var decoded: CommitRequest?
+            do {
+                var at = 0, i = 0
+                while at < bytes.count {
+                    let n = min(max(1, pieces[i % pieces.count]), bytes.count - at)
+                    try bytes[at..<(at + n)].withUnsafeBytes { try decoder.append($0) }
+                    at += n
+                    i += 1
+                }
+                decoded = try decoder.finish()
+            } catch let error as ProtocolError {
+                guard !error.description.isEmpty else { violated(name, "incremental decoding threw a ProtocolError without a message") }
+                decoded = nil
+            } catch {
+                violated(name, "incremental decoding threw \(type(of: error)), not a ProtocolError")
+            }
+            if decoded != whole {
+                violated(name, "a CommitRequest of \(bytes.count) bytes in pieces of \(pieces): incremental decoding \(decoded == nil ? "refused it" : "gave another request") than decoding it whole (\(whole == nil ? "refused" : "decoded"))")
+            }
+        }
     }
 
     /// The store the calls left: it opens, and every kept batch of the databases

@@ -18,7 +18,7 @@ import Glibc
 /// | timeout_ms     | SYNDDB_TIMEOUT_MS      | 5000 (per request) |
 /// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read on a lone miss; sequential misses double it) |
 /// | readahead      | SYNDDB_READAHEAD       | 4096 (most pages one read asks for; at most a quarter of the cache) |
-/// | spill_mb       | SYNDDB_SPILL_MB        | 64 (a write transaction's pages past this, and capture's ordered rows past min(this, 16), go to a temporary file; 0: never) |
+/// | spill_mb       | SYNDDB_SPILL_MB        | 64 (a write transaction's pages past this, and capture's ordered rows and changeset past min(this, 16), go to a temporary file; 0: never) |
 /// | spill_dir      | SYNDDB_SPILL_DIR       | $TMPDIR or /tmp |
 /// | trace          | SYNDDB_TRACE           | 0 (1: print every request to stderr) |
 /// | capture        | SYNDDB_CAPTURE         | 1 (0: send no changesets; for measuring only, validators reject such history) |

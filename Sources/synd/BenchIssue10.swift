@@ -202,8 +202,9 @@ enum BenchIssue10 {
         let local = BenchWriters.Target.local(path: folder + "/bulk.sqlite")
         let synd = BenchWriters.Target.synd(name: "bench-bulk-\(getpid())", url: server.url)
         // The first round loads the databases the scans read and the disk
-        // figures come from; later rounds load fresh ones (the order flips
-        // each round) so the load time is a median, like every other figure.
+        // figures come from; after the scans, later rounds load fresh ones
+        // (the order flips each round) so the load time is a median, like
+        // every other figure.
         var l = try load(local, s)
         let localDisk = BenchProc.diskUse(folder)
         var before = server.cpuSeconds
@@ -211,6 +212,14 @@ enum BenchIssue10 {
         var cpus: [Double] = []
         if let b = before, let a = server.cpuSeconds { cpus.append(a - b) }
         let syndDisk = server.process.map { BenchProc.diskUse($0.dataDirectory) }
+        var dropped = s.dropCaches
+        for _ in 0..<s.scans {
+            dropped = s.dropCaches && BenchProc.dropCaches() && dropped
+            l.scans.append(try scan(local, expect: l))
+            dropped = s.dropCaches && BenchProc.dropCaches() && dropped
+            d.scans.append(try scan(synd, expect: d))
+        }
+        let after = server.process.map { BenchProc.diskUse($0.dataDirectory) }
         for round in 1..<max(1, s.rounds) {
             let path = folder + "/bulk-\(round).sqlite"
             let fresh = BenchWriters.Target.synd(name: "bench-bulk-\(getpid())-\(round)", url: server.url)
@@ -227,14 +236,6 @@ enum BenchIssue10 {
         l.seconds = median(l.loads)
         d.seconds = median(d.loads)
         let cpu = cpus.isEmpty ? nil : median(cpus)
-        var dropped = s.dropCaches
-        for _ in 0..<s.scans {
-            dropped = s.dropCaches && BenchProc.dropCaches() && dropped
-            l.scans.append(try scan(local, expect: l))
-            dropped = s.dropCaches && BenchProc.dropCaches() && dropped
-            d.scans.append(try scan(synd, expect: d))
-        }
-        let after = server.process.map { BenchProc.diskUse($0.dataDirectory) }
         return Bulk(local: l, synd: d, sequencerCPU: cpu, cachesDropped: dropped, localDisk: localDisk, syndDisk: syndDisk, syndDiskAfterScans: after)
     }
 
