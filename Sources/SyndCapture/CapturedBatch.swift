@@ -9,8 +9,6 @@ public struct CapturedBatch: Sendable {
     /// A large transaction's changeset (past the capture's spill threshold),
     /// in a temporary file rather than memory; then `changeset` is empty.
     public var spilledChangeset: SpilledChangeset?
-    /// The changeset's size, wherever it is.
-    public var changesetCount: Int { spilledChangeset?.count ?? changeset.count }
     /// The whole schema after the transaction (`sql` of sqlite_master, one
     /// statement per entry), present only when the transaction changed it.
     public var schema: [SchemaObject]?

@@ -157,7 +157,7 @@ extension ChangesetCapture {
                     if writer.update(oldRecord: b, newRecord: a, primaryKey: layout.primaryKey, indirect: e.indirect) {
                         wroteHeader = true
                     } else {
-                        writer.truncate(to: mark)
+                        try writer.truncate(to: mark)
                     }
                 } else {
                     _ = writer.update(oldRecord: b, newRecord: a, primaryKey: layout.primaryKey, indirect: e.indirect)

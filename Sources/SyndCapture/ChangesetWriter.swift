@@ -64,8 +64,10 @@ struct ChangesetWriter {
     mutating func reserve(_ count: Int) { bytes.reserveCapacity(count) }
 
     /// Drops everything written after the first `count` bytes (never before a `settle`).
-    mutating func truncate(to count: Int) {
-        precondition(count >= moved, "a changeset truncated below what already moved to its spill file")
+    mutating func truncate(to count: Int) throws(CaptureError) {
+        guard count >= moved else {
+            throw CaptureError(code: SQLITE_INTERNAL, message: "changeset capture cut its changeset at byte \(count), before the \(moved) bytes already in its temporary file")
+        }
         bytes.removeSubrange((count - moved)...)
     }
 

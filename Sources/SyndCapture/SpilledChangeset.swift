@@ -17,15 +17,4 @@ public final class SpilledChangeset: @unchecked Sendable {
     public func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(CaptureError) {
         try bytes.read(at: offset, into: buffer)
     }
-
-    /// The whole changeset in memory (for tools and tests, not the commit path).
-    public func load() throws(CaptureError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        var failure: CaptureError?
-        out.withUnsafeMutableBytes { b in
-            do throws(CaptureError) { try read(at: 0, into: b) } catch { failure = error }
-        }
-        if let failure { throw failure }
-        return out
-    }
 }
