@@ -19,7 +19,7 @@ struct SequencerCommand: AsyncParsableCommand {
     @Option(help: "Versions behind the head kept for point-in-time reads.")
     var retain: UInt64 = 10_000
 
-    @Option(help: "Largest commit batch, in MiB.")
+    @Option(help: "Largest commit batch (pages and changeset), in MiB. A commit in progress holds its batch in the sequencer's memory, about once its size, until it is durable.")
     var maxBatchMB: UInt64 = 256
 
     @Option(help: "PEM certificate chain: serve https (HTTP/2 over TLS) instead of h2c.")
