@@ -30,7 +30,7 @@ public protocol CommitChangeset: AnyObject {
 /// `CommitChangeset`), then one `pages` entry per page, read from
 /// `CommitPages` into a one-page buffer. Nothing the size of the batch is ever
 /// built or copied.
-final class CommitBody: RequestBody {
+package final class CommitBody: RequestBody {
     /// The bytes before the pages: framing and small fields, the changeset's
     /// tag and length, the changeset (unless `changeset` has it).
     private let head: [[UInt8]]
@@ -46,10 +46,10 @@ final class CommitBody: RequestBody {
     private var buffered = -1
     private var page: [UInt8]
     private var entry: [UInt8] = []
-    private(set) var failure: String?
+    package private(set) var failure: String?
 
     /// `changeset`, when given, is the request's changeset (its own is then ignored).
-    init(_ request: CommitRequest, pages: CommitPages, changeset: (any CommitChangeset)? = nil) {
+    package init(_ request: CommitRequest, pages: CommitPages, changeset: (any CommitChangeset)? = nil) {
         var fields = request
         fields.pages = []
         fields.changeset = []
@@ -69,9 +69,9 @@ final class CommitBody: RequestBody {
         var starts: [Int] = []
         starts.reserveCapacity(pages.numbers.count + 1)
         for (i, number) in pages.numbers.enumerated() {
-            let inner = Self.innerSize(number, pages.checksums[i], pageSize)
+            let inner = Page.encodedSize(number: number, dataCount: pageSize, checksum: pages.checksums[i])
             starts.append(5 + total)
-            total += 1 + Self.varintSize(UInt64(inner)) + inner
+            total += 1 + ProtoWriter.varintSize(UInt64(inner)) + inner
         }
         starts.append(5 + total)
         self.starts = starts
@@ -81,9 +81,9 @@ final class CommitBody: RequestBody {
         self.headEnd = 5 + message
     }
 
-    var count: Int { starts.last! }
+    package var count: Int { starts.last! }
 
-    func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+    package func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         var done = 0
         var position = offset
         while done < buffer.count && position < count {
@@ -157,20 +157,10 @@ final class CommitBody: RequestBody {
         return low
     }
 
-    // Page: 1 number (uint32), 2 data (bytes), 3 checksum (uint32); the default
-    // (0) is not written, as ProtoWriter does.
-    private static func innerSize(_ number: UInt32, _ checksum: UInt32, _ size: Int) -> Int {
-        var n = 0
-        if number != 0 { n += 1 + varintSize(UInt64(number)) }
-        if size != 0 { n += 1 + varintSize(UInt64(size)) + size }
-        if checksum != 0 { n += 1 + varintSize(UInt64(checksum)) }
-        return n
-    }
-
     private static func entryPrefix(_ number: UInt32, _ checksum: UInt32, _ size: Int) -> [UInt8] {
         var w = ProtoWriter(capacity: 24)
         w.tag(5, .lengthDelimited)
-        w.varint(UInt64(innerSize(number, checksum, size)))
+        w.varint(UInt64(Page.encodedSize(number: number, dataCount: size, checksum: checksum)))
         w.uint32(1, number)
         w.tag(2, .lengthDelimited)
         w.varint(UInt64(size))
@@ -181,11 +171,5 @@ final class CommitBody: RequestBody {
         var w = ProtoWriter(capacity: 8)
         w.uint32(3, checksum)
         return w.bytes
-    }
-
-    private static func varintSize(_ value: UInt64) -> Int {
-        var v = value, n = 1
-        while v >= 0x80 { v >>= 7; n += 1 }
-        return n
     }
 }

@@ -82,13 +82,12 @@ public struct IncrementalDecoder<M: WireMessage> {
         switch state {
         case .key:
             var reader = ProtoReader(field)
-            guard let (number, wire) = try reader.nextField() else { return }
+            guard let (_, wire) = try reader.nextField() else { return }
             switch wire {
             case .varint, .lengthDelimited: state = .varint(wire)
             case .fixed64: state = .value(remaining: 8)
             case .fixed32: state = .value(remaining: 4)
             }
-            _ = number
         case .varint(.lengthDelimited):
             // The field's key and length are in `field`; the length is its last varint.
             var reader = ProtoReader(field)

@@ -290,6 +290,16 @@ public struct Page: WireMessage {
     }
     /// Whether `checksum` matches `data`.
     public var isIntact: Bool { CRC32C.checksum(data) == checksum }
+    /// Bytes of the encoding of a Page with these fields, as `encode` writes
+    /// it (defaults left out): for writers that encode pages straight into
+    /// their output and must know its length first.
+    public static func encodedSize(number: UInt32, dataCount: Int, checksum: UInt32) -> Int {
+        var n = 0
+        if number != 0 { n += 1 + ProtoWriter.varintSize(UInt64(number)) }
+        if dataCount != 0 { n += 1 + ProtoWriter.varintSize(UInt64(dataCount)) + dataCount }
+        if checksum != 0 { n += 1 + ProtoWriter.varintSize(UInt64(checksum)) }
+        return n
+    }
 }
 
 public struct ReadPagesResponse: WireMessage {

@@ -26,6 +26,13 @@ public struct ProtoWriter: Sendable {
         bytes.append(UInt8(v))
     }
 
+    /// Bytes `varint(value)` writes.
+    public static func varintSize(_ value: UInt64) -> Int {
+        var v = value, n = 1
+        while v >= 0x80 { v >>= 7; n += 1 }
+        return n
+    }
+
     public mutating func tag(_ field: Int, _ wire: WireType) {
         varint(UInt64(field) << 3 | UInt64(wire.rawValue))
     }

@@ -11,7 +11,7 @@ extension ReadPagesResponse {
         var size = Self.varintFieldSize(version) + Self.varintFieldSize(UInt64(pageSize)) + Self.varintFieldSize(UInt64(pageCount))
         for page in pages {
             let inner = Self.innerSize(page)
-            size += 1 + Self.varintSize(UInt64(inner)) + inner
+            size += 1 + ProtoWriter.varintSize(UInt64(inner)) + inner
         }
         var buffer = allocator.buffer(capacity: 5 + size)
         buffer.writeInteger(UInt8(0))
@@ -33,28 +33,19 @@ extension ReadPagesResponse {
         return buffer
     }
 
-    /// A Page message's size: number, data, checksum; defaults (0, empty) are left out, as `ProtoWriter` does.
     private static func innerSize(_ page: Page) -> Int {
-        var n = varintFieldSize(UInt64(page.number)) + varintFieldSize(UInt64(page.checksum))
-        if !page.data.isEmpty { n += 1 + varintSize(UInt64(page.data.count)) + page.data.count }
-        return n
+        Page.encodedSize(number: page.number, dataCount: page.data.count, checksum: page.checksum)
     }
 
     /// A varint field of a one-byte tag (field numbers below 16), or nothing for 0.
     private static func varintFieldSize(_ value: UInt64) -> Int {
-        value == 0 ? 0 : 1 + varintSize(value)
+        value == 0 ? 0 : 1 + ProtoWriter.varintSize(value)
     }
 
     private static func writeVarintField(_ field: UInt64, _ value: UInt64, to buffer: inout ByteBuffer) {
         guard value != 0 else { return }
         writeVarint(field << 3, to: &buffer)
         writeVarint(value, to: &buffer)
-    }
-
-    private static func varintSize(_ value: UInt64) -> Int {
-        var v = value, n = 1
-        while v >= 0x80 { v >>= 7; n += 1 }
-        return n
     }
 
     private static func writeVarint(_ value: UInt64, to buffer: inout ByteBuffer) {

@@ -191,6 +191,78 @@ import Testing
         #expect(throws: ProtocolError.self) { try valid.withUnsafeBytes { try short.append($0) } }
     }
 
+    /// A commit's body is encoded as it is sent (`CommitBody`: the small
+    /// fields first, then the changeset, from the request or a file-backed
+    /// source, then the pages read one at a time). Read in uneven pieces it
+    /// must be one gRPC frame, of the generic encoding's length, that decodes
+    /// (whole, and as the server decodes it) to exactly the request.
+    @Test func commitBodyFramesTheRequestAtAnyReadSize() {
+        final class Pages: CommitPages {
+            let pageSize: Int
+            let numbers: [UInt32]
+            let checksums: [UInt32]
+            let data: [[UInt8]]
+            var failure: String? { nil }
+            init(_ pages: [Page], pageSize: Int) {
+                self.pageSize = pageSize
+                numbers = pages.map(\.number)
+                checksums = pages.map(\.checksum)
+                data = pages.map(\.data)
+            }
+            func read(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+                data[index].withUnsafeBytes { buffer.copyMemory(from: $0) }
+                return true
+            }
+        }
+        final class Changeset: CommitChangeset {
+            let bytes: [UInt8]
+            var failure: String? { nil }
+            init(_ bytes: [UInt8]) { self.bytes = bytes }
+            var count: Int { bytes.count }
+            func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+                bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + buffer.count)])) }
+                return true
+            }
+        }
+        var rng = SplitMix(seed: 11)
+        for (pageSize, pageCount, changesetBytes) in [(512, 0, 0), (512, 3, 0), (4096, 40, 300), (65536, 5, 70_000)] {
+            var request = CommitRequest()
+            request.database = "app/main"
+            request.baseVersion = 9
+            request.txnID = Array(0..<16)
+            request.pageSize = UInt32(pageSize)
+            request.pageCount = UInt32(pageCount)
+            request.holder = "h"
+            let pages = (0..<pageCount).map { n in Page(number: UInt32(n + 1) * 3, data: (0..<pageSize).map { _ in UInt8(truncatingIfNeeded: rng.next()) }) }
+            let changeset = (0..<changesetBytes).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var whole = request
+            whole.pages = pages
+            whole.changeset = changeset
+            let expectedLength = 5 + whole.serializedBytes().count
+            var inRequest = request
+            inRequest.changeset = changeset
+            for body in [CommitBody(inRequest, pages: Pages(pages, pageSize: pageSize)),
+                         CommitBody(request, pages: Pages(pages, pageSize: pageSize), changeset: Changeset(changeset))] {
+                var out: [UInt8] = []
+                while out.count < body.count {
+                    var chunk = [UInt8](repeating: 0, count: 1 + Int(rng.next() % 9000))
+                    let n = chunk.withUnsafeMutableBytes { body.read(at: out.count, into: $0) } ?? 0
+                    #expect(n > 0, "the body ended early at \(out.count) of \(body.count)")
+                    if n == 0 { break }
+                    out += chunk[..<n]
+                }
+                let label = "page size \(pageSize), \(pageCount) pages, \(changesetBytes) bytes of changeset"
+                #expect(out.count == expectedLength, "\(label): \(out.count) bytes, expected \(expectedLength)")
+                let message = (try? GRPCFraming.messageRange(out)).map { Array(out[$0]) }
+                let decoded = message.flatMap { try? CommitRequest(serializedBytes: $0) }
+                var incremental = IncrementalDecoder<CommitRequest>(length: message?.count ?? 0, direct: (8, \.changeset))
+                let streamed = message.flatMap { m in try? m.withUnsafeBytes { try incremental.append($0) }; return try? incremental.finish() }
+                let same = decoded == whole && streamed == whole  // compared first, so a failure does not print the pages
+                #expect(same, "\(label): the body decodes to another request")
+            }
+        }
+    }
+
     @Test func crc32cKnownAnswer() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
         var rng = SplitMix(seed: 1)
