@@ -406,8 +406,18 @@ final class LogAppender: @unchecked Sendable {
     private var groups: UInt64
     /// How far the newest segment's file is allocated.
     private var allocated: Int
+    /// How far zeros were written (and made durable) over the allocation:
+    /// appends up to here overwrite blocks the file system already maps as
+    /// written, so their fsync commits no extent change either.
+    private var zeroed: Int
     /// Segments are allocated this much at a time.
     static let allocationStep = 8 << 20
+    /// Small groups keep at least `zeroLead` bytes of written zeros ahead of
+    /// them, adding `zeroStep` at a time: small steps, so that the group that
+    /// writes them waits little longer for its fsync (a megabyte at once
+    /// tripled the p99 of 1-row commits).
+    static let zeroLead = 256 << 10
+    static let zeroStep = 64 << 10
 
     init(directory: String, active: LogSegment, size: Int, groups: UInt64) {
         self.directory = directory
@@ -415,6 +425,8 @@ final class LogAppender: @unchecked Sendable {
         self.size = size
         self.groups = groups
         self.allocated = active.size
+        // Unknown on reopening (replay saw only zeros): assume none written.
+        self.zeroed = size
     }
 
     /// Writes `records` and a group end, fsyncs, and returns where each record
@@ -430,6 +442,7 @@ final class LogAppender: @unchecked Sendable {
             active = next
             size = 0
             allocated = 0
+            zeroed = 0
             started = next
         }
         groups += 1
@@ -440,6 +453,20 @@ final class LogAppender: @unchecked Sendable {
         if size + total > allocated {
             allocated = size + total + Self.allocationStep
             try active.allocate(upTo: allocated)
+        }
+        if total <= 64 << 10, zeroed - (size + total) < Self.zeroLead {
+            // An fsync after an append into fallocated space still commits the
+            // extent's change from unwritten to written (an inode write, about
+            // 20% of a small group's fsync time here). Writing zeros over the
+            // next 64 KiB now, in this group's fsync, spares the groups after
+            // it that change (1-row commits' fsync: 160 -> 100 µs here). Small
+            // groups only: for large ones the zeros would double the bytes written.
+            let from = max(zeroed, size + total)
+            let to = min(from + Self.zeroStep, allocated)
+            if to > from {
+                try active.write([UInt8](repeating: 0, count: to - from), at: from)
+                zeroed = to
+            }
         }
         var offset = size
         if total <= 1 << 20 {
