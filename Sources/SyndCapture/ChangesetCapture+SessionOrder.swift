@@ -131,9 +131,8 @@ extension ChangesetCapture {
                        expectedSize: Int) throws(CaptureError) {
         let entries = sessions.entries
         guard !entries.isEmpty else { return }
-        let after = try rows(in: "after", table, layout, entries.map(\.key), expectedSize: expectedSize)
-        let existed = entries.filter { !$0.inserted }.map(\.key)
-        let before = try rows(in: "main", table, layout, existed, expectedSize: expectedSize)
+        let after = try rows(in: "after", table, layout, sessions, expectedSize: expectedSize) { _ in true }
+        let before = try rows(in: "main", table, layout, sessions, expectedSize: expectedSize) { !$0.inserted }
         var wroteHeader = false
         func header() {
             if !wroteHeader { writer.table(table, primaryKey: layout.primaryKey) }
@@ -141,8 +140,8 @@ extension ChangesetCapture {
         }
         for i in sessions.order {
             let e = entries[i]
-            let a = try after.spans[e.key].map { range throws(CaptureError) in try after.data.bytes(range) }
-            let b = e.inserted ? nil : try before.spans[e.key].map { range throws(CaptureError) in try before.data.bytes(range) }
+            let a = try after.spans[i].map { range throws(CaptureError) in try after.data.bytes(range) }
+            let b = e.inserted ? nil : try before.spans[i].map { range throws(CaptureError) in try before.data.bytes(range) }
             switch (b, a) {
             case (nil, let a?):
                 header()
@@ -169,30 +168,33 @@ extension ChangesetCapture {
         }
     }
 
-    /// Encoded rows (one changeset value per column) by key.
+    /// Encoded rows (one changeset value per column), by entry of the table's `SessionOrder`.
     struct Rows {
         var data: RowBytes
-        var spans: [RowKey: Range<Int>] = [:]
+        var spans: [Range<Int>?]
     }
 
-    /// The rows of `table` in `schemaName` with these keys, read by rowid or
-    /// by key (`IS`, as the session extension looks them up); one range scan
-    /// when the rowids lie close together.
-    private func rows(in schemaName: String, _ table: String, _ layout: TableLayout, _ keys: [RowKey], expectedSize: Int) throws(CaptureError) -> Rows {
+    /// The rows of `table` in `schemaName` with the keys of the entries that
+    /// `included` takes, read by rowid or by key (`IS`, as the session
+    /// extension looks them up); one range scan when the rowids lie close together.
+    private func rows(in schemaName: String, _ table: String, _ layout: TableLayout, _ sessions: SessionOrder, expectedSize: Int,
+                      _ included: (SessionOrder.Entry) -> Bool) throws(CaptureError) -> Rows {
+        let entries = sessions.entries
+        let wanted = entries.indices.filter { included(entries[$0]) }
         // Encoded rows are about as large as the changeset's records of them.
         var out = Rows(data: RowBytes(threshold: rowSpillThreshold, directory: spillDirectory,
-                                      expected: keys.isEmpty ? 0 : max(1024, lastChangesetSize, expectedSize)))
-        guard !keys.isEmpty else { return out }
-        out.spans.reserveCapacity(keys.count)
+                                      expected: wanted.isEmpty ? 0 : max(1024, lastChangesetSize, expectedSize)),
+                       spans: [Range<Int>?](repeating: nil, count: entries.count))
+        guard !wanted.isEmpty else { return out }
         let r = scratch.r
         let t = "\(schemaName).\(table.quotedIdentifier)"
         let list = layout.names.map(\.quotedIdentifier).joined(separator: ", ")
         let n = Int32(layout.names.count)
         var failure: CaptureError?
-        func take(_ key: RowKey, _ stmt: OpaquePointer, from first: Int32) {
+        func take(_ entry: Int, _ stmt: OpaquePointer, from first: Int32) {
             guard failure == nil else { return }
             do throws(CaptureError) {
-                out.spans[key] = try out.data.append { bytes in
+                out.spans[entry] = try out.data.append { bytes in
                     for c in first..<(first + n) { ChangesetWriter.appendColumn(stmt, c, r, to: &bytes) }
                 }
             } catch {
@@ -201,19 +203,23 @@ extension ChangesetCapture {
         }
         if layout.rowidKey {
             let id = layout.names[layout.keyColumns[0]].quotedIdentifier
-            var wanted = Set<Int64>()
-            for case .rowid(let k) in keys { wanted.insert(k) }
-            guard let low = wanted.min(), let high = wanted.max() else { return out }
+            var low = Int64.max, high = Int64.min
+            for i in wanted {
+                guard case .rowid(let k) = entries[i].key else { continue }
+                low = min(low, k)
+                high = max(high, k)
+            }
+            guard low <= high else { return out }
             let span = UInt64(bitPattern: high &- low)
             if wanted.count >= 4 && span < UInt64(4 * wanted.count) {
                 try scratch.forEachRow("SELECT \(id), \(list) FROM \(t) WHERE \(id) BETWEEN ?1 AND ?2", [.integer(low), .integer(high)]) { stmt in
-                    let k = r.pointee.column_int64(stmt, 0)
-                    if wanted.contains(k) { take(.rowid(k), stmt, from: 1) }
+                    if let i = sessions.find(.rowid(r.pointee.column_int64(stmt, 0))), included(entries[i]) { take(i, stmt, from: 1) }
                 }
             } else {
                 let sql = "SELECT \(list) FROM \(t) WHERE \(id) = ?1"
-                for k in wanted {
-                    try scratch.forEachRow(sql, [.integer(k)]) { stmt in take(.rowid(k), stmt, from: 0) }
+                for i in wanted {
+                    guard case .rowid(let k) = entries[i].key else { continue }
+                    try scratch.forEachRow(sql, [.integer(k)]) { stmt in take(i, stmt, from: 0) }
                 }
             }
             if let failure { throw failure }
@@ -221,9 +227,9 @@ extension ChangesetCapture {
         }
         let condition = layout.keyColumns.enumerated().map { "\(layout.names[$1].quotedIdentifier) IS ?\($0 + 1)" }.joined(separator: " AND ")
         let sql = "SELECT \(list) FROM \(t) WHERE \(condition)"
-        for key in keys {
-            guard case .values(let values) = key, out.spans[key] == nil else { continue }
-            try scratch.forEachRow(sql, values) { stmt in take(key, stmt, from: 0) }
+        for i in wanted {
+            guard case .values(let values) = entries[i].key else { continue }
+            try scratch.forEachRow(sql, values) { stmt in take(i, stmt, from: 0) }
         }
         if let failure { throw failure }
         return out

@@ -27,7 +27,6 @@ struct SessionOrder {
 
     private(set) var entries: [Entry] = []
     private var buckets: [Int] = []
-    private var index: [RowKey: Int] = [:]
 
     /// One call of the session extension's `sessionPreupdateOneChange`: an
     /// INSERT (of the new key), or an UPDATE or DELETE (of the old key); an
@@ -36,15 +35,33 @@ struct SessionOrder {
     mutating func record(_ key: RowKey?, inserted: Bool, indirect: Bool) {
         grow()
         guard let key else { return }
-        if let i = index[key] {
+        let hash = Self.hash(key)
+        let bucket = Int(hash % UInt32(buckets.count))
+        if let i = find(key, hash: hash, bucket: bucket) {
             if !indirect { entries[i].indirect = false }
             return
         }
-        let hash = Self.hash(key)
-        let bucket = Int(hash % UInt32(buckets.count))
-        index[key] = entries.count
         entries.append(Entry(key: key, hash: hash, inserted: inserted, indirect: indirect, next: buckets[bucket]))
         buckets[bucket] = entries.count - 1
+    }
+
+    /// The entry of `key`, if a change recorded it. Walks the key's bucket, as
+    /// the session extension does: its own hash table, with no second one
+    /// keyed by Swift's hashing (which cost as much as the rest of capture's
+    /// bookkeeping on 100-row commits).
+    func find(_ key: RowKey) -> Int? {
+        guard !buckets.isEmpty else { return nil }
+        let hash = Self.hash(key)
+        return find(key, hash: hash, bucket: Int(hash % UInt32(buckets.count)))
+    }
+
+    private func find(_ key: RowKey, hash: UInt32, bucket: Int) -> Int? {
+        var i = buckets[bucket]
+        while i >= 0 {
+            if entries[i].hash == hash, entries[i].key == key { return i }
+            i = entries[i].next
+        }
+        return nil
     }
 
     /// The entries in the session extension's output order.
