@@ -418,6 +418,8 @@ final class LogAppender: @unchecked Sendable {
     /// doubled the p99 of synd bench's 1-row kvwrite commits).
     static let zeroLead = 256 << 10
     static let zeroStep = 64 << 10
+    /// Only groups up to this size write zeros ahead (see `write`).
+    static let zeroingGroupLimit = 64 << 10
 
     init(directory: String, active: LogSegment, size: Int, groups: UInt64) {
         self.directory = directory
@@ -454,7 +456,7 @@ final class LogAppender: @unchecked Sendable {
             allocated = size + total + Self.allocationStep
             try active.allocate(upTo: allocated)
         }
-        if total <= 64 << 10, zeroed - (size + total) < Self.zeroLead {
+        if total <= Self.zeroingGroupLimit, zeroed - (size + total) < Self.zeroLead {
             // An fsync after an append into fallocated space still commits the
             // extent's change from unwritten to written (an inode write, about
             // 20% of a small group's fsync time here). Writing zeros over the
