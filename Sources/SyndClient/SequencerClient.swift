@@ -111,6 +111,82 @@ public final class SequencerClient: Sendable {
         try Self.checked(call(.readPages, request))
     }
 
+    /// Sends a ReadPages request and returns without waiting for its answer,
+    /// which arrives in the background on this client's connection while the
+    /// caller works (a sequential scan's next read-ahead); `finishReadPages`
+    /// waits for it, `cancelReadPages` gives it up. Not retried: a caller
+    /// whose read ahead fails reads again the usual way.
+    public func startReadPages(_ request: ReadPagesRequest) throws(SequencerError) -> PendingPages {
+        let pending = PendingPages()
+        let body = GRPCFraming.frame(request.serializedBytes())
+        let deadline = ContinuousClock.now + options.requestTimeout
+        pending.deadline = deadline
+        let ms = max(1, (deadline - .now).milliseconds)
+        try connection.withLock { (slot) throws(SequencerError) in
+            do throws(TransportError) {
+                let c = try slot.open(self, deadline: deadline)
+                let id = try c.openStream(
+                    path: SequencerMethod.readPages.rawValue,
+                    headers: [("content-type", "application/grpc"), ("te", "trailers"),
+                              ("grpc-timeout", "\(ms)m"), ("user-agent", "synddb-vfs/1")],
+                    body: body, deadline: deadline, onData: { pending.append($0) }
+                ) { end in pending.end = end }
+                pending.stream = OpenStream(connection: slot.serial, id: id)
+            } catch {
+                if slot.connection?.isOpen != true { slot.connection = nil }
+                var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
+                e.isTransport = true
+                throw e
+            }
+        }
+        return pending
+    }
+
+    /// Waits for the answer of a `startReadPages` request and returns it
+    /// decoded and checked as `readPagesInPlace` does.
+    public func finishReadPages(_ pending: PendingPages) throws(SequencerError) -> ReadPagesAnswer {
+        try connection.withLock { (slot) throws(SequencerError) in
+            guard pending.end == nil else { return }
+            guard let stream = pending.stream, slot.serial == stream.connection, let c = slot.connection else {
+                var e = SequencerError(.unavailable, "the connection of a read sent ahead closed")
+                e.isTransport = true
+                throw e
+            }
+            do throws(TransportError) {
+                try c.waitForStream(stream.id, deadline: pending.deadline)
+            } catch {
+                slot.connection = nil
+                var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
+                e.isTransport = true
+                throw e
+            }
+        }
+        switch pending.end {
+        case .ended(var response, let errorCode)?:
+            if errorCode != 0 { throw Self.status(of: response, resetCode: errorCode, method: .readPages) }
+            response.body = pending.body
+            pending.body = []
+            return try Self.pageAnswer(response, endpoint: endpoint)
+        case .connectionClosed?, nil:
+            var e = SequencerError(.unavailable, "the connection closed before a read sent ahead was answered")
+            e.isTransport = true
+            throw e
+        }
+    }
+
+    /// Gives up a `startReadPages` request (RST_STREAM) unless it already ended.
+    public func cancelReadPages(_ pending: PendingPages) {
+        guard let stream = pending.stream else { return }
+        cancel(stream)
+        pending.body = []
+    }
+
+    /// `readPages`, with the pages left where they lie in the answer (no copy
+    /// per page); each is checked (checksum and size) as `readPages` checks them.
+    public func readPagesInPlace(_ request: ReadPagesRequest) throws(SequencerError) -> ReadPagesAnswer {
+        try Self.pageAnswer(exchange(.readPages, request), endpoint: endpoint)
+    }
+
     /// `response` if every page has its checksum and the page size (DATA_LOSS if not).
     package static func checked(_ response: ReadPagesResponse) throws(SequencerError) -> ReadPagesResponse {
         for page in response.pages where !page.isIntact || page.data.count != Int(response.pageSize) {
@@ -162,7 +238,7 @@ public final class SequencerClient: Sendable {
         var attempt = 1
         while true {
             do throws(SequencerError) {
-                return try once(.commit, body, slack: slack)
+                return try Self.answer(once(.commit, body, slack: slack), method: .commit, endpoint: endpoint)
             } catch {
                 if error.provesNotApplied { throw error }
                 if !error.isTransport || error.requestMayHaveBeenSent { mayHaveReached = true }
@@ -288,6 +364,15 @@ public final class SequencerClient: Sendable {
         _ method: SequencerMethod, _ request: Request, attempts: Int? = nil, deadline: ContinuousClock.Instant? = nil,
         slack: Duration = .zero
     ) throws(SequencerError) -> Response {
+        let response = try exchange(method, request, attempts: attempts, deadline: deadline, slack: slack)
+        return try Self.answer(response, method: method, endpoint: endpoint)
+    }
+
+    /// One unary call, retried as `call` does; the response as it came (its status not yet read).
+    private func exchange<Request: WireMessage>(
+        _ method: SequencerMethod, _ request: Request, attempts: Int? = nil, deadline: ContinuousClock.Instant? = nil,
+        slack: Duration = .zero
+    ) throws(SequencerError) -> HTTP2Response {
         let body = BytesBody(GRPCFraming.frame(request.serializedBytes()))
         let attempts = max(1, attempts ?? options.maxAttempts)
         var backoff = options.initialBackoff
@@ -304,9 +389,9 @@ public final class SequencerClient: Sendable {
         }
     }
 
-    private func once<Response: WireMessage>(
+    private func once(
         _ method: SequencerMethod, _ body: any RequestBody, deadline fixed: ContinuousClock.Instant? = nil, slack: Duration = .zero
-    ) throws(SequencerError) -> Response {
+    ) throws(SequencerError) -> HTTP2Response {
         let deadline = fixed ?? ContinuousClock.now + options.requestTimeout + slack
         let response: HTTP2Response = try connection.withLock { (slot) throws(SequencerError) -> HTTP2Response in
             guard deadline > .now else {
@@ -331,7 +416,9 @@ public final class SequencerClient: Sendable {
                 throw e
             }
         }
-        return try Self.answer(response, method: method, endpoint: endpoint)
+        // A refusal (UNAVAILABLE among them) is thrown here, inside the callers' retry loops.
+        try Self.checkStatus(response, method: method, endpoint: endpoint)
+        return response
     }
 
     /// The message of a finished unary call, or the error its HTTP status,
@@ -339,6 +426,33 @@ public final class SequencerClient: Sendable {
     package static func answer<Response: WireMessage>(
         _ response: HTTP2Response, method: SequencerMethod, endpoint: Endpoint
     ) throws(SequencerError) -> Response {
+        try checkStatus(response, method: method, endpoint: endpoint)
+        do {
+            // Decoded where it lies in the body: a read-ahead answer is megabytes.
+            var reader = ProtoReader(response.body, range: try GRPCFraming.messageRange(response.body))
+            return try Response(reader: &reader)
+        } catch {
+            throw SequencerError(.internal, "malformed answer to \(method.rawValue): \(error)")
+        }
+    }
+
+    /// A ReadPages answer decoded in place, every page checked as `readPages` checks them. Pure: fuzzed with hostile answers.
+    package static func pageAnswer(_ response: HTTP2Response, endpoint: Endpoint) throws(SequencerError) -> ReadPagesAnswer {
+        try checkStatus(response, method: .readPages, endpoint: endpoint)
+        let answer: ReadPagesAnswer
+        do {
+            answer = try ReadPagesAnswer(buffer: response.body, range: try GRPCFraming.messageRange(response.body))
+        } catch {
+            throw SequencerError(.internal, "malformed answer to \(SequencerMethod.readPages.rawValue): \(error)")
+        }
+        for page in answer.pages where page.data.count != Int(answer.pageSize) || !answer.isIntact(page) {
+            throw SequencerError(.dataLoss, "page \(page.number) from the sequencer fails its checksum or size; not using it")
+        }
+        return answer
+    }
+
+    /// Throws the error a finished call's HTTP status or grpc-status amounts to.
+    private static func checkStatus(_ response: HTTP2Response, method: SequencerMethod, endpoint: Endpoint) throws(SequencerError) {
         guard response.status == 200 else {
             throw SequencerError(.unknown, "sequencer answered HTTP \(response.status.map(String.init) ?? "?") to \(method.rawValue); is \(endpoint) a SyndDB sequencer?")
         }
@@ -347,13 +461,6 @@ public final class SequencerClient: Sendable {
         }
         guard code == .ok else {
             throw SequencerError(code, Self.statusMessage(response, code, method))
-        }
-        do {
-            // Decoded where it lies in the body: a read-ahead answer is megabytes.
-            var reader = ProtoReader(response.body, range: try GRPCFraming.messageRange(response.body))
-            return try Response(reader: &reader)
-        } catch {
-            throw SequencerError(.internal, "malformed answer to \(method.rawValue): \(error)")
         }
     }
 
@@ -383,6 +490,31 @@ public final class SequencerClient: Sendable {
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// A ReadPages request sent with `startReadPages` whose answer has not been
+/// taken yet.
+///
+/// `@unchecked Sendable`: its fields are written only while the client's
+/// connection is locked (when the request is sent, and by the connection's
+/// callbacks, which run inside locked calls) and read by `finishReadPages`
+/// after that lock showed the stream ended, so never at the same time.
+public final class PendingPages: @unchecked Sendable {
+    fileprivate var stream: SequencerClient.OpenStream?
+    fileprivate var deadline = ContinuousClock.now
+    fileprivate var body: [UInt8] = []
+    fileprivate var end: BackgroundStreamEnd?
+
+    fileprivate init() {}
+
+    fileprivate func append(_ data: UnsafeRawBufferPointer) {
+        if body.isEmpty, data.count >= 5, data[0] == 0 {
+            // The gRPC prefix announces the message's length: room for all of it at once (up to 64 MiB).
+            let announced = Int(data[1]) << 24 | Int(data[2]) << 16 | Int(data[3]) << 8 | Int(data[4])
+            body.reserveCapacity(5 + min(announced, 64 << 20))
+        }
+        body.append(contentsOf: data)
     }
 }
 

@@ -31,6 +31,7 @@ public enum ClientResponseTarget {
             if let pages: ReadPagesResponse = try? SequencerClient.answer(response, method: .readPages, endpoint: endpoint) {
                 checkPages(pages)
             }
+            checkInPlace(response)
         }),
         (.commit, { check(CommitResponse.self, $0, $1, .commit) }),
         (.getCommitStatus, { check(GetCommitStatusResponse.self, $0, $1, .getCommitStatus) }),
@@ -84,6 +85,28 @@ public enum ClientResponseTarget {
             if response.status != 200, error.code != .unknown {
                 violated(name, "HTTP \(response.status.map(String.init) ?? "?") taken as \(error.code)")
             }
+        }
+    }
+
+    /// The in-place decoding accepts exactly the answers the copying one
+    /// accepts, with the same pages, and never passes a bad page.
+    static func checkInPlace(_ response: HTTP2Response) {
+        let copied: Result<ReadPagesResponse, SequencerError> = Result { () throws(SequencerError) in
+            try SequencerClient.checked(SequencerClient.answer(response, method: .readPages, endpoint: endpoint))
+        }
+        let inPlace = Result { () throws(SequencerError) in try SequencerClient.pageAnswer(response, endpoint: endpoint) }
+        switch (copied, inPlace) {
+        case (.success(let a), .success(let b)):
+            let same = a.version == b.version && a.pageSize == b.pageSize && a.pageCount == b.pageCount
+                && a.pages.count == b.pages.count
+                && zip(a.pages, b.pages).allSatisfy { p, q in
+                    p.number == q.number && p.checksum == q.checksum && p.data == Array(b.buffer[q.data])
+                }
+            if !same { violated(name, "the in-place ReadPages decoding differs from the copying one") }
+        case (.failure(let a), .failure(let b)):
+            if a.code != b.code { violated(name, "the two ReadPages decodings refuse with \(a.code) and \(b.code)") }
+        default:
+            violated(name, "one ReadPages decoding accepted an answer the other refused")
         }
     }
 

@@ -134,6 +134,32 @@ public final class HTTP2Connection {
         }
     }
 
+    /// Reads the connection until the background stream `id` has ended (its
+    /// `onClose` ran), processing every stream's frames as they come; returns
+    /// at once if it is not open. A transport failure closes the connection
+    /// (every background stream learns it) and is thrown.
+    public func waitForStream(_ id: Int32, deadline: ContinuousClock.Instant) throws(TransportError) {
+        guard isOpen, let session else { throw TransportError(.io, "connection to \(endpoint) is closed") }
+        do throws(TransportError) {
+            while background[id] != nil {
+                try flush(deadline: deadline)  // WINDOW_UPDATEs: a large answer waits for them
+                guard nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 else {
+                    throw TransportError(.http2, "the sequencer ended the HTTP/2 connection (GOAWAY)")
+                }
+                let n = try socket.read(into: readBuffer, deadline: deadline)
+                guard n > 0 else { throw TransportError(.io, "the sequencer closed the connection") }
+                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
+                guard consumed >= 0 else {
+                    throw TransportError(.http2, "HTTP/2 protocol error from the sequencer: \(String(cString: nghttp2_strerror(Int32(consumed))))")
+                }
+            }
+            try flush(deadline: deadline)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
     /// Sends one POST with `body` and waits for the whole response, trailers included.
     public func post(path: String, headers extra: [(String, String)], body: [UInt8], deadline: ContinuousClock.Instant) throws(TransportError) -> HTTP2Response {
         try post(path: path, headers: extra, body: BytesBody(body), deadline: deadline)

@@ -80,6 +80,11 @@ public struct ProtoReader {
         Array(buffer[try lengthDelimitedRange()])
     }
 
+    /// Where a bytes field's value lies in the buffer, for a reader that keeps it there.
+    public mutating func bytesRange() throws -> Range<Int> {
+        try lengthDelimitedRange()
+    }
+
     public mutating func string() throws -> String {
         let range = try lengthDelimitedRange()
         guard let s = String(validating: buffer[range], as: UTF8.self) else {
