@@ -73,7 +73,8 @@ public final class Database {
         var values = [Int64](repeating: 0, count: SyndVFS.statisticsCount)
         _ = values.withUnsafeMutableBufferPointer { sqlite3_file_control(connection.handle, "main", SyndVFS.statisticsFileControl, $0.baseAddress) }
         return Statistics(requests: Int(values[0]), commits: Int(values[1]), version: UInt64(values[2]), leaseEpoch: UInt64(values[3]),
-                          leaseAcquisitions: Int(values[4]), pagesKeptOnRefresh: Int(values[5]))
+                          leaseAcquisitions: Int(values[4]), pagesKeptOnRefresh: Int(values[5]),
+                          readsSentAhead: Int(values[6]), readsSentAheadUsed: Int(values[7]))
     }
 
     public struct Statistics: Sendable, Equatable {
@@ -91,5 +92,11 @@ public final class Database {
         /// Cached pages kept, not re-read, when a read transaction found that
         /// others had committed (only the pages they wrote are dropped).
         public var pagesKeptOnRefresh = 0
+        /// Reads a sequential scan sent before SQLite asked for their pages, so
+        /// that the sequencer reads and sends them while SQLite uses the pages it has.
+        public var readsSentAhead = 0
+        /// Reads sent ahead whose answer was used (the others were given up:
+        /// the scan stopped, jumped, or the snapshot moved on).
+        public var readsSentAheadUsed = 0
     }
 }

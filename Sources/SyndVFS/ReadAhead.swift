@@ -17,8 +17,12 @@ struct ReadAhead {
     }
 
     /// Pages to read for a miss at `pgno`, at most `limit` (and at least 1).
+    /// Whether the last miss continued the previous read (a sequential scan).
+    private(set) var isSequential = false
+
     mutating func window(forMissAt pgno: UInt32, limit: Int) -> Int {
         let sequential = lastEnd > 0 && pgno > lastStart && UInt64(pgno) <= UInt64(lastEnd) + UInt64(initial)
+        isSequential = sequential
         window = sequential ? min(window * 2, maximum) : initial
         return max(1, min(window, limit))
     }

@@ -47,6 +47,9 @@ final class RemoteFile: OpenFile {
     private var cache: PageCache
     /// Sequential-scan detection and the read-ahead window.
     private var readAhead: ReadAhead
+    /// The read of a scan's next window, sent before SQLite asked for it, at
+    /// `version`; `pages` spans the pages it asks for.
+    private var sentAhead: (version: UInt64, pages: ClosedRange<UInt32>, pending: PendingPages)?
     /// Set when the snapshot may be stale: refresh at the next read transaction.
     private var needsRefresh = false
     /// Set when the lease was refused: take a new one at the next transaction.
@@ -91,6 +94,9 @@ final class RemoteFile: OpenFile {
     private(set) var pagesKeptOnRefresh = 0
     /// Lease acquisitions (the first write, and each after a hand-over).
     private(set) var leaseAcquisitions = 0
+    /// Reads a scan sent before SQLite asked for their pages, and those whose answer was used.
+    private(set) var readsSentAhead = 0
+    private(set) var readsSentAheadUsed = 0
 
     init(context: VFSContext, name: String, readOnly: Bool, create: Bool, options: FileOptions) throws(VFSOpenError) {
         self.name = name
@@ -275,14 +281,30 @@ final class RemoteFile: OpenFile {
             [UInt8](repeating: 0, count: size).withUnsafeBytes { body($0, false) }
             return SQLITE_OK
         }
-        if let page = cache.get(pgno) {
-            page.withUnsafeBytes { body($0, true) }
+        if cache.withPage(pgno, { body($0, true) }) != nil {
             return SQLITE_OK
+        }
+        if let ahead = sentAhead {
+            // A read sent ahead: its answer is wanted if it holds this page,
+            // and dropped otherwise (the scan stopped or jumped).
+            sentAhead = nil
+            if ahead.version == version, ahead.pages.contains(pgno) {
+                if let answer = try? client.finishReadPages(ahead.pending),
+                   answer.version == version, Int(answer.pageSize) == pageSize {
+                    readsSentAheadUsed += 1
+                    readAhead.fetched(from: ahead.pages.lowerBound, through: ahead.pages.upperBound)
+                    sendAhead(after: ahead.pages.upperBound)
+                    keep(answer, asked: pgno)
+                    if cache.withPage(pgno, { body($0, true) }) != nil { return SQLITE_OK }
+                }
+                // It failed, or the page is gone again: read it the usual way, which reports any error.
+            } else {
+                client.cancelReadPages(ahead.pending)
+            }
         }
         // A miss: read it, and the pages after it (more of them the longer
         // the misses run in sequence), all at this snapshot's version.
-        let cap = max(1, cache.budget / max(pageSize, 1) / 4)
-        let wanted = readAhead.window(forMissAt: pgno, limit: cap)
+        let wanted = readAhead.window(forMissAt: pgno, limit: readAheadCap)
         let last = UInt32(min(UInt64(pageCount), UInt64(pgno) + UInt64(wanted) - 1))
         var numbers: [UInt32] = [pgno]
         numbers.reserveCapacity(Int(last - pgno) + 1)
@@ -290,7 +312,7 @@ final class RemoteFile: OpenFile {
             for n in (pgno + 1)...last where !cache.contains(n) { numbers.append(n) }
         }
         readAhead.fetched(from: pgno, through: last)
-        var found: [UInt8]?
+        var found = false
         while true {
             var request = ReadPagesRequest()
             request.database = name
@@ -299,16 +321,17 @@ final class RemoteFile: OpenFile {
             traceContext = "read page \(pgno) (+\(numbers.count - 1) ahead) at version \(version)"
             do throws(SequencerError) {
                 requests += 1
-                let response = try client.readPages(request)
-                guard response.version == version, Int(response.pageSize) == pageSize else {
+                let answer = try client.readPagesInPlace(request)
+                guard answer.version == version, Int(answer.pageSize) == pageSize else {
                     needsRefresh = true
-                    return fail(SYND_SQLITE_IOERR_READ, "read of '\(name)' at version \(version) came back at version \(response.version)")
+                    return fail(SYND_SQLITE_IOERR_READ, "read of '\(name)' at version \(version) came back at version \(answer.version)")
                 }
-                // Read-ahead pages go in first, the page asked for last (the most recent).
-                for page in response.pages where page.number != pgno { cache.insert(page.number, page.data) }
-                if let page = response.pages.first(where: { $0.number == pgno }) {
-                    cache.insert(pgno, page.data)
-                    found = page.data
+                // A scan: the sequencer reads the next window while this one is copied and used.
+                if readAhead.isSequential { sendAhead(after: last) }
+                keep(answer, asked: pgno)
+                if let page = answer.pages.first(where: { $0.number == pgno }) {
+                    answer.withBytes(of: page) { body($0, true) }
+                    found = true
                 }
                 break
             } catch where error.code == .invalidArgument && numbers.count > 1 && readAhead.serverRefused(numbers.count) {
@@ -320,11 +343,58 @@ final class RemoteFile: OpenFile {
                 return fail(SYND_SQLITE_IOERR_READ, "reading page \(pgno) of '\(name)' at version \(version) failed: \(error.message)")
             }
         }
-        guard let page = found else {
+        guard found else {
             return fail(SYND_SQLITE_IOERR_READ, "the sequencer did not return page \(pgno) of '\(name)'")
         }
-        page.withUnsafeBytes { body($0, true) }
         return SQLITE_OK
+    }
+
+    /// Most pages one read asks for: a quarter of the cache, so that the
+    /// window in use and the one sent ahead both fit.
+    private var readAheadCap: Int { max(1, cache.budget / max(pageSize, 1) / 4) }
+
+    /// Caches the pages of `answer`, the page asked for last (the most recently used).
+    private func keep(_ answer: ReadPagesAnswer, asked pgno: UInt32) {
+        for page in answer.pages where page.number != pgno {
+            answer.withBytes(of: page) { cache.insert(page.number, bytes: $0) }
+        }
+        if let page = answer.pages.first(where: { $0.number == pgno }) {
+            answer.withBytes(of: page) { cache.insert(pgno, bytes: $0) }
+        }
+    }
+
+    /// Sends the read of the window after page `last` without waiting for it
+    /// (a sequential scan): the sequencer reads and sends it while SQLite uses
+    /// the pages it has, and the miss at its first page waits only for what
+    /// is still on its way. Nothing is sent past the end of the file, or when
+    /// the window is cached already; a failure to send is not an error (the
+    /// miss reads the usual way).
+    private func sendAhead(after last: UInt32) {
+        guard last < pageCount else { return }
+        let first = last + 1
+        let wanted = readAhead.window(forMissAt: first, limit: readAheadCap)
+        let end = UInt32(min(UInt64(pageCount), UInt64(first) + UInt64(wanted) - 1))
+        var numbers: [UInt32] = []
+        numbers.reserveCapacity(Int(end - first) + 1)
+        for n in first...end where !cache.contains(n) { numbers.append(n) }
+        guard let lowest = numbers.first, let highest = numbers.last else { return }
+        readAhead.fetched(from: first, through: end)
+        var request = ReadPagesRequest()
+        request.database = name
+        request.version = version
+        request.pageNumbers = numbers
+        traceContext = "read ahead pages \(lowest)...\(highest) (\(numbers.count)) at version \(version)"
+        requests += 1
+        guard let pending = try? client.startReadPages(request) else { return }
+        readsSentAhead += 1
+        sentAhead = (version, lowest...highest, pending)
+    }
+
+    /// Gives up the read sent ahead, if any (the file closes).
+    private func dropSentAhead() {
+        guard let ahead = sentAhead else { return }
+        sentAhead = nil
+        client.cancelReadPages(ahead.pending)
     }
 
     // MARK: - Writes
@@ -447,6 +517,8 @@ final class RemoteFile: OpenFile {
                 out[3] = Int64(lease?.status.epoch ?? 0)
                 out[4] = Int64(leaseAcquisitions)
                 out[5] = Int64(pagesKeptOnRefresh)
+                out[6] = Int64(readsSentAhead)
+                out[7] = Int64(readsSentAheadUsed)
             }
             return SQLITE_OK
         default:
@@ -1000,6 +1072,7 @@ final class RemoteFile: OpenFile {
     override func checkReservedLock() -> Bool { lockLevel >= SQLITE_LOCK_RESERVED }
 
     override func close() -> Int32 {
+        dropSentAhead()
         capture = nil
         committedSchema = nil
         context.unregister(self)

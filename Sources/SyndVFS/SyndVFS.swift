@@ -14,11 +14,13 @@ public enum SyndVFS {
     public static let name = "synddb"
 
     /// File control (https://www.sqlite.org/c3ref/file_control.html) that fills
-    /// four Int64: requests made, batches committed, version, lease epoch.
+    /// `statisticsCount` Int64s, starting with requests made, batches committed,
+    /// version, lease epoch.
     public static let statisticsFileControl: Int32 = 0x5359_4E01
     /// How many Int64 values `statisticsFileControl` writes: requests, commits,
-    /// version, lease epoch, lease acquisitions, cached pages kept on refresh.
-    public static let statisticsCount = 6
+    /// version, lease epoch, lease acquisitions, cached pages kept on refresh,
+    /// reads sent ahead of a scan, and those of them whose answer was used.
+    public static let statisticsCount = 8
 
     /// Registers the VFS with SQLite; safe to call more than once. SQLite must
     /// be initialized (https://www.sqlite.org/c3ref/initialize.html).

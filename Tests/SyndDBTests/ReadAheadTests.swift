@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import SyndDB
 import SyndProtocol
@@ -42,6 +43,77 @@ import Testing
             let reads = server.service.counters[.readPages] - before
             // 16, 32, 64, ... pages per request: a handful, not one per 16 pages (~100).
             #expect(reads >= 1 && reads * 40 < Int(pageCount), "\(reads) ReadPages requests for \(pageCount) pages")
+            #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
+        }
+    }
+
+    /// A scan's next window is asked for before SQLite reaches it (the
+    /// sequencer reads it while SQLite uses the pages it has): once the
+    /// misses run in sequence every later read is sent ahead and used, and
+    /// none more than the table needs.
+    @Test func aScanSendsItsNextReadBeforeSQLiteNeedsIt() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("ahead")
+            let writer = try Database.open(name, sequencer: server.url)
+            try Self.fill(writer, "t", rows: 6000)
+            let expected = try writer.query("\(Self.digest) t")
+
+            var options = DatabaseOptions()
+            options.readOnly = true
+            let reader = try Database.open(name, sequencer: server.url, options: options)
+            let before = server.service.counters[.readPages]
+            #expect(try reader.query("\(Self.digest) t") == expected)
+            let reads = server.service.counters[.readPages] - before
+            let stats = reader.statistics
+            #expect(stats.readsSentAhead >= 4, "\(stats.readsSentAhead) reads sent ahead in a scan of \(reads) reads")
+            // The scan runs to the end: every read sent ahead is used.
+            #expect(stats.readsSentAheadUsed == stats.readsSentAhead)
+            #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
+            // A second scan is served from the cache: no page is read again.
+            let reads2 = server.service.counters[.readPages]
+            #expect(try reader.query("\(Self.digest) t") == expected)
+            #expect(server.service.counters[.readPages] == reads2)
+        }
+    }
+
+    /// A scan that stops early leaves a read in flight. It is given up, and
+    /// the connection it was sent on goes on serving reads and commits; a
+    /// read sent ahead at one version is never used at a later one.
+    @Test func aReadSentAheadIsDroppedWhenTheScanStopsOrTheSnapshotMoves() async throws {
+        try await withEmbeddedSequencer { server in
+            let name = uniqueName("ahead-stop")
+            let writer = try Database.open(name, sequencer: server.url)
+            try Self.fill(writer, "t", rows: 6000)
+            try writer.execute("CREATE TABLE other(x)")
+            try writer.execute("INSERT INTO other VALUES (1)")
+
+            let reader = try Self.connect(name, server.url, "cache_mb=64", readOnly: false)
+            try reader.execute("PRAGMA cache_size=10")
+            func stats() -> [Int64] {
+                var values = [Int64](repeating: 0, count: 8)
+                _ = values.withUnsafeMutableBufferPointer { sqlite3_file_control(reader.handle, "main", 0x5359_4E01, $0.baseAddress) }
+                return values
+            }
+            // Part of a scan: a read is in flight when it stops.
+            try reader.execute("BEGIN")
+            do {
+                let scan = try reader.prepare("SELECT id, v FROM t ORDER BY id")
+                var seen = 0
+                while seen < 2500, try scan.step() { seen += 1 }
+                #expect(seen == 2500)
+            }
+            try reader.execute("COMMIT")
+            #expect(stats()[6] > stats()[7], "no read was left in flight by the stopped scan: \(stats())")
+
+            // Every row changes; the reader's next transaction sees only the new rows,
+            // though reads of the old version were sent ahead.
+            try writer.execute("UPDATE t SET v = lower(v) || 'x'")
+            let expected = try writer.query("\(Self.digest) t")
+            #expect(try reader.query("\(Self.digest) t") == expected)
+            #expect(try reader.scalar("SELECT count(*) FROM t WHERE v NOT LIKE '%x'") == .integer(0))
+            // The connection still reads and commits.
+            try reader.execute("INSERT INTO other VALUES (2)")
+            #expect(try writer.scalar("SELECT sum(x) FROM other") == .integer(3))
             #expect(try reader.scalar("PRAGMA integrity_check") == .text("ok"))
         }
     }
