@@ -18,9 +18,16 @@ if [ $# -gt 0 ]; then exec swift test "$@"; fi
 # tests (big commits, process storms, kill -9 loops) share its two cores, so
 # they run on their own first; everything else runs in parallel after them.
 timing_tests='ManyWritersTests|CommitPathTests|WriterDeathTests|CommitOutcomeTests|ReadConsistencyTests|DatabaseIndependenceTests'
+# The rest runs in two halves (suites A-L, then M-Z): all of it at once held
+# 1,300-1,500 file descriptors early on (an event loop group and connections per
+# embedded sequencer, pipes per child), past the count at which Foundation's
+# Process.run() on Linux over-reads /proc/self/fd's directory buffer and
+# crashes the test process (swiftlang/swift-corelibs-foundation#5472).
+first_half='^SyndDBTests\.[A-L]'
 swift build --build-tests
 swift test --skip-build --filter "$timing_tests"
-swift test --skip-build --skip "$timing_tests"
+swift test --skip-build --skip "$timing_tests" --filter "$first_half"
+swift test --skip-build --skip "$timing_tests" --skip "$first_half"
 if [ "${SYNDDB_HARNESS:-1}" = 0 ]; then exit 0; fi
 
 step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }

@@ -17,7 +17,7 @@ import Glibc
 /// | cache_mb       | SYNDDB_CACHE_MB        | 256 |
 /// | timeout_ms     | SYNDDB_TIMEOUT_MS      | 5000 (per request) |
 /// | prefetch       | SYNDDB_PREFETCH        | 16 (pages read on a lone miss; sequential misses double it) |
-/// | readahead      | SYNDDB_READAHEAD       | 4096 (most pages one read asks for; at most a quarter of the cache) |
+/// | readahead      | SYNDDB_READAHEAD       | 2048 (most pages one read asks for; at most 8 MiB and a quarter of the cache) |
 /// | spill_mb       | SYNDDB_SPILL_MB        | 64 (a write transaction's pages past this, and capture's ordered rows and changeset past min(this, 16), go to a temporary file; 0: never) |
 /// | spill_dir      | SYNDDB_SPILL_DIR       | $TMPDIR or /tmp |
 /// | trace          | SYNDDB_TRACE           | 0 (1: print every request to stderr) |
@@ -61,7 +61,7 @@ struct FileOptions {
         cacheBytes = try number("cache_mb", "SYNDDB_CACHE_MB", 256, 1...1_048_576) << 20
         timeoutMs = try number("timeout_ms", "SYNDDB_TIMEOUT_MS", 5000, 10...600_000)
         prefetch = try number("prefetch", "SYNDDB_PREFETCH", 16, 1...4096)
-        readAheadPages = try number("readahead", "SYNDDB_READAHEAD", 4096, 1...65536)
+        readAheadPages = try number("readahead", "SYNDDB_READAHEAD", 2048, 1...65536)
         spillBytes = try number("spill_mb", "SYNDDB_SPILL_MB", 64, 0...1_048_576) << 20
         spillDirectory = value("spill_dir", "SYNDDB_SPILL_DIR") ?? getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         trace = try number("trace", "SYNDDB_TRACE", 0, 0...1) == 1
