@@ -129,7 +129,7 @@ public final class SequencerClient: Sendable {
                     path: SequencerMethod.readPages.rawValue,
                     headers: [("content-type", "application/grpc"), ("te", "trailers"),
                               ("grpc-timeout", "\(ms)m"), ("user-agent", "synddb-vfs/1")],
-                    body: body, deadline: deadline, onData: { pending.append($0) }
+                    body: body, deadline: deadline, onData: { pending.received.appendBody($0) }
                 ) { end in pending.end = end }
                 pending.stream = OpenStream(connection: slot.serial, id: id)
             } catch {
@@ -164,8 +164,8 @@ public final class SequencerClient: Sendable {
         switch pending.end {
         case .ended(var response, let errorCode)?:
             if errorCode != 0 { throw Self.status(of: response, resetCode: errorCode, method: .readPages) }
-            response.body = pending.body
-            pending.body = []
+            response.body = pending.received.body
+            pending.received = HTTP2Response()
             return try Self.pageAnswer(response, endpoint: endpoint)
         case .connectionClosed?, nil:
             var e = SequencerError(.unavailable, "the connection closed before a read sent ahead was answered")
@@ -178,7 +178,7 @@ public final class SequencerClient: Sendable {
     public func cancelReadPages(_ pending: PendingPages) {
         guard let stream = pending.stream else { return }
         cancel(stream)
-        pending.body = []
+        pending.received = HTTP2Response()
     }
 
     /// `readPages`, with the pages left where they lie in the answer (no copy
@@ -503,19 +503,11 @@ public final class SequencerClient: Sendable {
 public final class PendingPages: @unchecked Sendable {
     fileprivate var stream: SequencerClient.OpenStream?
     fileprivate var deadline = ContinuousClock.now
-    fileprivate var body: [UInt8] = []
+    /// The answer's DATA as it arrives (its headers come with `end`).
+    fileprivate var received = HTTP2Response()
     fileprivate var end: BackgroundStreamEnd?
 
     fileprivate init() {}
-
-    fileprivate func append(_ data: UnsafeRawBufferPointer) {
-        if body.isEmpty, data.count >= 5, data[0] == 0 {
-            // The gRPC prefix announces the message's length: room for all of it at once (up to 64 MiB).
-            let announced = Int(data[1]) << 24 | Int(data[2]) << 16 | Int(data[3]) << 8 | Int(data[4])
-            body.reserveCapacity(5 + min(announced, 64 << 20))
-        }
-        body.append(contentsOf: data)
-    }
 }
 
 /// Cuts a gRPC response stream into its messages (uncompressed, as the

@@ -38,13 +38,7 @@ public final class HTTP2Connection {
             let connection = Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
             guard let data else { return 0 }
             if let stream = connection.stream, stream.id == streamID {
-                if stream.response.body.isEmpty, length >= 5, data[0] == 0 {
-                    // A gRPC message's prefix announces its length: room for all of it
-                    // at once (up to 64 MiB), so a large answer is not grown and copied step by step.
-                    let announced = Int(data[1]) << 24 | Int(data[2]) << 16 | Int(data[3]) << 8 | Int(data[4])
-                    stream.response.body.reserveCapacity(5 + min(announced, 64 << 20))
-                }
-                stream.response.body.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
+                stream.response.appendBody(UnsafeRawBufferPointer(start: data, count: length))
             } else if let stream = connection.background[streamID] {
                 // A background stream's data is handed on as it comes, not kept.
                 stream.onData?(UnsafeRawBufferPointer(start: data, count: length))
@@ -143,20 +137,26 @@ public final class HTTP2Connection {
         do throws(TransportError) {
             while background[id] != nil {
                 try flush(deadline: deadline)  // WINDOW_UPDATEs: a large answer waits for them
-                guard nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 else {
-                    throw TransportError(.http2, "the sequencer ended the HTTP/2 connection (GOAWAY)")
-                }
-                let n = try socket.read(into: readBuffer, deadline: deadline)
-                guard n > 0 else { throw TransportError(.io, "the sequencer closed the connection") }
-                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
-                guard consumed >= 0 else {
-                    throw TransportError(.http2, "HTTP/2 protocol error from the sequencer: \(String(cString: nghttp2_strerror(Int32(consumed))))")
-                }
+                try receiveOnce(session, deadline: deadline)
             }
             try flush(deadline: deadline)
         } catch {
             close()
             throw error
+        }
+    }
+
+    /// Waits for input and hands what one read brings to nghttp2 (whose
+    /// callbacks then run); throws if the server ended the connection.
+    private func receiveOnce(_ session: OpaquePointer, deadline: ContinuousClock.Instant) throws(TransportError) {
+        guard nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 else {
+            throw TransportError(.http2, "the sequencer ended the HTTP/2 connection (GOAWAY)")
+        }
+        let n = try socket.read(into: readBuffer, deadline: deadline)
+        guard n > 0 else { throw TransportError(.io, "the sequencer closed the connection") }
+        let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
+        guard consumed >= 0 else {
+            throw TransportError(.http2, "HTTP/2 protocol error from the sequencer: \(String(cString: nghttp2_strerror(Int32(consumed))))")
         }
     }
 
@@ -178,15 +178,7 @@ public final class HTTP2Connection {
                 try flush(deadline: deadline)
                 stream.mayHaveBeenSent = true
                 if stream.closed { break }
-                guard nghttp2_session_want_read(session) != 0 || nghttp2_session_want_write(session) != 0 else {
-                    throw TransportError(.http2, "the sequencer ended the HTTP/2 connection (GOAWAY)")
-                }
-                let n = try socket.read(into: readBuffer, deadline: deadline)
-                guard n > 0 else { throw TransportError(.io, "the sequencer closed the connection") }
-                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
-                guard consumed >= 0 else {
-                    throw TransportError(.http2, "HTTP/2 protocol error from the sequencer: \(String(cString: nghttp2_strerror(Int32(consumed))))")
-                }
+                try receiveOnce(session, deadline: deadline)
             }
             try flush(deadline: deadline)  // WINDOW_UPDATEs and ACKs
         } catch {
