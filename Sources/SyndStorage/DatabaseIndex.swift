@@ -30,6 +30,20 @@ enum IndexUpdate {
                external: UInt32? = nil)
     case epochCeiling(database: Int64, ceiling: UInt64)
     case prune(database: Int64, keepFrom: UInt64)
+    /// Versions `first...last` as compaction kept them: only their live page
+    /// images (an `external` file's offset, or a position in the record).
+    case compacted(database: Int64, first: UInt64, last: UInt64, pageSize: UInt32, pageCount: UInt32, images: [CompactedImage])
+}
+
+/// A page image a compacted record keeps. `position`: from the record's first
+/// byte, or the offset in pages file `external`.
+struct CompactedImage {
+    var number: UInt32
+    var version: UInt64
+    var position: Int
+    var checksum: UInt32
+    var length: UInt32
+    var external: UInt32?
 }
 
 /// One database's part of `LogStore`'s in-memory index: every kept page
@@ -89,6 +103,22 @@ struct DatabaseIndex {
         batches[version] = BatchLocation(segment: segment, offset: offset, length: length, pageSize: pageSize, pageCount: pageCount, txnID: txnID)
         txns[txnID] = version
         self.version = version
+        self.pageSize = pageSize
+        self.pageCount = pageCount
+    }
+
+    /// Applies a compacted record of versions `first...last` at `offset` of
+    /// `segment`: the images reads still see, and the sizes of `last`. Its
+    /// batches were pruned, so no batch or commit id is kept for them.
+    mutating func applyCompacted(last: UInt64, pageSize: UInt32, pageCount: UInt32, images: [CompactedImage], segment: UInt32, offset: Int) {
+        for i in images {
+            let location = i.length == 0
+                ? PageLocation(version: i.version, offset: 0, segment: 0, length: 0, checksum: 0)
+                : PageLocation(version: i.version, offset: i.external == nil ? offset + i.position : i.position,
+                               segment: i.external ?? segment, length: i.length, checksum: i.checksum)
+            pages[i.number, default: []].append(location)
+        }
+        version = last
         self.pageSize = pageSize
         self.pageCount = pageCount
     }

@@ -23,7 +23,9 @@ enum LegacyStoreImport {
         }
         let legacy = try Connection(path: path)
         try legacy.execute("PRAGMA busy_timeout=5000")
-        let log = try LogStore(directory: staging)
+        var options = LogStoreOptions()
+        options.compactAutomatically = false  // the folder is renamed once complete
+        let log = try LogStore(directory: staging, options: options)
         let outstanding = AppendsInFlight()
         var batches = 0
         func append(_ record: StoreRecord) throws {

@@ -20,13 +20,25 @@ import SyndProtocol
 ///   (`NNNNNNNN.pages`, named after `pages file` u32 before the count). Large
 ///   batches are written this way (see `LogStore`), so that their bytes never
 ///   hold up other databases' commits in the log's writer.
+/// - compacted: database u64, first version u64, last version u64, page size
+///   u32, page count u32 (of the last version), entry count u32, then per
+///   entry: number u32, version u64, CRC-32C u32, length u32, place u32; a
+///   place of 0 means the bytes follow, one with `LogSegment.pagesFileBit`
+///   names a pages file and an offset u64 in it follows. Length 0: the page
+///   was cut off at that version. Written only by compaction (see
+///   `LogStore+Compaction`), in place of batches older than the retention
+///   window: it keeps what reads still see of them (their live page images)
+///   and forgets the rest (seals, changesets, commit ids, superseded images).
+/// - covers: last segment number u32. The first record of a segment that
+///   compaction merged from this one and the ones after it, through that
+///   number: those files are gone (or, after a crash, left over and removed).
 /// - group end: group sequence u64. Records take effect only with the group
 ///   end that follows them: a group is what one fsync made durable, so a crash
 ///   leaves whole groups, and anything after the last intact group end is a
 ///   torn tail.
 struct LogRecord {
     enum Kind: UInt8 {
-        case create = 1, batch = 2, drop = 3, epochCeiling = 4, prune = 5, groupEnd = 6, externalBatch = 7
+        case create = 1, batch = 2, drop = 3, epochCeiling = 4, prune = 5, groupEnd = 6, externalBatch = 7, compacted = 8, covers = 9
     }
 
     static let magic: UInt32 = 0x524E_5953  // "SYNR"
@@ -149,6 +161,57 @@ struct LogRecord {
         w.u32(page.checksum)
         w.u32(UInt32(page.data.count))
         return w.bytes
+    }
+
+    /// One page image a compacted record keeps: inline `data`, or `length`
+    /// bytes at `offset` of pages file `file` (nil: inline).
+    struct KeptImage {
+        var number: UInt32
+        var version: UInt64
+        var checksum: UInt32
+        var length: UInt32
+        var file: UInt32?
+        var offset: Int = 0
+        var data: [UInt8] = []
+    }
+
+    /// A compacted record of versions `first...last` of `database`, keeping
+    /// `images` (in version order). `pagePositions` gives, per inline image,
+    /// where its bytes start from the record's first byte.
+    init(compacted database: Int64, first: UInt64, last: UInt64, pageSize: UInt32, pageCount: UInt32, images: [KeptImage]) {
+        var w = LogWriterBuffer()
+        w.reserveHeader()
+        w.u64(UInt64(bitPattern: database))
+        w.u64(first)
+        w.u64(last)
+        w.u32(pageSize)
+        w.u32(pageCount)
+        w.u32(UInt32(images.count))
+        w.reserve(images.reduce(0) { $0 + 32 + $1.data.count })
+        var positions: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)] = []
+        for image in images {
+            w.u32(image.number)
+            w.u64(image.version)
+            w.u32(image.checksum)
+            w.u32(image.length)
+            w.u32(image.file ?? 0)
+            if image.file != nil {
+                w.u64(UInt64(image.offset))
+            } else {
+                positions.append((image.number, w.count, image.checksum, image.length))
+                w.append(image.data)
+            }
+        }
+        self.init(.compacted, w)
+        pagePositions = positions
+    }
+
+    /// A covers record: this segment holds what segments through `last` held.
+    init(coversThrough last: UInt32) {
+        var w = LogWriterBuffer()
+        w.reserveHeader()
+        w.u32(last)
+        self.init(.covers, w)
     }
 
     /// A group end record.

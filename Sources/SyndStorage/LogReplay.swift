@@ -18,17 +18,38 @@ struct LogReplay {
     var pagesFiles: [UInt32: LogSegment] = [:]
     /// The next pages file number to use.
     var nextPagesFile: UInt32 = 1
+    /// Per pages file, the segment whose record refers to it.
+    var pagesOwners: [UInt32: UInt32] = [:]
 
     init(directory: String) throws(SequencerError) {
+        // A compaction a crash interrupted before its rename: the segment it
+        // was rewriting is still whole under its own name.
+        for name in try Self.fileNames(in: directory) where name.hasSuffix(LogStore.compactingSuffix) {
+            unlink(directory + "/" + name)
+            notes.append("removed \(directory)/\(name): a compaction a crash interrupted (the segment it rewrote is intact)")
+        }
         let numbers = try Self.segmentNumbers(in: directory)
-        for (i, number) in numbers.enumerated() {
-            if i > 0, number != numbers[i - 1] + 1 {
-                throw Self.damage(directory, "segment \(LogSegment.fileName(numbers[i - 1] + 1)) is missing (the folder has \(LogSegment.fileName(number)) after \(LogSegment.fileName(numbers[i - 1])))")
+        // A merged segment covers the numbers after it through some last one;
+        // the next segment must follow that. Covered files still there are
+        // what a crash left of a merge before removing them.
+        let newest = numbers.last
+        var expected = numbers.first
+        for number in numbers {
+            if let e = expected, number < e {
+                let path = directory + "/" + LogSegment.fileName(number)
+                unlink(path)
+                notes.append("removed \(path): a compaction a crash interrupted had merged it into \(segments.last.map(\.path) ?? "an earlier segment")")
+                continue
+            }
+            if let e = expected, number != e {
+                throw Self.damage(directory, "segment \(LogSegment.fileName(e)) is missing (the folder has \(LogSegment.fileName(number)) after \(segments.last.map(\.path) ?? "nothing"))")
             }
             let segment = try LogSegment(directory: directory, number: number, create: false)
             segments.append(segment)
-            try replay(segment, isNewest: i == numbers.count - 1, directory: directory)
+            let covers = try replay(segment, isNewest: number == newest, directory: directory)
+            expected = max(number, covers ?? number) + 1
         }
+        if !numbers.isEmpty { try? syncDirectory(directory) }
         // Pages files no batch refers to were being written when a crash came
         // (their batch was never acknowledged).
         for number in try Self.pagesFileNumbers(in: directory) {
@@ -36,11 +57,13 @@ struct LogReplay {
             guard pagesFiles[number] == nil else { continue }
             let path = directory + "/" + LogSegment.fileName(number)
             unlink(path)
-            notes.append("removed \(path): the pages of a large commit a crash interrupted, never acknowledged")
+            notes.append("removed \(path): no record refers to it (the pages of a large commit a crash interrupted, never acknowledged, or of old versions a compaction a crash interrupted had just freed)")
         }
     }
 
-    private mutating func replay(_ segment: LogSegment, isNewest: Bool, directory: String) throws(SequencerError) {
+    /// Replays one segment; returns the last segment number it covers, if it was merged from several.
+    private mutating func replay(_ segment: LogSegment, isNewest: Bool, directory: String) throws(SequencerError) -> UInt32? {
+        var covers: UInt32?
         let size = segment.size
         var offset = 0
         var groupStart = 0
@@ -75,6 +98,12 @@ struct LogReplay {
                     for g in group { try apply(g.update, segment: segment.number, offset: g.offset, length: g.length, directory: directory) }
                     group = []
                     groupStart = offset + length
+                } else if header.kind == .covers {
+                    covers = try payload.withUnsafeBytes { raw throws(LogPayloadReader.Overrun) in
+                        var r = LogPayloadReader(raw)
+                        return try r.u32()
+                    }
+                    guard isNewest == false, covers! > segment.number else { throw LogPayloadReader.Overrun() }
                 } else {
                     let update = try payload.withUnsafeBytes { raw throws(LogPayloadReader.Overrun) in
                         try Self.update(kind: header.kind, payload: raw)
@@ -93,12 +122,12 @@ struct LogReplay {
         }
         guard problem != nil || !group.isEmpty else {
             if isNewest { activeSize = size }
-            return
+            return covers
         }
         if group.isEmpty, problem != nil, try segment.isZero(from: offset) {
             // The zeros of an allocated end (see `LogSegment.allocate`): where the log ends.
             if isNewest { activeSize = offset }
-            return
+            return covers
         }
         let reason = problem.map { "\($0) at offset \(offset)" } ?? "records without a group end after offset \(groupStart)"
         guard isNewest else {
@@ -111,6 +140,7 @@ struct LogReplay {
         try segment.truncate(to: groupStart)
         activeSize = groupStart
         notes.append("cut off a torn tail of \(size - groupStart) bytes at offset \(groupStart) of \(segment.path) (\(reason)): the last write before a crash, never acknowledged")
+        return covers
     }
 
     private mutating func apply(_ update: IndexUpdate, segment: UInt32, offset: Int, length: Int, directory: String) throws(SequencerError) {
@@ -135,6 +165,23 @@ struct LogReplay {
             }
             indexes[id]!.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,
                                     external: external, segment: segment, offset: offset, length: length)
+            if let external { pagesOwners[external] = segment }
+        case .compacted(let id, let first, let last, let pageSize, let pageCount, let images):
+            guard let index = indexes[id] else { throw SequencerError(.dataLoss, "a compacted record of database id \(id), which was never created") }
+            guard first == index.version + 1, last >= first else {
+                throw SequencerError(.dataLoss, "compacted versions \(first)...\(last) of '\(index.name)' follow version \(index.version)")
+            }
+            for file in Set(images.compactMap(\.external)) {
+                if pagesFiles[file] == nil {
+                    pagesFiles[file] = try LogSegment(directory: directory, number: file, create: false)
+                }
+                let end = images.filter { $0.external == file }.map { $0.position + Int($0.length) }.max() ?? 0
+                guard pagesFiles[file]!.size >= end else {
+                    throw SequencerError(.dataLoss, "compacted versions of '\(index.name)' have pages up to byte \(end) of \(LogSegment.fileName(file)), which is shorter")
+                }
+                pagesOwners[file] = segment
+            }
+            indexes[id]!.applyCompacted(last: last, pageSize: pageSize, pageCount: pageCount, images: images, segment: segment, offset: offset)
         case .epochCeiling(let id, let ceiling):
             guard indexes[id] != nil else { throw SequencerError(.dataLoss, "an epoch record of database id \(id), which was never created") }
             indexes[id]!.epochCeiling = max(indexes[id]!.epochCeiling, ceiling)
@@ -163,7 +210,35 @@ struct LogReplay {
             return .epochCeiling(database: id, ceiling: try r.u64())
         case .prune:
             return .prune(database: id, keepFrom: try r.u64())
-        case .groupEnd:
+        case .compacted:
+            let first = try r.u64()
+            let last = try r.u64()
+            let pageSize = try r.u32()
+            let pageCount = try r.u32()
+            let count = Int(try r.u32())
+            guard count <= r.remaining / 24 else { throw LogPayloadReader.Overrun() }
+            var images: [CompactedImage] = []
+            images.reserveCapacity(count)
+            for _ in 0..<count {
+                let number = try r.u32()
+                let version = try r.u64()
+                let checksum = try r.u32()
+                let length = try r.u32()
+                let place = try r.u32()
+                guard version >= first, version <= last else { throw LogPayloadReader.Overrun() }
+                if place == 0 {
+                    let position = LogRecord.headerSize + r.offset
+                    _ = try r.take(Int(length))
+                    images.append(CompactedImage(number: number, version: version, position: position, checksum: checksum, length: length))
+                } else {
+                    guard place & LogSegment.pagesFileBit != 0 else { throw LogPayloadReader.Overrun() }
+                    let offset = try r.u64()
+                    guard offset < 1 << 48 else { throw LogPayloadReader.Overrun() }
+                    images.append(CompactedImage(number: number, version: version, position: Int(offset), checksum: checksum, length: length, external: place))
+                }
+            }
+            return .compacted(database: id, first: first, last: last, pageSize: pageSize, pageCount: pageCount, images: images)
+        case .groupEnd, .covers:
             throw LogPayloadReader.Overrun()
         }
     }
@@ -308,17 +383,21 @@ struct LogReplay {
 
     /// The numbers `parse` finds in the names of `directory`'s files, in order.
     private static func fileNumbers(in directory: String, _ parse: (String) -> UInt32?) throws(SequencerError) -> [UInt32] {
+        try fileNames(in: directory).compactMap(parse).sorted()
+    }
+
+    /// The names of `directory`'s entries.
+    static func fileNames(in directory: String) throws(SequencerError) -> [String] {
         guard let dir = opendir(directory) else {
             throw SequencerError(.unavailable, "store: cannot list \(directory): \(String(cString: strerror(errno)))")
         }
         defer { closedir(dir) }
-        var numbers: [UInt32] = []
+        var names: [String] = []
         while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+            names.append(withUnsafePointer(to: &entry.pointee.d_name) {
                 String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
-            }
-            if let n = parse(name) { numbers.append(n) }
+            })
         }
-        return numbers.sorted()
+        return names
     }
 }

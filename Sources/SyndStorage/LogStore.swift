@@ -24,15 +24,25 @@ import Glibc
 ///   acknowledged): it is cut off and reported. A damaged record anywhere
 ///   before it stops the store from opening, with what was found where.
 ///
-/// Space is not yet reclaimed: images older than the retention window stay in
-/// their segments (the index forgets them).
+/// - **Space.** Closed segments whose bytes are mostly what no read sees any
+///   more (batches past the retention window, superseded images) are
+///   rewritten in the background: see `LogStore+Compaction`.
 public final class LogStore: StorageBackend {
     /// The folder of the segment files.
     public let directory: String
     public let recovered: [RecoveredDatabase]
     public let recoveryNotes: [String]
-    private let indexes: Mutex<[Int64: DatabaseIndexCell]>
-    private let segments: Mutex<[UInt32: LogSegment]>
+    let options: LogStoreOptions
+    let indexes: Mutex<[Int64: DatabaseIndexCell]>
+    /// Open files by key: a segment's number (or, once compaction rewrote it,
+    /// a key with `CompactionState.rewrittenBit`), or a pages file's number.
+    let segments: Mutex<[UInt32: LogSegment]>
+    /// Per pages file, the key of the segment whose record refers to it.
+    let pagesOwners: Mutex<[UInt32: UInt32]>
+    /// The number of the segment appends go to (never compacted).
+    let activeSegment: Atomic<UInt32>
+    let compactionThread = DispatchQueue(label: "synd.store.compaction", qos: .utility)
+    let compaction = CompactionState()
     private let queue: Mutex<AppendQueue>
     private let appender: LogAppender
     private let writerThread = DispatchQueue(label: "synd.store.log-writer")
@@ -41,8 +51,6 @@ public final class LogStore: StorageBackend {
     private let bulkThread = DispatchQueue(label: "synd.store.log-bulk")
     private let pagesFiles: PagesFileNumbers
 
-    /// A new segment is started once the newest passes this size.
-    static let segmentLimit = 64 << 20
 
     struct Pending {
         var record: LogRecord
@@ -61,8 +69,9 @@ public final class LogStore: StorageBackend {
     }
 
     /// Opens the log in `directory` (created if missing), replaying it into the index.
-    public init(directory: String) throws(SequencerError) {
+    public init(directory: String, options: LogStoreOptions = LogStoreOptions()) throws(SequencerError) {
         self.directory = directory
+        self.options = options
         mkdir(directory, 0o755)
         let replay = try LogReplay(directory: directory)
         var cells: [Int64: DatabaseIndexCell] = [:]
@@ -80,8 +89,12 @@ public final class LogStore: StorageBackend {
             open[1] = active
         }
         segments = Mutex(open)
-        appender = LogAppender(directory: directory, active: active!, size: replay.activeSize, groups: replay.groups)
+        pagesOwners = Mutex(replay.pagesOwners)
+        activeSegment = Atomic(active!.number)
+        appender = LogAppender(directory: directory, active: active!, size: replay.activeSize, groups: replay.groups,
+                               segmentLimit: options.segmentLimit)
         queue = Mutex(AppendQueue())
+        scheduleCompaction()
     }
 
     public func append(_ record: StoreRecord, completion: @escaping @Sendable (Result<Void, SequencerError>) -> Void) {
@@ -180,7 +193,10 @@ public final class LogStore: StorageBackend {
             let placed: [(segment: UInt32, offset: Int)]
             do {
                 let (newSegment, offsets) = try appender.write(group.map(\.record))
-                if let newSegment { segments.withLock { $0[newSegment.number] = newSegment } }
+                if let newSegment {
+                    segments.withLock { $0[newSegment.number] = newSegment }
+                    activeSegment.store(newSegment.number, ordering: .releasing)
+                }
                 placed = offsets
             } catch {
                 let failure = SequencerError(.unavailable, "\(error.message); the store accepts no more writes until the sequencer restarts (it then recovers every acknowledged commit)")
@@ -188,10 +204,14 @@ public final class LogStore: StorageBackend {
                 for p in group { p.completion(.failure(failure)) }
                 continue
             }
+            var pruned = false
             for (p, place) in zip(group, placed) {
                 apply(p.update, segment: place.segment, offset: place.offset, length: p.record.length)
+                if case .prune = p.update { pruned = true }
             }
             for p in group { p.completion(.success(())) }
+            // What a prune let go may make a closed segment worth rewriting.
+            if pruned { scheduleCompaction() }
         }
     }
 
@@ -204,10 +224,14 @@ public final class LogStore: StorageBackend {
                 $0.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,
                               external: external, segment: segment, offset: offset, length: length)
             }
+            if let external { pagesOwners.withLock { $0[external] = segment } }
         case .epochCeiling(let id, let ceiling):
             cell(id)?.withLock { $0.epochCeiling = max($0.epochCeiling, ceiling) }
         case .prune(let id, let keepFrom):
             cell(id)?.withLock { $0.prune(keepFrom: keepFrom) }
+        case .compacted(let id, _, let last, let pageSize, let pageCount, let images):
+            // Only compaction writes these, into copies it swaps in itself; applied here for completeness.
+            cell(id)?.withLock { $0.applyCompacted(last: last, pageSize: pageSize, pageCount: pageCount, images: images, segment: segment, offset: offset) }
         }
     }
 
@@ -373,6 +397,18 @@ extension IndexUpdate {
     }
 }
 
+/// How a `LogStore` lays out and looks after its files.
+public struct LogStoreOptions: Sendable {
+    /// A new segment is started once the newest passes this size.
+    public var segmentLimit = 64 << 20
+    /// Whether compaction runs by itself (after prunes, and at open).
+    public var compactAutomatically = true
+    /// Test hook: a compaction stops where this returns true, as a crash there would stop it.
+    public var compactionStop: (@Sendable (CompactionStep) -> Bool)?
+
+    public init() {}
+}
+
 /// The next pages file number; used only on LogStore's bulk thread.
 final class PagesFileNumbers: @unchecked Sendable {
     // @unchecked: `take` is called only on LogStore.bulkThread, a serial queue.
@@ -421,8 +457,11 @@ final class LogAppender: @unchecked Sendable {
     /// Only groups up to this size write zeros ahead (see `write`).
     static let zeroingGroupLimit = 64 << 10
 
-    init(directory: String, active: LogSegment, size: Int, groups: UInt64) {
+    private let segmentLimit: Int
+
+    init(directory: String, active: LogSegment, size: Int, groups: UInt64, segmentLimit: Int) {
         self.directory = directory
+        self.segmentLimit = segmentLimit
         self.active = active
         self.size = size
         self.groups = groups
@@ -435,7 +474,7 @@ final class LogAppender: @unchecked Sendable {
     /// went (and the segment started for them, if any).
     func write(_ records: [LogRecord]) throws(SequencerError) -> (LogSegment?, [(segment: UInt32, offset: Int)]) {
         var started: LogSegment?
-        if size >= LogStore.segmentLimit {
+        if size >= segmentLimit {
             // The previous group's fsync made the full segment's end durable;
             // its unused allocation goes.
             try active.truncate(to: size)

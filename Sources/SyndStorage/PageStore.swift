@@ -65,7 +65,9 @@ public final class PageStore: Sendable {
         if access(legacy, F_OK) == 0, access(logDirectory, F_OK) != 0 {
             imported = try LegacyStoreImport.run(from: legacy, into: logDirectory)
         }
-        let backend = try LogStore(directory: logDirectory)
+        var logOptions = LogStoreOptions()
+        logOptions.segmentLimit = configuration.segmentBytes
+        let backend = try LogStore(directory: logDirectory, options: logOptions)
         self.backend = backend
         let hasHistory = backend.recovered.contains { $0.version > 0 }
         signingKey = try SigningKey(path: configuration.directory + "/sequencer.ed25519", create: !hasHistory)
@@ -495,7 +497,9 @@ public final class PageStore: Sendable {
             h.pageSize = request.pageSize
             h.pageCount = request.pageCount
             db.publish(h, changed: changed)
-            if version % 64 == 0, configuration.retainedVersions < version {
+            // Every 64 versions, or more often for a short window, so that what it lets go goes soon.
+            let pruneEvery = max(1, min(64, configuration.retainedVersions / 8))
+            if version % pruneEvery == 0, configuration.retainedVersions < version {
                 let keepFrom = version - configuration.retainedVersions
                 if keepFrom > h.oldestVersion {
                     // Raised before the backend forgets anything, so reads below it fail rather than see holes.

@@ -6,6 +6,8 @@ public struct StoreConfiguration: Sendable {
     public var directory: String
     /// Versions behind the head that stay readable (point-in-time reads).
     public var retainedVersions: UInt64 = 10_000
+    /// Size at which the log starts a new segment (only closed ones are compacted).
+    public var segmentBytes = 64 << 20
     /// Largest batch, in bytes of page data.
     public var maxBatchBytes: UInt64 = 256 << 20
     /// Most pages one read may ask for.

@@ -16,8 +16,11 @@ struct SequencerCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.")
     var host: String = "127.0.0.1"
 
-    @Option(help: "Versions behind the head kept for point-in-time reads.")
+    @Option(help: "Versions behind the head kept for point-in-time reads and for validators to catch up from. Older versions' changesets and superseded page images are let go, and the log's space is reclaimed in the background.")
     var retain: UInt64 = 10_000
+
+    @Option(help: ArgumentHelp("Size at which the store starts a new log segment, in MiB. Only closed segments are compacted.", visibility: .hidden))
+    var segmentMB: Int = 64
 
     @Option(help: "Largest commit batch (pages and changeset), in MiB. A commit in progress holds its batch in the sequencer's memory, about once its size, until it is durable.")
     var maxBatchMB: UInt64 = 256
@@ -32,6 +35,8 @@ struct SequencerCommand: AsyncParsableCommand {
         var configuration = StoreConfiguration(directory: data)
         configuration.retainedVersions = retain
         configuration.maxBatchBytes = maxBatchMB << 20
+        guard segmentMB >= 1, segmentMB <= 1024 else { throw ValidationError("--segment-mb must be between 1 and 1024") }
+        configuration.segmentBytes = segmentMB << 20
         let server: SequencerServer
         do {
             guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("give both --tls-cert and --tls-key") }

@@ -1,0 +1,569 @@
+import Dispatch
+import Synchronization
+import SyndProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Compaction: the log gives back the space of what no read sees any more.
+///
+/// Once the retention window passes a batch, its seal, changeset and commit id
+/// are never read again, and nor are its page images that a later one
+/// superseded. A closed segment where such dead bytes (with those of the pages
+/// files its records refer to) reach `deadFraction` is rewritten: the records
+/// of kept batches are copied as they are, each run of a database's older
+/// batches becomes one `compacted` record with only their live images, and the
+/// last prune and epoch ceiling of each database follow. The copy keeps the
+/// segment's number, so replay meets every database's records in the same
+/// order; it is written aside, fsynced and renamed over the segment in one
+/// step, so a crash leaves the old segment or the new one, never a mix.
+/// Pages files whose live images are few are folded into the copy and removed
+/// after the rename; readers that looked a page up just before the swap read
+/// the old file through its open descriptor, kept for a while.
+extension LogStore {
+    /// Suffix of a segment's copy while compaction writes it.
+    public static let compactingSuffix = ".compacting"
+    /// A closed segment is rewritten once this share of its bytes (and of its
+    /// pages files') is dead: the store then stays within about 1/(1 - 0.3) of
+    /// what reads can see, and a rewrite copies at most 2.3 live bytes per byte freed.
+    static let deadFraction = 0.3
+    /// Nor is it rewritten for less than this (an eighth of a segment, at most 1 MiB).
+    var minimumReclaim: Int { max(4096, min(1 << 20, options.segmentLimit / 8)) }
+    /// A compacted record holds at most this many bytes of inline images.
+    static let compactedRecordLimit = 8 << 20
+
+    /// Runs a compaction pass soon on the compaction thread, unless one is already waiting.
+    func scheduleCompaction() {
+        guard options.compactAutomatically, compaction.queued.exchange(true, ordering: .acquiringAndReleasing) == false else { return }
+        compactionThread.asyncAfter(deadline: .now() + .milliseconds(100)) { _ = self.compactionPass() }
+    }
+
+    /// Rewrites every closed segment worth it now, and waits for it.
+    @discardableResult
+    public func compact() -> CompactionReport {
+        compactionThread.sync { compactionPass() }
+    }
+
+    /// On the compaction thread: rewrites candidates, most reclaimable first, until none is left.
+    func compactionPass() -> CompactionReport {
+        compaction.queued.store(false, ordering: .sequentiallyConsistent)
+        compaction.releaseRetired(from: segments)
+        var report = CompactionReport()
+        var skipped: Set<UInt32> = []
+        while let keys = candidate(skipping: skipped) {
+            do throws(SequencerError) {
+                guard try rewrite(keys, into: &report) else { return report }
+            } catch {
+                // The segments stay as they were: a failed rewrite changes nothing that reads or replay see.
+                report.failures.append(error.message)
+                compaction.failures.withLock { $0.append(error.message) }
+                skipped.formUnion(keys)
+            }
+        }
+        return report
+    }
+
+    /// The run of adjacent closed segments whose rewrite into one frees the
+    /// most, if one is worth it: one with enough dead bytes, or small ones
+    /// that together make one file (fewer files, fewer descriptors).
+    private func candidate(skipping skipped: Set<UInt32>) -> [UInt32]? {
+        let live = liveBytes()
+        let files = segments.withLock { $0 }
+        let owners = pagesOwners.withLock { $0 }
+        let active = activeSegment.load(ordering: .acquiring)
+        struct Member { var key: UInt32; var size: Int; var reclaim: Int }
+        var members: [(number: UInt32, member: Member)] = []
+        for (key, segment) in files where key & LogSegment.pagesFileBit == 0 && segment.number < active && !compaction.isRetired(key) {
+            var m = Member(key: key, size: segment.size, reclaim: max(0, segment.size - (live[key] ?? 0)))
+            for (file, owner) in owners where owner == key {
+                guard let pages = files[file] else { continue }
+                let size = pages.size
+                let kept = live[file] ?? 0
+                m.size += size
+                if kept * 2 <= size { m.reclaim += max(0, size - kept) }
+            }
+            members.append((segment.number, m))
+        }
+        members.sort { $0.number < $1.number }
+        // Runs whose copy would stay under half a segment.
+        var runs: [[Member]] = []
+        for (_, m) in members {
+            if skipped.contains(m.key) {
+                runs.append([])
+                continue
+            }
+            let keep = m.size - m.reclaim
+            if let run = runs.last, !run.isEmpty, run.reduce(keep, { $0 + $1.size - $1.reclaim }) <= options.segmentLimit / 2 {
+                runs[runs.count - 1].append(m)
+            } else {
+                runs.append([m])
+            }
+        }
+        var best: (keys: [UInt32], reclaim: Int)?
+        for run in runs where !run.isEmpty {
+            let total = run.reduce(0) { $0 + $1.size }
+            var reclaim = run.reduce(0) { $0 + $1.reclaim }
+            let worth = reclaim >= minimumReclaim && Double(reclaim) >= Self.deadFraction * Double(total)
+            let merge = run.count >= 2 && total <= options.segmentLimit / 4
+            guard worth || merge else { continue }
+            reclaim += run.count - 1  // among equals, fewer files
+            if reclaim > best?.reclaim ?? -1 { best = (run.map(\.key), reclaim) }
+        }
+        return best?.keys
+    }
+
+    /// Bytes per file that reads can still reach: kept batch records whole,
+    /// and the images of older batches (or in pages files) that reads see.
+    private func liveBytes() -> [UInt32: Int] {
+        var live: [UInt32: Int] = [:]
+        for cell in indexes.withLock({ Array($0.values) }) {
+            cell.withLock { index in
+                for (_, b) in index.batches { live[b.segment, default: 0] += b.length }
+                for (_, list) in index.pages {
+                    for l in list where l.length > 0 {
+                        if let b = index.batches[l.version], b.segment == l.segment { continue }  // counted with its record
+                        live[l.segment, default: 0] += Int(l.length) + 12
+                    }
+                }
+            }
+        }
+        return live
+    }
+
+    /// What of segments `keys` (and of pages files `files`) reads can reach, taken under each database's lock.
+    private func liveSet(of keys: Set<UInt32>, files: Set<UInt32>) -> CompactionLiveSet {
+        var set = CompactionLiveSet()
+        for cell in indexes.withLock({ Array($0.values) }) {
+            cell.withLock { index in
+                for (_, b) in index.batches where keys.contains(b.segment) { set.batches.insert(BatchKey(segment: b.segment, offset: b.offset)) }
+                for (number, list) in index.pages {
+                    for l in list {
+                        if l.length == 0 {
+                            set.cutOffs[index.id, default: [:]][l.version, default: []].append(number)
+                        } else if keys.contains(l.segment) || files.contains(l.segment) {
+                            set.images[l.segment, default: []].insert(l.offset)
+                            set.bytes[l.segment, default: 0] += Int(l.length) + 12
+                        }
+                    }
+                }
+            }
+        }
+        return set
+    }
+
+    /// Rewrites segments `keys` (adjacent, in log order) into one file with the
+    /// first one's name. Returns false if a test hook stopped it (as a crash would).
+    private func rewrite(_ keys: [UInt32], into report: inout CompactionReport) throws(SequencerError) -> Bool {
+        let files = segments.withLock { $0 }
+        let sources = keys.compactMap { key in files[key].map { (segment: $0, key: key) } }
+        guard sources.count == keys.count, let first = sources.first?.segment else { return true }
+        let keySet = Set(keys)
+        let owned = pagesOwners.withLock { o in o.filter { keySet.contains($0.value) }.map(\.key) }
+        let live = liveSet(of: keySet, files: Set(owned))
+        // Pages files with few live images are folded into the copy, and removed.
+        var folded: Set<UInt32> = []
+        var before = sources.reduce(0) { $0 + $1.segment.size }
+        for file in owned {
+            guard let pages = files[file] else { continue }
+            before += pages.size
+            if (live.bytes[file] ?? 0) * 2 <= pages.size { folded.insert(file) }
+        }
+        let path = first.path + Self.compactingSuffix
+        let copy = try CompactionCopy(path: path, sources: sources, files: files, live: live, folded: folded)
+        do throws(SequencerError) {
+            try copy.run()
+        } catch {
+            unlink(path)
+            throw error
+        }
+        if options.compactionStop?(.copyWritten) == true { return false }
+        guard rename(path, first.path) == 0 else {
+            let message = "store: compaction could not rename \(path) over \(first.path): \(String(cString: strerror(errno)))"
+            unlink(path)
+            throw SequencerError(.unavailable, message)
+        }
+        // From here the copy is the first segment, and covers the others: a
+        // crash before they are removed leaves them for the next open to remove.
+        try? syncDirectory(directory)
+        let replaced = try LogSegment(directory: directory, number: first.number, create: false)
+        let newKey = compaction.takeKey()
+        segments.withLock { $0[newKey] = replaced }
+        for cell in indexes.withLock({ Array($0.values) }) {
+            cell.withLock { index in copy.relocate(&index, to: newKey) }
+        }
+        pagesOwners.withLock { o in
+            for file in owned { o[file] = folded.contains(file) ? nil : newKey }
+        }
+        for key in keys { compaction.retire(key) }
+        if options.compactionStop?(.renamed) == true { return false }
+        for source in sources.dropFirst() { unlink(source.segment.path) }
+        for file in folded {
+            if let pages = files[file] { unlink(pages.path) }
+            compaction.retire(file)
+        }
+        if sources.count > 1 || !folded.isEmpty { try? syncDirectory(directory) }
+        report.segments += sources.count
+        report.bytesBefore += before
+        report.bytesAfter += replaced.size
+        report.pagesFilesRemoved += folded.count
+        report.filesRemoved += sources.count - 1 + folded.count
+        return true
+    }
+}
+
+/// What a compaction pass did.
+public struct CompactionReport: Sendable {
+    /// Segments rewritten.
+    public var segments = 0
+    /// Bytes of those segments and their pages files before, and of the copies after.
+    public var bytesBefore = 0
+    public var bytesAfter = 0
+    /// Pages files folded into a copy and removed.
+    public var pagesFilesRemoved = 0
+    /// Files removed in all: pages files, and segments merged into an earlier one.
+    public var filesRemoved = 0
+    /// Rewrites that failed (their segments stay as they were).
+    public var failures: [String] = []
+}
+
+/// Where a test may stop a compaction, as a crash would.
+public enum CompactionStep: Sendable {
+    /// The copy is written and fsynced, not yet renamed over the segment.
+    case copyWritten
+    /// The copy replaced the first segment; the segments merged into it and
+    /// the pages files it folded in are not yet removed.
+    case renamed
+}
+
+/// What of one segment (and its pages files) reads can reach.
+struct CompactionLiveSet {
+    /// Absolute offsets of live images, per file key.
+    var images: [UInt32: Set<Int>] = [:]
+    /// Bytes of those images (with their 12-byte prefixes), per file key.
+    var bytes: [UInt32: Int] = [:]
+    /// The batch records that are kept.
+    var batches: Set<BatchKey> = []
+    /// Per database, the cut-off entries (version -> page numbers) reads see.
+    var cutOffs: [Int64: [UInt64: [UInt32]]] = [:]
+}
+
+/// A batch record's place: its segment's key and offset.
+struct BatchKey: Hashable {
+    var segment: UInt32
+    var offset: Int
+}
+
+/// The compaction thread's own state.
+final class CompactionState: @unchecked Sendable {
+    // @unchecked: `retired` and `nextKey` are used only on LogStore.compactionThread
+    // (a serial queue); `queued` and `failures` are synchronized themselves.
+    let queued = Atomic<Bool>(false)
+    let failures = Mutex<[String]>([])
+    private var retired: [(key: UInt32, until: DispatchTime)] = []
+    private var nextKey: UInt32 = 0
+
+    /// Keys of rewritten segments: above any segment number, below the pages files' bit.
+    static let rewrittenBit: UInt32 = 0x4000_0000
+
+    func takeKey() -> UInt32 {
+        nextKey += 1
+        return Self.rewrittenBit | nextKey
+    }
+
+    /// Keeps a replaced file open for a while: a read that looked a page up
+    /// before the swap may still be about to read it.
+    func retire(_ key: UInt32) {
+        retired.append((key, .now() + .seconds(30)))
+    }
+
+    func isRetired(_ key: UInt32) -> Bool { retired.contains { $0.key == key } }
+
+    /// Closes the replaced files whose time is up.
+    func releaseRetired(from segments: borrowing Mutex<[UInt32: LogSegment]>) {
+        let now = DispatchTime.now()
+        let done = retired.filter { $0.until < now }.map(\.key)
+        guard !done.isEmpty else { return }
+        retired.removeAll { $0.until < now }
+        segments.withLock { s in for key in done { s[key] = nil } }
+    }
+}
+
+/// A rewrite: reads its segments record by record, in log order, and writes the copy.
+private final class CompactionCopy {
+    let path: String
+    /// The segments, with their keys in the index (a number, or a rewritten key).
+    let sources: [(segment: LogSegment, key: UInt32)]
+    let files: [UInt32: LogSegment]
+    let live: CompactionLiveSet
+    let folded: Set<UInt32>
+    private let fd: Int32
+    private var staging: [UInt8] = []
+    private var size = 0
+    /// Per file key (the segment's, or a folded pages file's), an image's old
+    /// offset -> its offset in the copy.
+    private(set) var moved: [UInt32: [Int: Int]] = [:]
+    /// A kept batch record's old place -> its offset in the copy.
+    private(set) var movedBatches: [BatchKey: Int] = [:]
+
+    /// A database's run of older batches, waiting to become one compacted record.
+    struct Run {
+        var first: UInt64
+        var last: UInt64
+        var pageSize: UInt32
+        var pageCount: UInt32
+        var images: [LogRecord.KeptImage] = []
+        /// Where each inline image was, to relocate it: (file, old offset).
+        var origins: [(file: UInt32, offset: Int)?] = []
+        var inlineBytes = 0
+    }
+
+    init(path: String, sources: [(segment: LogSegment, key: UInt32)], files: [UInt32: LogSegment], live: CompactionLiveSet,
+         folded: Set<UInt32>) throws(SequencerError) {
+        self.path = path
+        self.sources = sources
+        self.files = files
+        self.live = live
+        self.folded = folded
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw SequencerError(.unavailable, "store: compaction cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        staging.reserveCapacity(1 << 20)
+    }
+
+    deinit { close(fd) }
+
+    func run() throws(SequencerError) {
+        var runs: [Int64: Run] = [:]
+        var order: [Int64] = []
+        var ceilings: [Int64: UInt64] = [:]
+        var prunes: [Int64: UInt64] = [:]
+        var lastGroup: UInt64 = 0
+        var covers = sources.last!.segment.number
+        for (source, key) in sources {
+            let end = source.size
+            var offset = 0
+            while offset < end {
+                let headerBytes = try source.read(LogRecord.headerSize, at: offset)
+                guard let header = headerBytes.withUnsafeBytes({ LogRecord.header($0) }) else {
+                    if try source.isZero(from: offset) { break }
+                    throw damage(source, offset, "a damaged record header")
+                }
+                guard header.payloadLength <= end - offset - LogRecord.headerSize else { throw damage(source, offset, "a record that runs past the end") }
+                let payload = try source.read(header.payloadLength, at: offset + LogRecord.headerSize)
+                guard CRC32C.checksum(payload) == header.payloadChecksum else { throw damage(source, offset, "a record that fails its checksum") }
+                let length = LogRecord.headerSize + header.payloadLength
+                if header.kind == .groupEnd || header.kind == .covers {
+                    guard payload.count >= 4 else { throw damage(source, offset, "a malformed record") }
+                    if header.kind == .groupEnd, payload.count >= 8 {
+                        lastGroup = payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+                    } else if header.kind == .covers {
+                        covers = max(covers, payload.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self).littleEndian })
+                    }
+                    offset += length
+                    continue
+                }
+                let update: IndexUpdate
+                do {
+                    update = try payload.withUnsafeBytes { raw throws(LogPayloadReader.Overrun) in try LogReplay.update(kind: header.kind, payload: raw) }
+                } catch {
+                    throw damage(source, offset, "a malformed record")
+                }
+                let record = headerBytes + payload
+                switch update {
+                case .create(let id, _):
+                    if !order.contains(id) { order.append(id) }
+                    try emit(record)
+                case .epochCeiling(let id, let ceiling):
+                    if !order.contains(id) { order.append(id) }
+                    ceilings[id] = max(ceilings[id] ?? 0, ceiling)
+                case .prune(let id, let keepFrom):
+                    if !order.contains(id) { order.append(id) }
+                    prunes[id] = max(prunes[id] ?? 0, keepFrom)
+                case .batch(let id, let version, _, let pageSize, let pageCount, let pages, let drop, let external):
+                    if !order.contains(id) { order.append(id) }
+                    if drop || live.batches.contains(BatchKey(segment: key, offset: offset)) {
+                        if let external, folded.contains(external) {
+                            throw SequencerError(.internal, "store: compaction would fold pages file \(LogSegment.fileName(external)) that kept batch \(version) needs")
+                        }
+                        if let run = runs.removeValue(forKey: id) { try emit(run, database: id) }
+                        movedBatches[BatchKey(segment: key, offset: offset)] = size
+                        if external == nil {
+                            for p in pages { moved[key, default: [:]][offset + p.position] = size + p.position }
+                        }
+                        try emit(record)
+                    } else {
+                        var images: [LogRecord.KeptImage] = []
+                        var origins: [(file: UInt32, offset: Int)?] = []
+                        for p in pages {
+                            let file = external ?? key
+                            let at = external == nil ? offset + p.position : p.position
+                            guard isLive(file: file, at: at) else { continue }
+                            var image = LogRecord.KeptImage(number: p.number, version: version, checksum: p.checksum, length: p.length)
+                            if let external, !folded.contains(external) {
+                                image.file = external
+                                image.offset = at
+                                origins.append(nil)
+                            } else if let external {
+                                image.data = try pagesFile(external).read(Int(p.length), at: at)
+                                origins.append((external, at))
+                            } else {
+                                image.data = Array(record[p.position..<(p.position + Int(p.length))])
+                                origins.append((key, at))
+                            }
+                            images.append(image)
+                        }
+                        try extend(&runs, id, first: version, last: version, pageSize: pageSize, pageCount: pageCount, images: images, origins: origins)
+                    }
+                case .compacted(let id, let first, let last, let pageSize, let pageCount, let kept):
+                    if !order.contains(id) { order.append(id) }
+                    var images: [LogRecord.KeptImage] = []
+                    var origins: [(file: UInt32, offset: Int)?] = []
+                    for i in kept where i.length > 0 {
+                        let file = i.external ?? key
+                        let at = i.external == nil ? offset + i.position : i.position
+                        guard isLive(file: file, at: at) else { continue }
+                        var image = LogRecord.KeptImage(number: i.number, version: i.version, checksum: i.checksum, length: i.length)
+                        if let external = i.external, !folded.contains(external) {
+                            image.file = external
+                            image.offset = at
+                            origins.append(nil)
+                        } else if let external = i.external {
+                            image.data = try pagesFile(external).read(Int(i.length), at: at)
+                            origins.append((external, at))
+                        } else {
+                            image.data = Array(record[i.position..<(i.position + Int(i.length))])
+                            origins.append((key, at))
+                        }
+                        images.append(image)
+                    }
+                    try extend(&runs, id, first: first, last: last, pageSize: pageSize, pageCount: pageCount, images: images, origins: origins)
+                }
+                offset += length
+            }
+        }
+        for id in order {
+            if let run = runs.removeValue(forKey: id) { try emit(run, database: id) }
+            if let ceiling = ceilings[id] { try emit(LogRecord(.epochCeiling(database: id, ceiling: ceiling))) }
+            if let keepFrom = prunes[id] { try emit(LogRecord(.prune(database: id, keepFrom: keepFrom))) }
+        }
+        if covers > sources[0].segment.number { try emit(LogRecord(coversThrough: covers).parts[0]) }
+        try emit(LogRecord(groupEnd: lastGroup))
+        try flush()
+        guard fdatasync(fd) == 0 else {
+            throw SequencerError(.unavailable, "store: fsync of \(path) failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func isLive(file: UInt32, at offset: Int) -> Bool {
+        live.images[file]?.contains(offset) == true
+    }
+
+    private func pagesFile(_ number: UInt32) throws(SequencerError) -> LogSegment {
+        guard let f = files[number] else {
+            throw SequencerError(.dataLoss, "store: pages file \(LogSegment.fileName(number)) that a record refers to is not open")
+        }
+        return f
+    }
+
+    /// Adds a source record's versions and kept images to its database's run.
+    private func extend(_ runs: inout [Int64: Run], _ id: Int64, first: UInt64, last: UInt64, pageSize: UInt32, pageCount: UInt32,
+                        images: [LogRecord.KeptImage], origins: [(file: UInt32, offset: Int)?]) throws(SequencerError) {
+        if let run = runs[id], first != run.last &+ 1 || run.inlineBytes >= LogStore.compactedRecordLimit {
+            try emit(run, database: id)
+            runs[id] = nil
+        }
+        var run = runs[id] ?? Run(first: first, last: last, pageSize: pageSize, pageCount: pageCount)
+        for (image, origin) in zip(images, origins) {
+            run.images.append(image)
+            run.origins.append(origin)
+            run.inlineBytes += image.data.count
+        }
+        // Cut-offs these versions made that reads still see.
+        if let cuts = live.cutOffs[id] {
+            for (version, numbers) in cuts where version >= first && version <= last {
+                for n in numbers {
+                    run.images.append(LogRecord.KeptImage(number: n, version: version, checksum: 0, length: 0))
+                    run.origins.append(nil)
+                }
+            }
+        }
+        run.last = last
+        run.pageSize = pageSize
+        run.pageCount = pageCount
+        runs[id] = run
+    }
+
+    private func emit(_ run: Run, database: Int64) throws(SequencerError) {
+        // Replay appends each page's images in order: sort by version (stable, so a page's images keep their order).
+        let order = run.images.indices.sorted { (run.images[$0].version, $0) < (run.images[$1].version, $1) }
+        let images = order.map { run.images[$0] }
+        let origins = order.map { run.origins[$0] }
+        let record = LogRecord(compacted: database, first: run.first, last: run.last, pageSize: run.pageSize, pageCount: run.pageCount, images: images)
+        var inline = record.pagePositions.makeIterator()
+        // Inline entries (cut-offs too) have a position each, in order.
+        for (image, origin) in zip(images, origins) where image.file == nil {
+            guard let position = inline.next() else { break }
+            if image.length > 0, let origin { moved[origin.file, default: [:]][origin.offset] = size + position.position }
+        }
+        try emit(record)
+    }
+
+    private func emit(_ record: LogRecord) throws(SequencerError) {
+        for part in record.parts { try emit(part) }
+    }
+
+    private func emit(_ bytes: [UInt8]) throws(SequencerError) {
+        staging.append(contentsOf: bytes)
+        size += bytes.count
+        if staging.count >= 1 << 20 { try flush() }
+    }
+
+    private func flush() throws(SequencerError) {
+        var done = 0
+        let failed: Int32 = staging.withUnsafeBytes { b in
+            while done < b.count {
+                let n = Glibc.write(fd, b.baseAddress! + done, b.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                done += n
+            }
+            return 0
+        }
+        staging.removeAll(keepingCapacity: true)
+        guard failed == 0 else {
+            throw SequencerError(.unavailable, "store: compaction could not write \(path): \(String(cString: strerror(failed)))")
+        }
+    }
+
+    private func damage(_ source: LogSegment, _ offset: Int, _ what: String) -> SequencerError {
+        SequencerError(.dataLoss, "store: compaction found \(what) at offset \(offset) of \(source.path), which opened intact; the disk may be failing")
+    }
+
+    /// Points `index`'s entries that lay in the rewritten segments or in a
+    /// folded pages file at their places in the copy (`newKey`).
+    func relocate(_ index: inout DatabaseIndex, to newKey: UInt32) {
+        let keys = Set(sources.map(\.key))
+        for (number, list) in index.pages {
+            var changed = list
+            var any = false
+            for i in changed.indices where changed[i].length > 0 {
+                let file = changed[i].segment
+                guard keys.contains(file) || folded.contains(file), let to = moved[file]?[changed[i].offset] else { continue }
+                changed[i].segment = newKey
+                changed[i].offset = to
+                any = true
+            }
+            if any { index.pages[number] = changed }
+        }
+        for (version, b) in index.batches where keys.contains(b.segment) {
+            if let to = movedBatches[BatchKey(segment: b.segment, offset: b.offset)] {
+                index.batches[version]!.segment = newKey
+                index.batches[version]!.offset = to
+            }
+        }
+    }
+}
