@@ -27,6 +27,10 @@ public final class SequencerServer: Sendable {
         logger: Logger = Logger(label: "synd.sequencer")
     ) async throws -> SequencerServer {
         let context = try tls.map { try tlsContext(certificateChain: $0.certificateChain, privateKey: $0.privateKey) }
+        var configuration = configuration
+        if configuration.events == nil {
+            configuration.events = { [logger] message in logger.warning("\(message)") }
+        }
         let store = try PageStore(configuration)
         let service = SequencerService(store: store, logger: logger)
         let limit = Int(min(configuration.maxBatchBytes * 2 + (1 << 20), UInt64(Int32.max)))

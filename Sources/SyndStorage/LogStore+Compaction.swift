@@ -10,33 +10,39 @@ import Glibc
 ///
 /// Once the retention window passes a batch, its seal, changeset and commit id
 /// are never read again, and nor are its page images that a later one
-/// superseded. A closed segment where such dead bytes (with those of the pages
-/// files its records refer to) reach `deadFraction` is rewritten: the records
-/// of kept batches are copied as they are, each run of a database's older
-/// batches becomes one `compacted` record with only their live images, and the
-/// last prune and epoch ceiling of each database follow. The copy keeps the
-/// segment's number, so replay meets every database's records in the same
-/// order; it is written aside, fsynced and renamed over the segment in one
-/// step, so a crash leaves the old segment or the new one, never a mix.
-/// Pages files whose live images are few are folded into the copy and removed
-/// after the rename; readers that looked a page up just before the swap read
-/// the old file through its open descriptor, kept for a while.
+/// superseded. A closed segment whose dead bytes reach `deadFraction` of what
+/// its rewrite handles is rewritten, with the small segments next to it: the
+/// records of kept batches are copied as they are, each run of a database's
+/// older batches becomes one `compacted` record with only their live images,
+/// and the last prune and epoch ceiling of each database follow. The copy
+/// takes the first segment's number (a `covers` record names the last one it
+/// replaces), so replay meets every database's records in the same order; it
+/// is written aside, fsynced and renamed over the segment in one step, so a
+/// crash leaves the old segments or the new one, never a mix. Pages files with
+/// as large a dead share are folded into the copy and removed after the
+/// rename; readers that looked a page up just before the swap read the old
+/// files through their open descriptors, kept for a few seconds. The newest
+/// segment is closed early (between two groups) when it is worth a rewrite.
 extension LogStore {
     /// Suffix of a segment's copy while compaction writes it.
     public static let compactingSuffix = ".compacting"
-    /// A closed segment is rewritten once this share of its bytes (and of its
-    /// pages files') is dead: the store then stays within about 1/(1 - 0.3) of
-    /// what reads can see, and a rewrite copies at most 2.3 live bytes per byte freed.
+    /// A file is rewritten (or folded) once this share of its bytes is dead:
+    /// every closed file then stays at least 70% what reads can see, and a
+    /// rewrite copies at most 2.3 live bytes per byte freed.
     static let deadFraction = 0.3
     /// Nor is it rewritten for less than this (an eighth of a segment, at most 1 MiB).
     var minimumReclaim: Int { max(4096, min(1 << 20, options.segmentLimit / 8)) }
     /// A compacted record holds at most this many bytes of inline images.
     static let compactedRecordLimit = 8 << 20
 
-    /// Runs a compaction pass soon on the compaction thread, unless one is already waiting.
+    /// Runs a compaction pass soon on the compaction thread, unless one is
+    /// already waiting. A pass weighs every database's index (under its lock),
+    /// so passes are spaced by 20 times the last one's time: at most about 5%
+    /// of a core, however large the store.
     func scheduleCompaction() {
         guard options.compactAutomatically, compaction.queued.exchange(true, ordering: .acquiringAndReleasing) == false else { return }
-        compactionThread.asyncAfter(deadline: .now() + .milliseconds(100)) { _ = self.compactionPass() }
+        let spacing = max(100_000_000, 20 * compaction.lastPassNanoseconds.load(ordering: .relaxed))
+        compactionThread.asyncAfter(deadline: .now() + .nanoseconds(min(spacing, 60_000_000_000))) { _ = self.compactionPass() }
     }
 
     /// Rewrites every closed segment worth it now, and waits for it.
@@ -51,64 +57,106 @@ extension LogStore {
         compaction.releaseRetired(from: segments)
         var report = CompactionReport()
         var skipped: Set<UInt32> = []
-        while let keys = candidate(skipping: skipped) {
+        // Time spent weighing the store, per look (rewrites are I/O the disk paces itself).
+        var weighing = 0
+        var looks = 0
+        defer { compaction.lastPassNanoseconds.store(weighing / max(1, looks), ordering: .relaxed) }
+        while true {
+            let started = DispatchTime.now().uptimeNanoseconds
+            let keys = candidate(skipping: skipped)
+            weighing += Int(DispatchTime.now().uptimeNanoseconds - started)
+            looks += 1
+            guard let keys else { return report }
             do throws(SequencerError) {
                 guard try rewrite(keys, into: &report) else { return report }
             } catch {
                 // The segments stay as they were: a failed rewrite changes nothing that reads or replay see.
                 report.failures.append(error.message)
-                compaction.failures.withLock { $0.append(error.message) }
+                options.events?("compaction of \(keys.count) segment(s) failed, they stay as they were: \(error.message)")
                 skipped.formUnion(keys)
             }
         }
-        return report
     }
 
-    /// The run of adjacent closed segments whose rewrite into one frees the
-    /// most, if one is worth it: one with enough dead bytes, or small ones
-    /// that together make one file (fewer files, fewer descriptors).
+    /// Whether a pages file of `size` bytes, `live` of them still read, is
+    /// folded into its segment's copy (and removed) when that is rewritten.
+    static func folds(size: Int, live: Int) -> Bool {
+        Double(size - live) >= deadFraction * Double(size)
+    }
+
+    /// The adjacent closed segments to rewrite into one, if any is worth it:
+    /// a segment whose dead bytes reach `deadFraction` of what its rewrite
+    /// handles (with the small segments next to it), or small segments that
+    /// together make one file (fewer files, fewer descriptors).
     private func candidate(skipping skipped: Set<UInt32>) -> [UInt32]? {
         let live = liveBytes()
         let files = segments.withLock { $0 }
         let owners = pagesOwners.withLock { $0 }
         let active = activeSegment.load(ordering: .acquiring)
-        struct Member { var key: UInt32; var size: Int; var reclaim: Int }
+        /// `copy`: the bytes a rewrite writes; `reclaim`: the bytes it frees.
+        struct Member { var key: UInt32; var size: Int; var copy: Int; var reclaim: Int }
         var members: [(number: UInt32, member: Member)] = []
         for (key, segment) in files where key & LogSegment.pagesFileBit == 0 && segment.number < active && !compaction.isRetired(key) {
-            var m = Member(key: key, size: segment.size, reclaim: max(0, segment.size - (live[key] ?? 0)))
+            let size = segment.size
+            let kept = min(size, live[key] ?? 0)
+            var m = Member(key: key, size: size, copy: kept, reclaim: size - kept)
             for (file, owner) in owners where owner == key {
                 guard let pages = files[file] else { continue }
-                let size = pages.size
-                let kept = live[file] ?? 0
-                m.size += size
-                if kept * 2 <= size { m.reclaim += max(0, size - kept) }
+                let pagesSize = pages.size
+                let pagesLive = min(pagesSize, live[file] ?? 0)
+                if Self.folds(size: pagesSize, live: pagesLive) {
+                    m.copy += pagesLive
+                    m.reclaim += pagesSize - pagesLive
+                }
             }
             members.append((segment.number, m))
         }
         members.sort { $0.number < $1.number }
-        // Runs whose copy would stay under half a segment.
-        var runs: [[Member]] = []
-        for (_, m) in members {
-            if skipped.contains(m.key) {
-                runs.append([])
-                continue
-            }
-            let keep = m.size - m.reclaim
-            if let run = runs.last, !run.isEmpty, run.reduce(keep, { $0 + $1.size - $1.reclaim }) <= options.segmentLimit / 2 {
-                runs[runs.count - 1].append(m)
-            } else {
-                runs.append([m])
+        // The newest segment is never rewritten while appends go to it: if it
+        // is worth it, the writer closes it between two groups, and the pass
+        // after that takes it.
+        if files[active] != nil, compaction.rollAsked.load(ordering: .acquiring) == false {
+            let size = appender.written.load(ordering: .acquiring)
+            let reclaim = size - min(size, live[active] ?? 0)
+            if reclaim >= minimumReclaim, Double(reclaim) >= Self.deadFraction * Double(size) {
+                compaction.rollAsked.store(true, ordering: .releasing)
+                writerThread.async { [self] in
+                    if let next = appender.roll() {
+                        segments.withLock { $0[next.number] = next }
+                        activeSegment.store(next.number, ordering: .releasing)
+                    }
+                    compaction.rollAsked.store(false, ordering: .releasing)
+                    scheduleCompaction()
+                }
             }
         }
-        var best: (keys: [UInt32], reclaim: Int)?
-        for run in runs where !run.isEmpty {
-            let total = run.reduce(0) { $0 + $1.size }
-            var reclaim = run.reduce(0) { $0 + $1.reclaim }
-            let worth = reclaim >= minimumReclaim && Double(reclaim) >= Self.deadFraction * Double(total)
-            let merge = run.count >= 2 && total <= options.segmentLimit / 4
-            guard worth || merge else { continue }
-            reclaim += run.count - 1  // among equals, fewer files
-            if reclaim > best?.reclaim ?? -1 { best = (run.map(\.key), reclaim) }
+        let small = options.segmentLimit / 8
+        func worth(_ m: Member) -> Bool {
+            m.reclaim >= minimumReclaim && Double(m.reclaim) >= Self.deadFraction * Double(m.reclaim + m.copy)
+        }
+        // Chains of adjacent segments each worth a rewrite or small, whose copy stays under half a segment.
+        var chains: [[Member]] = [[]]
+        for (_, m) in members {
+            let fits = chains[chains.count - 1].reduce(m.copy) { $0 + $1.copy } <= options.segmentLimit / 2
+            if skipped.contains(m.key) || !(worth(m) || m.size <= small) {
+                chains.append([])
+            } else if fits {
+                chains[chains.count - 1].append(m)
+            } else {
+                chains.append([m])
+            }
+        }
+        var best: (keys: [UInt32], score: Int)?
+        for chain in chains where !chain.isEmpty {
+            let score: Int
+            if chain.contains(where: worth) {
+                score = chain.reduce(0) { $0 + $1.reclaim } + chain.count
+            } else if chain.count >= 2 {
+                score = chain.count - 1  // a merge only: fewer files
+            } else {
+                continue
+            }
+            if score > best?.score ?? 0 { best = (chain.map(\.key), score) }
         }
         return best?.keys
     }
@@ -161,13 +209,13 @@ extension LogStore {
         let keySet = Set(keys)
         let owned = pagesOwners.withLock { o in o.filter { keySet.contains($0.value) }.map(\.key) }
         let live = liveSet(of: keySet, files: Set(owned))
-        // Pages files with few live images are folded into the copy, and removed.
+        // Pages files with enough dead bytes are folded into the copy, and removed.
         var folded: Set<UInt32> = []
         var before = sources.reduce(0) { $0 + $1.segment.size }
         for file in owned {
             guard let pages = files[file] else { continue }
             before += pages.size
-            if (live.bytes[file] ?? 0) * 2 <= pages.size { folded.insert(file) }
+            if Self.folds(size: pages.size, live: min(pages.size, live.bytes[file] ?? 0)) { folded.insert(file) }
         }
         let path = first.path + Self.compactingSuffix
         let copy = try CompactionCopy(path: path, sources: sources, files: files, live: live, folded: folded)
@@ -203,6 +251,10 @@ extension LogStore {
             compaction.retire(file)
         }
         if sources.count > 1 || !folded.isEmpty { try? syncDirectory(directory) }
+        // The replaced files' space is the disk's again once their descriptors close.
+        compactionThread.asyncAfter(deadline: .now() + CompactionState.grace + .milliseconds(100)) { [self] in
+            compaction.releaseRetired(from: segments)
+        }
         report.segments += sources.count
         report.bytesBefore += before
         report.bytesAfter += replaced.size
@@ -257,9 +309,12 @@ struct BatchKey: Hashable {
 /// The compaction thread's own state.
 final class CompactionState: @unchecked Sendable {
     // @unchecked: `retired` and `nextKey` are used only on LogStore.compactionThread
-    // (a serial queue); `queued` and `failures` are synchronized themselves.
+    // (a serial queue); `queued` and `rollAsked` are atomics.
     let queued = Atomic<Bool>(false)
-    let failures = Mutex<[String]>([])
+    /// A roll of the newest segment is queued on the writer's thread.
+    let rollAsked = Atomic<Bool>(false)
+    /// How long the last pass took to weigh the store (paces the next).
+    let lastPassNanoseconds = Atomic<Int>(0)
     private var retired: [(key: UInt32, until: DispatchTime)] = []
     private var nextKey: UInt32 = 0
 
@@ -271,15 +326,18 @@ final class CompactionState: @unchecked Sendable {
         return Self.rewrittenBit | nextKey
     }
 
-    /// Keeps a replaced file open for a while: a read that looked a page up
-    /// before the swap may still be about to read it.
+    /// How long a replaced file stays open: a read that looked a page up
+    /// before the swap reads it within microseconds (a large one, milliseconds).
+    static let grace = DispatchTimeInterval.seconds(5)
+
+    /// Keeps a replaced file open for `grace`.
     func retire(_ key: UInt32) {
-        retired.append((key, .now() + .seconds(30)))
+        retired.append((key, .now() + Self.grace))
     }
 
     func isRetired(_ key: UInt32) -> Bool { retired.contains { $0.key == key } }
 
-    /// Closes the replaced files whose time is up.
+    /// Closes the replaced files whose time is up (on the compaction thread).
     func releaseRetired(from segments: borrowing Mutex<[UInt32: LogSegment]>) {
         let now = DispatchTime.now()
         let done = retired.filter { $0.until < now }.map(\.key)

@@ -44,8 +44,8 @@ public final class LogStore: StorageBackend {
     let compactionThread = DispatchQueue(label: "synd.store.compaction", qos: .utility)
     let compaction = CompactionState()
     private let queue: Mutex<AppendQueue>
-    private let appender: LogAppender
-    private let writerThread = DispatchQueue(label: "synd.store.log-writer")
+    let appender: LogAppender
+    let writerThread = DispatchQueue(label: "synd.store.log-writer")
     /// Writes large batches' pages to pages files, one at a time, so that
     /// they never hold up the log's writer (and other databases' commits).
     private let bulkThread = DispatchQueue(label: "synd.store.log-bulk")
@@ -403,6 +403,9 @@ public struct LogStoreOptions: Sendable {
     public var segmentLimit = 64 << 20
     /// Whether compaction runs by itself (after prunes, and at open).
     public var compactAutomatically = true
+    /// Told what an operator should know of compaction: a rewrite that failed
+    /// (its segments stay as they were, and the next pass tries again).
+    public var events: (@Sendable (String) -> Void)?
     /// Test hook: a compaction stops where this returns true, as a crash there would stop it.
     public var compactionStop: (@Sendable (CompactionStep) -> Bool)?
 
@@ -439,6 +442,8 @@ final class LogAppender: @unchecked Sendable {
     private let directory: String
     private var active: LogSegment
     private var size: Int
+    /// `size`, for other threads (compaction weighs the newest segment by it).
+    let written = Atomic<Int>(0)
     private var groups: UInt64
     /// How far the newest segment's file is allocated.
     private var allocated: Int
@@ -468,6 +473,30 @@ final class LogAppender: @unchecked Sendable {
         self.allocated = active.size
         // Unknown on reopening (replay saw only zeros): assume none written.
         self.zeroed = size
+        written.store(size, ordering: .releasing)
+    }
+
+    /// Closes the newest segment early and starts the next (between groups),
+    /// so that compaction may rewrite what it holds. Nil if it is empty, or
+    /// if the next could not be started (the newest then stays as it was).
+    func roll() -> LogSegment? {
+        guard size > 0 else { return nil }
+        do throws(SequencerError) {
+            try active.truncate(to: size)
+            allocated = size
+            zeroed = min(zeroed, size)
+            let next = try LogSegment(directory: directory, number: active.number + 1, create: true)
+            try syncDirectory(directory)
+            active = next
+            size = 0
+            allocated = 0
+            zeroed = 0
+            written.store(0, ordering: .releasing)
+            return next
+        } catch {
+            // A half-done roll leaves the newest segment appendable: a later append allocates again.
+            return nil
+        }
     }
 
     /// Writes `records` and a group end, fsyncs, and returns where each record
@@ -533,6 +562,7 @@ final class LogAppender: @unchecked Sendable {
         }
         try active.sync()
         size += total
+        written.store(size, ordering: .releasing)
         return (started, offsets)
     }
 }

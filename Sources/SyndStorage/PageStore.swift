@@ -67,6 +67,7 @@ public final class PageStore: Sendable {
         }
         var logOptions = LogStoreOptions()
         logOptions.segmentLimit = configuration.segmentBytes
+        logOptions.events = configuration.events
         let backend = try LogStore(directory: logDirectory, options: logOptions)
         self.backend = backend
         let hasHistory = backend.recovered.contains { $0.version > 0 }

@@ -8,6 +8,8 @@ public struct StoreConfiguration: Sendable {
     public var retainedVersions: UInt64 = 10_000
     /// Size at which the log starts a new segment (only closed ones are compacted).
     public var segmentBytes = 64 << 20
+    /// Told what an operator should know of the store's background work (a compaction that failed).
+    public var events: (@Sendable (String) -> Void)?
     /// Largest batch, in bytes of page data.
     public var maxBatchBytes: UInt64 = 256 << 20
     /// Most pages one read may ask for.

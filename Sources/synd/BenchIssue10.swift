@@ -194,6 +194,9 @@ enum BenchIssue10 {
         /// The sequencer's data folder after the load and after the scans (nil: not ours to read).
         var syndDisk: BenchProc.DiskUse?
         var syndDiskAfterScans: BenchProc.DiskUse?
+        /// History aside: the same load into a sequencer that keeps one version
+        /// behind the head (`--retain 1`), once its compaction settled, and the seconds that took.
+        var historyAside: (disk: BenchProc.DiskUse, settleSeconds: Double, databaseBytes: Int64)?
     }
 
     static func bulk(_ s: Settings, dir: String, server: Server) throws -> Bulk {
@@ -236,7 +239,29 @@ enum BenchIssue10 {
         l.seconds = median(l.loads)
         d.seconds = median(d.loads)
         let cpu = cpus.isEmpty ? nil : median(cpus)
-        return Bulk(local: l, synd: d, sequencerCPU: cpu, cachesDropped: dropped, localDisk: localDisk, syndDisk: syndDisk, syndDiskAfterScans: after)
+        var bulk = Bulk(local: l, synd: d, sequencerCPU: cpu, cachesDropped: dropped, localDisk: localDisk, syndDisk: syndDisk, syndDiskAfterScans: after)
+        if server.process != nil { bulk.historyAside = try historyAside(s, dir: dir) }
+        return bulk
+    }
+
+    /// Loads the bulk database into a sequencer of its own that keeps one
+    /// version behind the head, then waits for the folder to stop shrinking
+    /// (compaction runs in the background): what the store costs without history.
+    static func historyAside(_ s: Settings, dir: String) throws -> (disk: BenchProc.DiskUse, settleSeconds: Double, databaseBytes: Int64) {
+        let process = try BenchSequencerProcess(dataDirectory: dir + "/sequencer-history-aside", retain: 1)
+        defer { process.stop() }
+        let side = try load(.synd(name: "bench-bulk-aside-\(getpid())", url: process.url), s)
+        let start = chaosNow()
+        var use = BenchProc.diskUse(process.dataDirectory)
+        var still = 0
+        // Settled: the same size for two seconds in a row (at most a minute).
+        while still < 10, chaosNow() - start < 60_000_000_000 {
+            usleep(200_000)
+            let now = BenchProc.diskUse(process.dataDirectory)
+            still = now.allocated == use.allocated ? still + 1 : 0
+            use = now
+        }
+        return (use, Double(chaosNow() - start) / 1e9 - 2, side.databaseBytes)
     }
 
     /// The middle value (the lower of the two middle ones for an even count).
