@@ -42,7 +42,10 @@ extension LogStore {
     func scheduleCompaction() {
         guard options.compactAutomatically, compaction.queued.exchange(true, ordering: .acquiringAndReleasing) == false else { return }
         let spacing = max(100_000_000, 20 * compaction.lastPassNanoseconds.load(ordering: .relaxed))
-        compactionThread.asyncAfter(deadline: .now() + .nanoseconds(min(spacing, 60_000_000_000))) { _ = self.compactionPass() }
+        // Weak: a store its owner let go (and may have opened again) does nothing more to the folder.
+        compactionThread.asyncAfter(deadline: .now() + .nanoseconds(min(spacing, 60_000_000_000))) { [weak self] in
+            _ = self?.compactionPass()
+        }
     }
 
     /// Rewrites every closed segment worth it now, and waits for it.
@@ -120,7 +123,8 @@ extension LogStore {
             let reclaim = size - min(size, live[active] ?? 0)
             if reclaim >= minimumReclaim, Double(reclaim) >= Self.deadFraction * Double(size) {
                 compaction.rollAsked.store(true, ordering: .releasing)
-                writerThread.async { [self] in
+                writerThread.async { [weak self] in
+                    guard let self else { return }
                     if let next = appender.roll() {
                         segments.withLock { $0[next.number] = next }
                         activeSegment.store(next.number, ordering: .releasing)
@@ -252,7 +256,8 @@ extension LogStore {
         }
         if sources.count > 1 || !folded.isEmpty { try? syncDirectory(directory) }
         // The replaced files' space is the disk's again once their descriptors close.
-        compactionThread.asyncAfter(deadline: .now() + CompactionState.grace + .milliseconds(100)) { [self] in
+        compactionThread.asyncAfter(deadline: .now() + CompactionState.grace + .milliseconds(100)) { [weak self] in
+            guard let self else { return }
             compaction.releaseRetired(from: segments)
         }
         report.segments += sources.count

@@ -50,17 +50,22 @@ import Testing
             }
             for w in writers { w.start() }
             for _ in 0..<1000 where !outcomes.withLock({ $0.allSatisfy(\.opened) }) { usleep(10_000) }
+            // Kills paced by progress, not time (a loaded machine commits slowly): one after every
+            // 100-250 more acknowledged commits, so each lands amid segments closing and being rewritten.
+            func acked() -> Int { outcomes.withLock { $0.reduce(0) { $0 + $1.acked.count } } }
+            let deadline = ContinuousClock.now + .seconds(180)
             for kill in 0..<5 {
-                usleep(UInt32.random(in: 600_000...1_200_000))
+                let target = acked() + Int.random(in: 100...250)
+                while acked() < target, ContinuousClock.now < deadline { usleep(5_000) }
                 sequencer.kill9()
                 usleep(kill % 2 == 0 ? 50_000 : 500_000)
                 try sequencer.restart()
             }
+            // Then each writer commits 300 more: many more segments, and compaction after the last restart.
             let atLastRestart = outcomes.withLock { $0.map(\.acked.count) }
-            let deadline = ContinuousClock.now + .seconds(20)
             while ContinuousClock.now < deadline,
-                outcomes.withLock({ o in o.indices.contains { o[$0].acked.count <= atLastRestart[$0] + 100 } }) {
-                usleep(50_000)
+                outcomes.withLock({ o in o.indices.contains { o[$0].acked.count < atLastRestart[$0] + 300 } }) {
+                usleep(20_000)
             }
             stop.withLock { $0 = true }
             while writers.contains(where: { !$0.isFinished }) { usleep(10_000) }
@@ -72,7 +77,7 @@ import Testing
                 let o = outcomes.withLock { $0[index] }
                 commits += o.acked.count
                 print("compaction kill -9 test, \(name): \(o.acked.count) acknowledged, \(o.uncertain.count) failed or unknown")
-                #expect(o.acked.count > atLastRestart[index], "\(name): no commit after the last restart: \(o.errors.suffix(3))")
+                #expect(o.acked.count >= atLastRestart[index] + 300, "\(name): 300 commits after the last restart within 3 minutes: \(o.errors.suffix(3))")
                 let reader = try Database.open(name, sequencer: url, options: ro)
                 let ledger = Set(try reader.query("SELECT id FROM ledger").map { $0[0].int64! })
                 #expect(Set(o.acked).isSubset(of: ledger), "\(name): acknowledged commits lost: \(Set(o.acked).subtracting(ledger).sorted().prefix(10))")
@@ -97,7 +102,6 @@ import Testing
                 bytes = now
             }
             print("compaction kill -9 test: \(commits) commits, \(bytes) bytes in closed files")
-            #expect(commits > 500, "enough commits to fill many segments")
             #expect(bytes < 3 << 20, "\(bytes) bytes kept after \(commits) commits")
         }
     }
