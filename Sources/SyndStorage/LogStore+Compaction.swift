@@ -44,18 +44,20 @@ extension LogStore {
         let spacing = max(100_000_000, 20 * compaction.lastPassNanoseconds.load(ordering: .relaxed))
         // Weak: a store its owner let go (and may have opened again) does nothing more to the folder.
         compactionThread.asyncAfter(deadline: .now() + .nanoseconds(min(spacing, 60_000_000_000))) { [weak self] in
-            _ = self?.compactionPass()
+            _ = self?.compactionPass(rolling: true)
         }
     }
 
-    /// Rewrites every closed segment worth it now, and waits for it.
+    /// Rewrites every closed segment worth it now, and waits for it. (Only
+    /// background passes close the newest segment early.)
     @discardableResult
     public func compact() -> CompactionReport {
-        compactionThread.sync { compactionPass() }
+        compactionThread.sync { compactionPass(rolling: false) }
     }
 
     /// On the compaction thread: rewrites candidates, most reclaimable first, until none is left.
-    func compactionPass() -> CompactionReport {
+    /// `rolling`: whether it may close the newest segment early for the next pass.
+    func compactionPass(rolling: Bool) -> CompactionReport {
         compaction.queued.store(false, ordering: .sequentiallyConsistent)
         compaction.releaseRetired(from: segments)
         var report = CompactionReport()
@@ -63,15 +65,21 @@ extension LogStore {
         // Time spent weighing the store, per look (rewrites are I/O the disk paces itself).
         var weighing = 0
         var looks = 0
-        defer { compaction.lastPassNanoseconds.store(weighing / max(1, looks), ordering: .relaxed) }
+        defer {
+            compaction.lastPassNanoseconds.store(weighing / max(1, looks), ordering: .relaxed)
+            // What this pass wrote may merge with its neighbours in the next.
+            if rolling, report.segments > 0 { scheduleCompaction() }
+        }
         while true {
             let started = DispatchTime.now().uptimeNanoseconds
-            let keys = candidate(skipping: skipped)
+            let keys = candidate(skipping: skipped, rolling: rolling)
             weighing += Int(DispatchTime.now().uptimeNanoseconds - started)
             looks += 1
             guard let keys else { return report }
             do throws(SequencerError) {
-                guard try rewrite(keys, into: &report) else { return report }
+                guard let made = try rewrite(keys, into: &report) else { return report }
+                // Not again in this pass: a pass ends, whatever the estimates say.
+                skipped.insert(made)
             } catch {
                 // The segments stay as they were: a failed rewrite changes nothing that reads or replay see.
                 report.failures.append(error.message)
@@ -91,7 +99,7 @@ extension LogStore {
     /// a segment whose dead bytes reach `deadFraction` of what its rewrite
     /// handles (with the small segments next to it), or small segments that
     /// together make one file (fewer files, fewer descriptors).
-    private func candidate(skipping skipped: Set<UInt32>) -> [UInt32]? {
+    private func candidate(skipping skipped: Set<UInt32>, rolling: Bool) -> [UInt32]? {
         let live = liveBytes()
         let files = segments.withLock { $0 }
         let owners = pagesOwners.withLock { $0 }
@@ -102,7 +110,11 @@ extension LogStore {
         for (key, segment) in files where key & LogSegment.pagesFileBit == 0 && segment.number < active && !compaction.isRetired(key) {
             let size = segment.size
             let kept = min(size, live[key] ?? 0)
-            var m = Member(key: key, size: size, copy: kept, reclaim: size - kept)
+            // A copy is all live when written, whatever the estimate says of it
+            // (it misses some bytes, such as the entries of images in pages
+            // files): only what died since counts, or it would be rewritten forever.
+            let dead = compaction.baseline[key].map { max(0, $0 - (live[key] ?? 0)) } ?? (size - kept)
+            var m = Member(key: key, size: size, copy: size - dead, reclaim: dead)
             for (file, owner) in owners where owner == key {
                 guard let pages = files[file] else { continue }
                 let pagesSize = pages.size
@@ -118,7 +130,7 @@ extension LogStore {
         // The newest segment is never rewritten while appends go to it: if it
         // is worth it, the writer closes it between two groups, and the pass
         // after that takes it.
-        if files[active] != nil, compaction.rollAsked.load(ordering: .acquiring) == false {
+        if rolling, files[active] != nil, compaction.rollAsked.load(ordering: .acquiring) == false {
             let size = appender.written.load(ordering: .acquiring)
             let reclaim = size - min(size, live[active] ?? 0)
             if reclaim >= minimumReclaim, Double(reclaim) >= Self.deadFraction * Double(size) {
@@ -205,11 +217,14 @@ extension LogStore {
     }
 
     /// Rewrites segments `keys` (adjacent, in log order) into one file with the
-    /// first one's name. Returns false if a test hook stopped it (as a crash would).
-    private func rewrite(_ keys: [UInt32], into report: inout CompactionReport) throws(SequencerError) -> Bool {
+    /// first one's name, and returns the copy's key. Nil if a test hook
+    /// stopped it (as a crash would).
+    private func rewrite(_ keys: [UInt32], into report: inout CompactionReport) throws(SequencerError) -> UInt32? {
         let files = segments.withLock { $0 }
         let sources = keys.compactMap { key in files[key].map { (segment: $0, key: key) } }
-        guard sources.count == keys.count, let first = sources.first?.segment else { return true }
+        guard sources.count == keys.count, let first = sources.first?.segment else {
+            throw SequencerError(.internal, "store: compaction chose segments that are no longer open")
+        }
         let keySet = Set(keys)
         let owned = pagesOwners.withLock { o in o.filter { keySet.contains($0.value) }.map(\.key) }
         let live = liveSet(of: keySet, files: Set(owned))
@@ -229,7 +244,7 @@ extension LogStore {
             unlink(path)
             throw error
         }
-        if options.compactionStop?(.copyWritten) == true { return false }
+        if options.compactionStop?(.copyWritten) == true { return nil }
         guard rename(path, first.path) == 0 else {
             let message = "store: compaction could not rename \(path) over \(first.path): \(String(cString: strerror(errno)))"
             unlink(path)
@@ -248,7 +263,8 @@ extension LogStore {
             for file in owned { o[file] = folded.contains(file) ? nil : newKey }
         }
         for key in keys { compaction.retire(key) }
-        if options.compactionStop?(.renamed) == true { return false }
+        compaction.baseline[newKey] = liveBytes()[newKey] ?? 0
+        if options.compactionStop?(.renamed) == true { return nil }
         for source in sources.dropFirst() { unlink(source.segment.path) }
         for file in folded {
             if let pages = files[file] { unlink(pages.path) }
@@ -265,7 +281,7 @@ extension LogStore {
         report.bytesAfter += replaced.size
         report.pagesFilesRemoved += folded.count
         report.filesRemoved += sources.count - 1 + folded.count
-        return true
+        return newKey
     }
 }
 
@@ -313,7 +329,7 @@ struct BatchKey: Hashable {
 
 /// The compaction thread's own state.
 final class CompactionState: @unchecked Sendable {
-    // @unchecked: `retired` and `nextKey` are used only on LogStore.compactionThread
+    // @unchecked: `retired`, `nextKey` and `baseline` are used only on LogStore.compactionThread
     // (a serial queue); `queued` and `rollAsked` are atomics.
     let queued = Atomic<Bool>(false)
     /// A roll of the newest segment is queued on the writer's thread.
@@ -322,6 +338,8 @@ final class CompactionState: @unchecked Sendable {
     let lastPassNanoseconds = Atomic<Int>(0)
     private var retired: [(key: UInt32, until: DispatchTime)] = []
     private var nextKey: UInt32 = 0
+    /// Per copy compaction wrote, the live bytes the estimate gave it then.
+    var baseline: [UInt32: Int] = [:]
 
     /// Keys of rewritten segments: above any segment number, below the pages files' bit.
     static let rewrittenBit: UInt32 = 0x4000_0000
@@ -348,6 +366,7 @@ final class CompactionState: @unchecked Sendable {
         let done = retired.filter { $0.until < now }.map(\.key)
         guard !done.isEmpty else { return }
         retired.removeAll { $0.until < now }
+        for key in done { baseline[key] = nil }
         segments.withLock { s in for key in done { s[key] = nil } }
     }
 }

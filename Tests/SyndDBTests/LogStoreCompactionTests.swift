@@ -106,6 +106,19 @@ import Testing
         }
     }
 
+    /// Compacts until a pass rewrites nothing, then checks that further
+    /// passes find nothing either: a copy is not rewritten again until more of it dies.
+    func expectSettles(_ store: LogStore, _ context: String) throws {
+        var passes = 0
+        while store.compact().segments > 0, passes < 6 { passes += 1 }
+        let bytes = try folderBytes()
+        for _ in 0..<3 {
+            let again = store.compact()
+            #expect(again.segments == 0, "\(context): a pass with nothing new to free rewrote \(again.segments) segment(s)")
+        }
+        #expect(try folderBytes() == bytes, "\(context)")
+    }
+
     func names(_ suffix: String) throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: logPath).filter { $0.hasSuffix(suffix) }.sorted()
     }
@@ -129,6 +142,7 @@ import Testing
                 let logs = try names(".log")
                 #expect(logs.count <= 3 && report.filesRemoved > 0, "\(logs) \(report)")
                 try expectReads(store, model, "after compaction")
+                try expectSettles(store, "small pages")
                 // And a second time, over segments already rewritten once.
                 try appendHistory(store, model, from: 701, to: 1000, retain: 30)
                 store.compact()
@@ -164,10 +178,46 @@ import Testing
             let pagesAfter = try names(".pages")
             #expect(pagesAfter == ["00000006.pages"] && report.pagesFilesRemoved == 5, "\(pagesBefore) -> \(pagesAfter), \(report)")
             #expect(try store.page(database: 1, number: 290, version: 160)?.data == model.batches[125]!.pages[289].data)
+            // Compacted records that point into pages files are not taken for dead weight.
+            try expectSettles(store, "large batches")
             try expectReads(store, model, "after compaction")
             let reopened = try LogStore(directory: logPath, options: Self.options())
             #expect(reopened.recoveryNotes.isEmpty, "\(reopened.recoveryNotes)")
             try expectReads(reopened, model, "reopened")
+        }
+    }
+
+    /// A bulk load past the window: its images stay in their pages files, and
+    /// the copy holds a compacted record of thousands of entries pointing at
+    /// them. That copy is all live; it must not be taken for dead weight and
+    /// rewritten again and again.
+    @Test func aCopyPointingIntoPagesFilesIsNotRewrittenAgain() async throws {
+        try await offPool {
+            let store = try LogStore(directory: logPath, options: Self.options())
+            try C.append(store, [.create(database: 1, name: "db")])
+            var batches: [Batch] = []
+            for v in UInt64(1)...8 {
+                // 300 new pages of 4 KiB each: over the inline limit, so a pages file each; all stay what reads see.
+                let first = UInt32(v - 1) * 300 + 1
+                let pages = (first...(first + 299)).map { n in Page(number: n, data: [UInt8](repeating: UInt8(truncatingIfNeeded: n), count: 4096)) }
+                batches.append(C.batch(v, count: 2400, pages))
+            }
+            for b in batches { try C.append(store, [.batch(database: 1, txnID: C.txn(Int(b.version)), batch: b)]) }
+            // Small versions after them, to close segments and move the window past the load.
+            for v in UInt64(9)...200 {
+                var b = C.batch(v, count: 2400, [Page(number: 1, data: [UInt8](repeating: UInt8(truncatingIfNeeded: v), count: 1024))])
+                b.changeset = [UInt8](repeating: 7, count: 1500)
+                try C.append(store, [.batch(database: 1, txnID: C.txn(Int(v)), batch: b)])
+                if v % 4 == 0 { try C.append(store, [.prune(database: 1, keepFrom: v - 4)]) }
+            }
+            let first = store.compact()
+            #expect(first.segments > 0 && first.failures.isEmpty, "\(first)")
+            try expectSettles(store, "a load past the window")
+            for n: UInt32 in [2, 300, 301, 1777, 2400] {
+                #expect(try store.page(database: 1, number: n, version: 200)?.data == [UInt8](repeating: UInt8(truncatingIfNeeded: n), count: 4096), "page \(n)")
+            }
+            let reopened = try LogStore(directory: logPath, options: Self.options())
+            #expect(try reopened.page(database: 1, number: 1777, version: 200)?.data == [UInt8](repeating: UInt8(truncatingIfNeeded: 1777), count: 4096))
         }
     }
 
