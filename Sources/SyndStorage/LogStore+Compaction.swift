@@ -479,22 +479,10 @@ private final class CompactionCopy {
                         var images: [LogRecord.KeptImage] = []
                         var origins: [(file: UInt32, offset: Int)?] = []
                         for p in pages {
-                            let file = external ?? key
-                            let at = external == nil ? offset + p.position : p.position
-                            guard isLive(file: file, at: at) else { continue }
-                            var image = LogRecord.KeptImage(number: p.number, version: version, checksum: p.checksum, length: p.length)
-                            if let external, !folded.contains(external) {
-                                image.file = external
-                                image.offset = at
-                                origins.append(nil)
-                            } else if let external {
-                                image.data = try pagesFile(external).read(Int(p.length), at: at)
-                                origins.append((external, at))
-                            } else {
-                                image.data = Array(record[p.position..<(p.position + Int(p.length))])
-                                origins.append((key, at))
-                            }
+                            guard let (image, origin) = try kept(LogRecord.KeptImage(number: p.number, version: version, checksum: p.checksum, length: p.length),
+                                                                 external: external, position: p.position, record: record, at: offset, in: key) else { continue }
                             images.append(image)
+                            origins.append(origin)
                         }
                         try extend(&runs, id, first: version, last: version, pageSize: pageSize, pageCount: pageCount, images: images, origins: origins)
                     }
@@ -503,22 +491,10 @@ private final class CompactionCopy {
                     var images: [LogRecord.KeptImage] = []
                     var origins: [(file: UInt32, offset: Int)?] = []
                     for i in kept where i.length > 0 {
-                        let file = i.external ?? key
-                        let at = i.external == nil ? offset + i.position : i.position
-                        guard isLive(file: file, at: at) else { continue }
-                        var image = LogRecord.KeptImage(number: i.number, version: i.version, checksum: i.checksum, length: i.length)
-                        if let external = i.external, !folded.contains(external) {
-                            image.file = external
-                            image.offset = at
-                            origins.append(nil)
-                        } else if let external = i.external {
-                            image.data = try pagesFile(external).read(Int(i.length), at: at)
-                            origins.append((external, at))
-                        } else {
-                            image.data = Array(record[i.position..<(i.position + Int(i.length))])
-                            origins.append((key, at))
-                        }
+                        guard let (image, origin) = try self.kept(LogRecord.KeptImage(number: i.number, version: i.version, checksum: i.checksum, length: i.length),
+                                                                  external: i.external, position: i.position, record: record, at: offset, in: key) else { continue }
                         images.append(image)
+                        origins.append(origin)
                     }
                     try extend(&runs, id, first: first, last: last, pageSize: pageSize, pageCount: pageCount, images: images, origins: origins)
                 }
@@ -538,8 +514,27 @@ private final class CompactionCopy {
         }
     }
 
-    private func isLive(file: UInt32, at offset: Int) -> Bool {
-        live.images[file]?.contains(offset) == true
+    /// `image` as the copy keeps it, if reads still see it, with where its
+    /// bytes were when they move into the copy. It lies at `position` of the
+    /// record at `offset` of segment `key`, or of pages file `external`: kept
+    /// there if that file stays, read into the copy if it is folded.
+    private func kept(_ image: LogRecord.KeptImage, external: UInt32?, position: Int, record: [UInt8], at offset: Int, in key: UInt32)
+        throws(SequencerError) -> (LogRecord.KeptImage, (file: UInt32, offset: Int)?)? {
+        let file = external ?? key
+        let at = external == nil ? offset + position : position
+        guard live.images[file]?.contains(at) == true else { return nil }
+        var image = image
+        if let external, !folded.contains(external) {
+            image.file = external
+            image.offset = at
+            return (image, nil)
+        }
+        if let external {
+            image.data = try pagesFile(external).read(Int(image.length), at: at)
+        } else {
+            image.data = Array(record[position..<(position + Int(image.length))])
+        }
+        return (image, (file, at))
     }
 
     private func pagesFile(_ number: UInt32) throws(SequencerError) -> LogSegment {

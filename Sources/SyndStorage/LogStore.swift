@@ -481,22 +481,24 @@ final class LogAppender: @unchecked Sendable {
     /// if the next could not be started (the newest then stays as it was).
     func roll() -> LogSegment? {
         guard size > 0 else { return nil }
-        do throws(SequencerError) {
-            try active.truncate(to: size)
-            allocated = size
-            zeroed = min(zeroed, size)
-            let next = try LogSegment(directory: directory, number: active.number + 1, create: true)
-            try syncDirectory(directory)
-            active = next
-            size = 0
-            allocated = 0
-            zeroed = 0
-            written.store(0, ordering: .releasing)
-            return next
-        } catch {
-            // A half-done roll leaves the newest segment appendable: a later append allocates again.
-            return nil
-        }
+        // A half-done roll leaves the newest segment appendable: a later append allocates again.
+        return try? startNext()
+    }
+
+    /// Closes the newest segment at its end (the last group's fsync made that
+    /// end durable; its unused allocation goes) and starts the next.
+    private func startNext() throws(SequencerError) -> LogSegment {
+        try active.truncate(to: size)
+        allocated = size
+        zeroed = min(zeroed, size)
+        let next = try LogSegment(directory: directory, number: active.number + 1, create: true)
+        try syncDirectory(directory)
+        active = next
+        size = 0
+        allocated = 0
+        zeroed = 0
+        written.store(0, ordering: .releasing)
+        return next
     }
 
     /// Writes `records` and a group end, fsyncs, and returns where each record
@@ -504,16 +506,7 @@ final class LogAppender: @unchecked Sendable {
     func write(_ records: [LogRecord]) throws(SequencerError) -> (LogSegment?, [(segment: UInt32, offset: Int)]) {
         var started: LogSegment?
         if size >= segmentLimit {
-            // The previous group's fsync made the full segment's end durable;
-            // its unused allocation goes.
-            try active.truncate(to: size)
-            let next = try LogSegment(directory: directory, number: active.number + 1, create: true)
-            try syncDirectory(directory)
-            active = next
-            size = 0
-            allocated = 0
-            zeroed = 0
-            started = next
+            started = try startNext()
         }
         groups += 1
         let end = LogRecord(groupEnd: groups).parts[0]

@@ -21,38 +21,13 @@ import Testing
                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) INSERT INTO hot SELECT i, randomblob(2000) FROM n;
                     """)
             }
-            struct Outcome { var acked: [Int64] = []; var uncertain: [Int64] = []; var errors: [String] = []; var opened = false }
-            let stop = Mutex(false)
-            let outcomes = Mutex([Outcome](repeating: Outcome(), count: names.count))
-            let writers = names.enumerated().map { index, name in
-                Thread {
-                    var options = DatabaseOptions()
-                    options.timeoutMs = 1000
-                    guard let db = try? Database.open(name, sequencer: url, options: options) else {
-                        outcomes.withLock { $0[index].errors.append("cannot open"); $0[index].opened = true }
-                        return
-                    }
-                    outcomes.withLock { $0[index].opened = true }
-                    var i: Int64 = 0
-                    while !stop.withLock({ $0 }) {
-                        i += 1
-                        do {
-                            // Rewrites five of the rows (superseding their pages) and records the commit.
-                            try db.execute("BEGIN; UPDATE hot SET pad = randomblob(2000) WHERE id % 8 = \(i % 8); INSERT INTO ledger VALUES (\(i)); COMMIT")
-                            outcomes.withLock { $0[index].acked.append(i) }
-                        } catch {
-                            if !db.connection.isAutocommit { try? db.execute("ROLLBACK") }
-                            outcomes.withLock { $0[index].uncertain.append(i); $0[index].errors.append("\(error)") }
-                            usleep(20_000)
-                        }
-                    }
-                }
+            // Rewrites five of the rows (superseding their pages) and records the commit.
+            let loops = CommitLoops(names: names, url: url) { i in
+                "BEGIN; UPDATE hot SET pad = randomblob(2000) WHERE id % 8 = \(i % 8); INSERT INTO ledger VALUES (\(i)); COMMIT"
             }
-            for w in writers { w.start() }
-            for _ in 0..<1000 where !outcomes.withLock({ $0.allSatisfy(\.opened) }) { usleep(10_000) }
             // Kills paced by progress, not time (a loaded machine commits slowly): one after every
             // 100-250 more acknowledged commits, so each lands amid segments closing and being rewritten.
-            func acked() -> Int { outcomes.withLock { $0.reduce(0) { $0 + $1.acked.count } } }
+            func acked() -> Int { loops.acked.reduce(0, +) }
             let deadline = ContinuousClock.now + .seconds(180)
             for kill in 0..<5 {
                 let target = acked() + Int.random(in: 100...250)
@@ -62,19 +37,18 @@ import Testing
                 try sequencer.restart()
             }
             // Then each writer commits 300 more: many more segments, and compaction after the last restart.
-            let atLastRestart = outcomes.withLock { $0.map(\.acked.count) }
+            let atLastRestart = loops.outcomes.withLock { $0.map(\.acked.count) }
             while ContinuousClock.now < deadline,
-                outcomes.withLock({ o in o.indices.contains { o[$0].acked.count < atLastRestart[$0] + 300 } }) {
+                loops.outcomes.withLock({ o in o.indices.contains { o[$0].acked.count < atLastRestart[$0] + 300 } }) {
                 usleep(20_000)
             }
-            stop.withLock { $0 = true }
-            while writers.contains(where: { !$0.isFinished }) { usleep(10_000) }
+            loops.stop()
 
             var ro = DatabaseOptions()
             ro.readOnly = true
             var commits = 0
             for (index, name) in names.enumerated() {
-                let o = outcomes.withLock { $0[index] }
+                let o = loops.outcomes.withLock { $0[index] }
                 commits += o.acked.count
                 print("compaction kill -9 test, \(name): \(o.acked.count) acknowledged, \(o.uncertain.count) failed or unknown")
                 #expect(o.acked.count >= atLastRestart[index] + 300, "\(name): 300 commits after the last restart within 3 minutes: \(o.errors.suffix(3))")

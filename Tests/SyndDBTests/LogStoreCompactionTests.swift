@@ -299,15 +299,21 @@ import Testing
             let store = try LogStore(directory: logPath, options: options)
             try C.append(store, [.create(database: 1, name: "db")])
             try appendHistory(store, model, from: 1, to: 600, retain: 30)
-            // Passes run in the background after prunes: wait for the folder to settle.
+            // Passes run in the background after prunes, paced by their own cost (slower on a busy
+            // machine): wait for the folder to stay the same for a second (a minute at most).
             var bytes = try folderBytes()
-            for _ in 0..<100 {
+            var still = 0
+            for _ in 0..<600 where still < 10 {
                 usleep(100_000)
                 let now = try folderBytes()
-                if now == bytes, now < 200 << 10 { break }
+                still = now == bytes ? still + 1 : 0
                 bytes = now
             }
-            #expect(bytes < 200 << 10, "about 2.4 MB written, \(bytes) bytes kept")
+            // The background passes ran to the end by themselves: a pass asked for now finds nothing
+            // left to rewrite, and most of the 2.4 MB written is given back.
+            let asked = store.compact()
+            #expect(asked.segments == 0, "background compaction left work behind: \(asked)")
+            #expect(bytes < 600 << 10, "about 2.4 MB written, \(bytes) bytes kept")
             try expectReads(store, model, "compacted in the background")
         }
     }
