@@ -56,7 +56,16 @@ public final class LogStore: StorageBackend {
         var record: LogRecord
         var update: IndexUpdate
         var completion: @Sendable (Result<Void, SequencerError>) -> Void
+        /// Needs no fsync of its own (a prune: lost, it only keeps more history),
+        /// so it waits for the next group, or for `flushDelay` if none comes.
+        var waitsForCompany: Bool {
+            if case .prune = update { return true }
+            return false
+        }
     }
+
+    /// How long appends that wait for company wait before they are written alone.
+    static let flushDelay = DispatchTimeInterval.milliseconds(100)
 
     struct AppendQueue {
         var pending: [Pending] = []
@@ -66,6 +75,8 @@ public final class LogStore: StorageBackend {
         var bulkInFlight: [Int64: Int] = [:]
         /// Set when a write or fsync failed: nothing is promised after it, so every later append fails.
         var failure: SequencerError?
+        /// A write of appends that wait for company (prunes) is scheduled.
+        var flushScheduled = false
     }
 
     /// Opens the log in `directory` (created if missing), replaying it into the index.
@@ -96,6 +107,9 @@ public final class LogStore: StorageBackend {
         queue = Mutex(AppendQueue())
         scheduleCompaction()
     }
+
+    /// Groups written (one fsync each) since the store opened.
+    public var groupsWritten: UInt64 { appender.groupsWritten.load(ordering: .relaxed) }
 
     public func append(_ record: StoreRecord, completion: @escaping @Sendable (Result<Void, SequencerError>) -> Void) {
         var large = false
@@ -177,13 +191,35 @@ public final class LogStore: StorageBackend {
     }
 
     /// Writes queued appends group by group until the queue is empty.
-    private func writeGroups() {
+    /// `flushing`: the delayed write of appends that waited for company.
+    private func writeGroups(flushing: Bool = false) {
+        var flushing = flushing
         while true {
-            let (group, failure) = queue.withLock { q -> ([Pending], SequencerError?) in
+            let (group, failure, flushLater) = queue.withLock { q -> ([Pending], SequencerError?, Bool) in
+                if !flushing, q.failure == nil, q.pending.allSatisfy(\.waitsForCompany) {
+                    // Nothing here needs an fsync now: the next append starts a group they join.
+                    q.writing = false
+                    let schedule = !q.pending.isEmpty && !q.flushScheduled
+                    if schedule { q.flushScheduled = true }
+                    return ([], nil, schedule)
+                }
+                flushing = false
                 let group = q.pending
                 q.pending = []
                 if group.isEmpty { q.writing = false }
-                return (group, q.failure)
+                return (group, q.failure, false)
+            }
+            if flushLater {
+                writerThread.asyncAfter(deadline: .now() + Self.flushDelay) { [weak self] in
+                    guard let self else { return }
+                    let start = queue.withLock { q -> Bool in
+                        q.flushScheduled = false
+                        guard !q.writing, !q.pending.isEmpty else { return false }
+                        q.writing = true
+                        return true
+                    }
+                    if start { writeGroups(flushing: true) }
+                }
             }
             if group.isEmpty { return }
             if let failure {
@@ -444,6 +480,8 @@ final class LogAppender: @unchecked Sendable {
     private var size: Int
     /// `size`, for other threads (compaction weighs the newest segment by it).
     let written = Atomic<Int>(0)
+    /// Groups (fsyncs) written since the store opened.
+    let groupsWritten = Atomic<UInt64>(0)
     private var groups: UInt64
     /// How far the newest segment's file is allocated.
     private var allocated: Int
@@ -556,6 +594,7 @@ final class LogAppender: @unchecked Sendable {
         try active.sync()
         size += total
         written.store(size, ordering: .releasing)
+        groupsWritten.add(1, ordering: .relaxed)
         return (started, offsets)
     }
 }

@@ -498,7 +498,8 @@ public final class PageStore: Sendable {
             h.pageSize = request.pageSize
             h.pageCount = request.pageCount
             db.publish(h, changed: changed)
-            // Every 64 versions, or more often for a short window, so that what it lets go goes soon.
+            // Every 64 versions, or more often for a short window, so that what it lets go goes soon
+            // (a prune costs no fsync of its own: the log writes it with the next group).
             let pruneEvery = max(1, min(64, configuration.retainedVersions / 8))
             if version % pruneEvery == 0, configuration.retainedVersions < version {
                 let keepFrom = version - configuration.retainedVersions

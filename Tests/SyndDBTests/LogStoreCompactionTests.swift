@@ -291,6 +291,38 @@ import Testing
         }
     }
 
+    /// A prune needs no fsync of its own: it is written with the next group,
+    /// and on its own only if no group comes soon (it still takes effect).
+    @Test func aPruneRidesWithTheNextGroupInsteadOfAnFsyncOfItsOwn() async throws {
+        try await offPool {
+            let store = try LogStore(directory: logPath, options: Self.options())
+            try C.append(store, [.create(database: 1, name: "db")])
+            for v in 1...3 { try C.append(store, [.batch(database: 1, txnID: C.txn(v), batch: C.batch(UInt64(v), count: 1, [C.page(1, UInt8(v))]))]) }
+            let before = store.groupsWritten
+            // As the sequencer does: the prune is appended when a commit is durable (from its
+            // completion, on the log's writer thread), and the next commit follows at once.
+            let pruned = DispatchSemaphore(value: 0)
+            let committed = DispatchSemaphore(value: 0)
+            store.append(.batch(database: 1, txnID: C.txn(4), batch: C.batch(4, count: 1, [C.page(1, 4)]))) { _ in
+                store.append(.prune(database: 1, keepFrom: 2)) { _ in pruned.signal() }
+                committed.signal()
+            }
+            committed.wait()
+            try C.append(store, [.batch(database: 1, txnID: C.txn(5), batch: C.batch(5, count: 1, [C.page(1, 5)]))])
+            pruned.wait()
+            #expect(store.groupsWritten - before == 2, "two commits and a prune: two fsyncs, not three")
+            #expect(try store.batch(database: 1, version: 1) == nil && store.batch(database: 1, version: 2) != nil)
+            // A prune with nothing after it is written alone, soon.
+            let started = ContinuousClock.now
+            try C.append(store, [.prune(database: 1, keepFrom: 4)])
+            #expect(ContinuousClock.now - started < .seconds(2))
+            #expect(store.groupsWritten - before == 3)
+            #expect(try store.batch(database: 1, version: 3) == nil && store.page(database: 1, number: 1, version: 4)?.data.first == 4)
+            let reopened = try LogStore(directory: logPath, options: Self.options())
+            #expect(reopened.recovered.first?.oldestVersion == 4 && reopened.recovered.first?.version == 5)
+        }
+    }
+
     @Test func compactionRunsByItselfAfterPrunes() async throws {
         try await offPool {
             let model = Model()
