@@ -28,12 +28,18 @@ public final class Database {
         var uri = "file:\(name)?sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
         uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
         uri += "&lock_wait_ms=\(options.lockWaitMs)&spill_mb=\(options.spillMB)"
-        if options.readOnly { uri += "&mode=ro" }
+        let readOnly = options.readOnly || options.asOf != nil
+        if readOnly { uri += "&mode=ro" }
+        switch options.asOf {
+        case .version(let v)?: uri += "&version=\(v)"
+        case .time(let ms)?: uri += "&at=\(ms)"
+        case nil: break
+        }
         if !options.captureChangesets { uri += "&capture=0" }
         if let ca = options.tlsCAFile { uri += "&tls_ca=\(ca)" }
-        let connection = try Connection(path: uri, readOnly: options.readOnly, vfs: SyndVFS.name)
+        let connection = try Connection(path: uri, readOnly: readOnly, vfs: SyndVFS.name)
         if options.busyTimeoutMs > 0 { sqlite3_busy_timeout(connection.handle, Int32(options.busyTimeoutMs)) }
-        if !options.readOnly {
+        if !readOnly {
             try connection.execute("PRAGMA journal_mode=\(options.journalMode)")
             if let size = options.pageSize { try connection.execute("PRAGMA page_size=\(size)") }
         }

@@ -29,6 +29,18 @@ public struct DatabaseOptions: Sendable {
     public var tlsCAFile: String?
     /// SQLite's journal for rollback; kept in memory in every mode.
     public var journalMode = "MEMORY"
+    /// Open a past state, read-only (time travel): the connection stays at
+    /// that version for its whole life. Opening fails, naming the oldest
+    /// version kept, when the sequencer no longer keeps it.
+    public var asOf: PastState?
+
+    /// A past state of a database.
+    public enum PastState: Sendable, Equatable {
+        /// The state right after commit `version` (`Database.Statistics.version`, `synd log`).
+        case version(UInt64)
+        /// The last version committed at or before this time, in milliseconds since the Unix epoch.
+        case time(unixMilliseconds: UInt64)
+    }
 
     public init() {}
 }

@@ -99,6 +99,20 @@ public nonisolated struct Synddb_V1_OpenDatabaseRequest: Sendable {
   /// only those.
   public var sinceVersion: UInt64 = 0
 
+  /// Open the database as of a past version, for reading only (time travel).
+  /// The answer then describes that version (its page size and count, its
+  /// commit time) and reads ask for it. OUT_OF_RANGE, naming the oldest version
+  /// kept, when it is older than the retention window; OUT_OF_RANGE when it is
+  /// newer than the latest. At most one of at_version and at_time_ms is set;
+  /// create is ignored.
+  public var atVersion: UInt64 = 0
+
+  /// Open as of the last version committed at or before this time,
+  /// milliseconds since the Unix epoch. Commit times never go back within a
+  /// database. OUT_OF_RANGE, naming the oldest version kept and its time, when
+  /// no kept version was committed by then.
+  public var atTimeMs: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -132,6 +146,10 @@ public nonisolated struct Synddb_V1_DatabaseInfo: Sendable {
 
   /// Page numbers written after since_version, ascending, without repeats.
   public var changedPages: [UInt32] = []
+
+  /// Commit time of `version`, milliseconds since the Unix epoch (0 for
+  /// version 0). Set when the request asked for a past version.
+  public var committedAtMs: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -734,7 +752,7 @@ nonisolated extension Synddb_V1_Capabilities: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OpenDatabaseRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}create\0\u{3}since_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}create\0\u{3}since_version\0\u{3}at_version\0\u{3}at_time_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -745,6 +763,8 @@ nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.create) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.sinceVersion) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.atVersion) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.atTimeMs) }()
       default: break
       }
     }
@@ -760,6 +780,12 @@ nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, Swif
     if self.sinceVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.sinceVersion, fieldNumber: 3)
     }
+    if self.atVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atVersion, fieldNumber: 4)
+    }
+    if self.atTimeMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atTimeMs, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -767,6 +793,8 @@ nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, Swif
     if lhs.name != rhs.name {return false}
     if lhs.create != rhs.create {return false}
     if lhs.sinceVersion != rhs.sinceVersion {return false}
+    if lhs.atVersion != rhs.atVersion {return false}
+    if lhs.atTimeMs != rhs.atTimeMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -774,7 +802,7 @@ nonisolated extension Synddb_V1_OpenDatabaseRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DatabaseInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}page_size\0\u{3}page_count\0\u{3}oldest_version\0\u{3}changes_known\0\u{3}changed_pages\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}page_size\0\u{3}page_count\0\u{3}oldest_version\0\u{3}changes_known\0\u{3}changed_pages\0\u{3}committed_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -789,6 +817,7 @@ nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtob
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.oldestVersion) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.changesKnown) }()
       case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.changedPages) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.committedAtMs) }()
       default: break
       }
     }
@@ -816,6 +845,9 @@ nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtob
     if !self.changedPages.isEmpty {
       try visitor.visitPackedUInt32Field(value: self.changedPages, fieldNumber: 7)
     }
+    if self.committedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.committedAtMs, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -827,6 +859,7 @@ nonisolated extension Synddb_V1_DatabaseInfo: SwiftProtobuf.Message, SwiftProtob
     if lhs.oldestVersion != rhs.oldestVersion {return false}
     if lhs.changesKnown != rhs.changesKnown {return false}
     if lhs.changedPages != rhs.changedPages {return false}
+    if lhs.committedAtMs != rhs.committedAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -46,6 +46,13 @@ public struct OpenDatabaseRequest: WireMessage {
     public var create = false
     /// The version the caller's cache holds: the answer lists pages written since.
     public var sinceVersion: UInt64 = 0
+    /// Open as of this version (read-only; 0: the latest).
+    public var atVersion: UInt64 = 0
+    /// Open as of the last version committed at or before this time, in
+    /// milliseconds since the Unix epoch (0: the latest).
+    public var atTimeMs: UInt64 = 0
+    /// Whether the request asks for a past version rather than the head.
+    public var isPinned: Bool { atVersion != 0 || atTimeMs != 0 }
     public init() {}
     public init(name: String, create: Bool, sinceVersion: UInt64 = 0) {
         self.name = name
@@ -56,12 +63,16 @@ public struct OpenDatabaseRequest: WireMessage {
         w.string(1, name)
         w.bool(2, create)
         w.uint64(3, sinceVersion)
+        w.uint64(4, atVersion)
+        w.uint64(5, atTimeMs)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
         case 1: name = try r.string()
         case 2: create = try r.varint() != 0
         case 3: sinceVersion = try r.varint()
+        case 4: atVersion = try r.varint()
+        case 5: atTimeMs = try r.varint()
         default: try r.skip(wire)
         }
     }
@@ -76,6 +87,8 @@ public struct DatabaseInfo: WireMessage {
     /// Whether `changedPages` lists every page written after the request's `sinceVersion`.
     public var changesKnown = false
     public var changedPages: [UInt32] = []
+    /// Commit time of `version`, milliseconds since the Unix epoch (0: not known, or version 0).
+    public var committedAtMs: UInt64 = 0
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, name)
@@ -85,6 +98,7 @@ public struct DatabaseInfo: WireMessage {
         w.uint64(5, oldestVersion)
         w.bool(6, changesKnown)
         w.packedUInt32(7, changedPages)
+        w.uint64(8, committedAtMs)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
@@ -95,6 +109,7 @@ public struct DatabaseInfo: WireMessage {
         case 5: oldestVersion = try r.varint()
         case 6: changesKnown = try r.varint() != 0
         case 7: try r.appendUInt32(wire, to: &changedPages)
+        case 8: committedAtMs = try r.varint()
         default: try r.skip(wire)
         }
     }

@@ -18,6 +18,8 @@ struct BatchLocation {
     var pageSize: UInt32
     var pageCount: UInt32
     var txnID: [UInt8]
+    /// The batch's commit time (from its seal), for reads "as of" a time.
+    var committedAtMs: UInt64
 }
 
 /// What applying one durable record changes in the index. Made from the
@@ -25,7 +27,7 @@ struct BatchLocation {
 /// the record's first byte until the record has a place in the log.
 enum IndexUpdate {
     case create(database: Int64, name: String)
-    case batch(database: Int64, version: UInt64, txnID: [UInt8], pageSize: UInt32, pageCount: UInt32,
+    case batch(database: Int64, version: UInt64, txnID: [UInt8], pageSize: UInt32, pageCount: UInt32, committedAtMs: UInt64,
                pages: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)], drop: Bool,
                external: UInt32? = nil)
     case epochCeiling(database: Int64, ceiling: UInt64)
@@ -79,7 +81,7 @@ struct DatabaseIndex {
 
     /// Applies a batch (or drop) record that lives at `offset` of `segment`.
     mutating func applyBatch(
-        version: UInt64, txnID: [UInt8], pageSize: UInt32, pageCount: UInt32,
+        version: UInt64, txnID: [UInt8], pageSize: UInt32, pageCount: UInt32, committedAtMs: UInt64,
         pages written: [(number: UInt32, position: Int, checksum: UInt32, length: UInt32)], drop: Bool,
         external: UInt32? = nil, segment: UInt32, offset: Int, length: Int
     ) {
@@ -100,7 +102,7 @@ struct DatabaseIndex {
                 pages[number]!.append(PageLocation(version: version, offset: 0, segment: 0, length: 0, checksum: 0))
             }
         }
-        batches[version] = BatchLocation(segment: segment, offset: offset, length: length, pageSize: pageSize, pageCount: pageCount, txnID: txnID)
+        batches[version] = BatchLocation(segment: segment, offset: offset, length: length, pageSize: pageSize, pageCount: pageCount, txnID: txnID, committedAtMs: committedAtMs)
         txns[txnID] = version
         self.version = version
         self.pageSize = pageSize

@@ -34,6 +34,10 @@ struct DatabaseHead {
     var sealedPageCount: UInt32
     /// Hash of the newest sealed batch: the next batch's previous_hash.
     var lastHash = [UInt8](repeating: 0, count: 32)
+    /// Commit time of the newest sealed batch. Commit times never go back
+    /// within a database (a wall clock stepped back repeats the last one), so
+    /// "the last version committed at or before T" is a binary search.
+    var lastCommittedAtMs: UInt64 = 0
     /// Commits on their way to the disk, by commit id, with whoever waits for each
     /// (the commit itself, a retry of it, a status query).
     var pending: [[UInt8]: [@Sendable (Result<CommitResponse, SequencerError>) -> Void]] = [:]
@@ -60,13 +64,13 @@ final class DatabaseState: Sendable {
     /// renewable without the head lock.
     let leases: LeaseCell
 
-    init(_ r: RecoveredDatabase, lastHash: [UInt8]) {
+    init(_ r: RecoveredDatabase, lastHash: [UInt8], lastCommittedAtMs: UInt64 = 0) {
         id = r.id
         name = r.name
         head = Mutex(DatabaseHead(
             version: r.version, pageSize: r.pageSize, pageCount: r.pageCount, oldestVersion: r.oldestVersion,
             sealedVersion: r.version, sealedPageSize: r.pageSize, sealedPageCount: r.pageCount, lastHash: lastHash,
-            durableEpochCeiling: r.epochCeiling))
+            lastCommittedAtMs: lastCommittedAtMs, durableEpochCeiling: r.epochCeiling))
         leases = LeaseCell(LeaseRecord(name: r.name, leaseEpoch: r.epochCeiling, lease: nil, head: Self.info(r.name, r.version, r.pageSize, r.pageCount, r.oldestVersion)))
     }
 

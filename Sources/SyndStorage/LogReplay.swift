@@ -148,7 +148,7 @@ struct LogReplay {
         case .create(let id, let name):
             guard indexes[id] == nil else { throw SequencerError(.dataLoss, "database id \(id) is created twice") }
             indexes[id] = DatabaseIndex(id: id, name: name)
-        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop, let external):
+        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let committedAtMs, let pages, let drop, let external):
             guard let index = indexes[id] else { throw SequencerError(.dataLoss, "a batch of database id \(id), which was never created") }
             if let external {
                 if pagesFiles[external] == nil {
@@ -163,7 +163,7 @@ struct LogReplay {
             guard version == index.version + 1 || (drop && version > index.version) else {
                 throw SequencerError(.dataLoss, "batch \(version) of '\(index.name)' follows version \(index.version)")
             }
-            indexes[id]!.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,
+            indexes[id]!.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, committedAtMs: committedAtMs, pages: pages, drop: drop,
                                     external: external, segment: segment, offset: offset, length: length)
             if let external { pagesOwners[external] = segment }
         case .compacted(let id, let first, let last, let pageSize, let pageCount, let images):
@@ -200,11 +200,11 @@ struct LogReplay {
             return .create(database: id, name: String(decoding: try r.take(r.remaining), as: UTF8.self))
         case .batch, .drop:
             let (seal, txnID, pages) = try decodeBatchPayload(&r, keepPages: false)
-            return .batch(database: id, version: seal.version, txnID: txnID, pageSize: seal.pageSize, pageCount: seal.pageCount,
+            return .batch(database: id, version: seal.version, txnID: txnID, pageSize: seal.pageSize, pageCount: seal.pageCount, committedAtMs: seal.committedAtMs,
                           pages: pages.map { ($0.number, $0.position, $0.checksum, $0.length) }, drop: kind == .drop)
         case .externalBatch:
             let (seal, txnID, file, pages) = try decodeExternalPayload(&r)
-            return .batch(database: id, version: seal.version, txnID: txnID, pageSize: seal.pageSize, pageCount: seal.pageCount,
+            return .batch(database: id, version: seal.version, txnID: txnID, pageSize: seal.pageSize, pageCount: seal.pageCount, committedAtMs: seal.committedAtMs,
                           pages: pages.map { ($0.number, $0.offset, $0.checksum, $0.length) }, drop: false, external: file)
         case .epochCeiling:
             return .epochCeiling(database: id, ceiling: try r.u64())

@@ -463,7 +463,7 @@ private final class CompactionCopy {
                 case .prune(let id, let keepFrom):
                     if !order.contains(id) { order.append(id) }
                     prunes[id] = max(prunes[id] ?? 0, keepFrom)
-                case .batch(let id, let version, _, let pageSize, let pageCount, let pages, let drop, let external):
+                case .batch(let id, let version, _, let pageSize, let pageCount, _, let pages, let drop, let external):
                     if !order.contains(id) { order.append(id) }
                     if drop || live.batches.contains(BatchKey(segment: key, offset: offset)) {
                         if let external, folded.contains(external) {

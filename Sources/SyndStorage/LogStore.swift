@@ -167,7 +167,7 @@ public final class LogStore: StorageBackend {
                 segments.withLock { $0[file.number] = file }
                 let encoded = LogRecord(external: id, txnID: txnID, batch: batch, file: file.number, offsets: offsets)
                 let update = IndexUpdate.batch(database: id, version: batch.version, txnID: txnID, pageSize: batch.pageSize,
-                                               pageCount: batch.pageCount, pages: encoded.pagePositions, drop: false, external: file.number)
+                                               pageCount: batch.pageCount, committedAtMs: batch.committedAtMs, pages: encoded.pagePositions, drop: false, external: file.number)
                 pending = Pending(record: encoded, update: update, completion: completion)
             } catch {
                 failure = SequencerError(.unavailable, "\(error.message); the store accepts no more writes until the sequencer restarts (it then recovers every acknowledged commit)")
@@ -255,9 +255,9 @@ public final class LogStore: StorageBackend {
         switch update {
         case .create(let id, let name):
             indexes.withLock { $0[id] = DatabaseIndexCell(DatabaseIndex(id: id, name: name)) }
-        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let pages, let drop, let external):
+        case .batch(let id, let version, let txnID, let pageSize, let pageCount, let committedAtMs, let pages, let drop, let external):
             cell(id)?.withLock {
-                $0.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, pages: pages, drop: drop,
+                $0.applyBatch(version: version, txnID: txnID, pageSize: pageSize, pageCount: pageCount, committedAtMs: committedAtMs, pages: pages, drop: drop,
                               external: external, segment: segment, offset: offset, length: length)
             }
             if let external { pagesOwners.withLock { $0[external] = segment } }
@@ -366,6 +366,10 @@ public final class LogStore: StorageBackend {
         cell(database)?.withLock { $0.batches[version].map { ($0.pageSize, $0.pageCount) } }
     }
 
+    public func committedAt(database: Int64, version: UInt64) -> UInt64? {
+        cell(database)?.withLock { $0.batches[version]?.committedAtMs }
+    }
+
     public func batch(database: Int64, version: UInt64) throws(SequencerError) -> Batch? {
         guard let location = cell(database)?.withLock({ $0.batches[version] }) else { return nil }
         let bytes = try segment(location.segment).read(location.length, at: location.offset)
@@ -421,9 +425,11 @@ extension IndexUpdate {
             self = .create(database: id, name: name)
         case .batch(let id, let txnID, let batch):
             self = .batch(database: id, version: batch.version, txnID: txnID, pageSize: batch.pageSize, pageCount: batch.pageCount,
+                          committedAtMs: batch.committedAtMs,
                           pages: positions, drop: false)
         case .drop(let id, let txnID, let batch):
             self = .batch(database: id, version: batch.version, txnID: txnID, pageSize: batch.pageSize, pageCount: batch.pageCount,
+                          committedAtMs: batch.committedAtMs,
                           pages: [], drop: true)
         case .epochCeiling(let id, let ceiling):
             self = .epochCeiling(database: id, ceiling: ceiling)

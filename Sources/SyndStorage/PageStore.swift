@@ -78,7 +78,8 @@ public final class PageStore: Sendable {
             if r.version > 0 {
                 lastHash = try Self.verifiedHeadHash(of: r, backend: backend, signingKey: signingKey)
             }
-            catalog.databases[r.name] = DatabaseState(r, lastHash: lastHash)
+            let lastTime = backend.committedAt(database: r.id, version: r.version) ?? 0
+            catalog.databases[r.name] = DatabaseState(r, lastHash: lastHash, lastCommittedAtMs: lastTime)
             catalog.nextID = max(catalog.nextID, r.id + 1)
         }
         self.catalog = Mutex(catalog)
@@ -142,6 +143,7 @@ public final class PageStore: Sendable {
     /// dropped and `request.create` is false). From memory.
     public func openExisting(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo? {
         try validateName(request.name)
+        if request.isPinned { return try openPast(request) }
         guard let db = catalog.withLock({ $0.databases[request.name] }) else { return nil }
         // The head as of its last durable commit, with the pages written since the caller's version.
         let info = db.leases.withLock { l -> DatabaseInfo in
@@ -154,6 +156,66 @@ public final class PageStore: Sendable {
         }
         let dropped = info.version > 0 && info.pageCount == 0
         return dropped && !request.create ? nil : info
+    }
+
+    /// `request.name` as of `at_version`, or of the last version committed at
+    /// or before `at_time_ms`: that version's sizes and commit time. Never
+    /// silently the head: a request outside what is kept fails, naming the
+    /// oldest version kept.
+    private func openPast(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo {
+        guard request.atVersion == 0 || request.atTimeMs == 0 else {
+            throw SequencerError(.invalidArgument, "open '\(request.name)' at a version or at a time, not both")
+        }
+        let db = try database(request.name)
+        let (head, generation) = try readStart(db)
+        let oldest = max(1, head.oldestVersion)
+        func kept() -> String {
+            let time = backend.committedAt(database: db.id, version: oldest).map { ", committed at \(UnixTime.format($0))" } ?? ""
+            return "the oldest version kept is \(oldest)\(time) (the sequencer keeps the last \(configuration.retainedVersions) versions: --retain)"
+        }
+        guard head.version > 0 else {
+            throw SequencerError(.outOfRange, "'\(db.name)' has no committed version yet; there is no past to open")
+        }
+        let version: UInt64
+        if request.atVersion != 0 {
+            version = request.atVersion
+            guard version <= head.version else {
+                throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' does not exist yet: the latest is \(head.version)")
+            }
+            guard version >= oldest else {
+                throw SequencerError(.outOfRange, "version \(version) of '\(db.name)' is no longer kept: \(kept())")
+            }
+        } else {
+            let asked = UnixTime.format(request.atTimeMs)
+            // Commit times never go back within a database: the last version at or before the time is a binary search.
+            guard let first = backend.committedAt(database: db.id, version: oldest) else {
+                try readEnd(db, version: oldest, generation: generation)
+                throw SequencerError(.dataLoss, "the batch of version \(oldest) of '\(db.name)' is missing from the store")
+            }
+            guard first <= request.atTimeMs else {
+                throw SequencerError(.outOfRange, "no version of '\(db.name)' committed at or before \(asked) is kept: \(kept())")
+            }
+            var low = oldest, high = head.version
+            while low < high {
+                let mid = low + (high - low + 1) / 2
+                guard let t = backend.committedAt(database: db.id, version: mid) else {
+                    try readEnd(db, version: mid, generation: generation)
+                    throw SequencerError(.dataLoss, "the batch of version \(mid) of '\(db.name)' is missing from the store")
+                }
+                if t <= request.atTimeMs { low = mid } else { high = mid - 1 }
+            }
+            version = low
+        }
+        guard let sizes = backend.sizes(database: db.id, version: version),
+            let time = backend.committedAt(database: db.id, version: version)
+        else {
+            try readEnd(db, version: version, generation: generation)
+            throw SequencerError(.dataLoss, "the batch of version \(version) of '\(db.name)' is missing from the store")
+        }
+        try readEnd(db, version: version, generation: generation)
+        var info = DatabaseState.info(db.name, version, sizes.pageSize, sizes.pageCount, oldest)
+        info.committedAtMs = time
+        return info
     }
 
     /// Creates `request.name` if `request.create` (NOT_FOUND if not); a
@@ -461,7 +523,7 @@ public final class PageStore: Sendable {
                 try validateAgainstHead(request, h)
                 if let fault = configuration.commitFault?(request) { throw fault }
                 sealed.version = h.sealedVersion + 1
-                sealed.committedAtMs = Self.wallClockMs()
+                sealed.committedAtMs = max(Self.wallClockMs(), h.lastCommittedAtMs)
                 sealed.previousHash = h.lastHash
                 sealed.hash = BatchSeal.hash(of: sealed)
                 do {
@@ -476,6 +538,7 @@ public final class PageStore: Sendable {
             h.sealedPageSize = sealed.pageSize
             h.sealedPageCount = sealed.pageCount
             h.lastHash = sealed.hash
+            h.lastCommittedAtMs = sealed.committedAtMs
             h.pending[request.txnID] = [completion]
             let version = sealed.version
             let changed = request.pages.map(\.number)
@@ -598,7 +661,7 @@ public final class PageStore: Sendable {
             var batch = Batch()
             batch.database = db.name
             batch.version = h.sealedVersion + 1
-            batch.committedAtMs = Self.wallClockMs()
+            batch.committedAtMs = max(Self.wallClockMs(), h.lastCommittedAtMs)
             batch.schemaChanged = true
             do {
                 try BatchSeal.seal(&batch, previousHash: h.lastHash, key: signingKey)
@@ -609,6 +672,7 @@ public final class PageStore: Sendable {
             h.sealedPageSize = 0
             h.sealedPageCount = 0
             h.lastHash = batch.hash
+            h.lastCommittedAtMs = batch.committedAtMs
             h.dropPending = true
             let version = batch.version
             // Unique per database and version; no client sends it (theirs are random).

@@ -38,6 +38,9 @@ public protocol StorageBackend: AnyObject, Sendable {
     func pages(database: Int64, numbers: [UInt32], version: UInt64) throws(SequencerError) -> [Page?]
     /// Page size and count of batch `version`, or nil if it is not kept.
     func sizes(database: Int64, version: UInt64) -> (pageSize: UInt32, pageCount: UInt32)?
+    /// The commit time (its seal's `committed_at_ms`) of batch `version`, or
+    /// nil if it is not kept. Cheap: reads "as of a time" search with it.
+    func committedAt(database: Int64, version: UInt64) -> UInt64?
     /// Batch `version` with its pages and seal (its `database` is the name it
     /// was stored under), or nil if it is not kept.
     func batch(database: Int64, version: UInt64) throws(SequencerError) -> Batch?

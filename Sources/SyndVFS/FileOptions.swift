@@ -1,5 +1,6 @@
 import CSQLite
 import SyndClient
+import SyndProtocol
 
 #if canImport(Glibc)
 import Glibc
@@ -23,6 +24,10 @@ import Glibc
 /// | trace          | SYNDDB_TRACE           | 0 (1: print every request to stderr) |
 /// | capture        | SYNDDB_CAPTURE         | 1 (0: send no changesets; for measuring only, validators reject such history) |
 /// | tls_ca         | SYNDDB_TLS_CA_FILE     | system store (PEM CA for https sequencers) |
+///
+/// Time travel, URI only (it names one connection's view, never a default):
+/// `version=N` opens version N read-only; `at=TIME` (RFC 3339, or Unix
+/// milliseconds) the last version committed at or before TIME.
 struct FileOptions {
     var sequencer: String
     var leaseTTLMs: UInt32
@@ -37,6 +42,12 @@ struct FileOptions {
     var trace: Bool
     var capture: Bool
     var tlsCAFile: String?
+    /// Open as of this version (0: follow the latest).
+    var atVersion: UInt64 = 0
+    /// Open as of this time, milliseconds since the Unix epoch (0: the latest).
+    var atTimeMs: UInt64 = 0
+    /// The connection is pinned to a past version: read-only, and it never moves.
+    var isPinned: Bool { atVersion != 0 || atTimeMs != 0 }
 
     init(uriName: UnsafePointer<CChar>?, api: synd_sqlite_api) throws(FileOptionError) {
         func value(_ key: String, _ env: String) -> String? {
@@ -67,6 +78,23 @@ struct FileOptions {
         trace = try number("trace", "SYNDDB_TRACE", 0, 0...1) == 1
         capture = try number("capture", "SYNDDB_CAPTURE", 1, 0...1) == 1
         tlsCAFile = value("tls_ca", "SYNDDB_TLS_CA_FILE")
+        let uriVersion = uriName.flatMap { api.uri_parameter($0, "version") }.map { String(cString: $0) }
+        let uriAt = uriName.flatMap { api.uri_parameter($0, "at") }.map { String(cString: $0) }
+        if let text = uriVersion {
+            guard let v = UInt64(text), v > 0 else {
+                throw FileOptionError(message: "version=\(text) is invalid: use a committed version, 1 or more (PRAGMA synddb_version and `synd log` show them)")
+            }
+            atVersion = v
+        }
+        if let text = uriAt {
+            guard let ms = UnixTime.parse(text), ms > 0 else {
+                throw FileOptionError(message: "at=\(text) is not a time: use RFC 3339 with an offset (2026-11-23T10:15:30Z, 2026-11-23T11:15:30.250+01:00) or Unix milliseconds")
+            }
+            atTimeMs = ms
+        }
+        if uriVersion != nil && uriAt != nil {
+            throw FileOptionError(message: "version= and at= both given: open a past state by version or by time, not both")
+        }
     }
 
     var clientOptions: ClientOptions {

@@ -123,7 +123,10 @@ final class RemoteFile: OpenFile {
         context.register(self)
         do throws(SequencerError) {
             requests += 1
-            let info = try client.open(name, create: create && !readOnly)
+            var request = OpenDatabaseRequest(name: name, create: create && !readOnly)
+            request.atVersion = options.atVersion
+            request.atTimeMs = options.atTimeMs
+            let info = try client.open(request)
             guard adopt(info) else {
                 throw SequencerError(.dataLoss, "the sequencer reported an impossible page size for '\(name)'")
             }
@@ -1033,6 +1036,8 @@ final class RemoteFile: OpenFile {
     /// request), and drops only those. Only here, and after errors that make
     /// SQLite drop its cache, may the snapshot move.
     private func syncWithSequencer() -> Int32 {
+        // A past version (version=, at=) never moves: its pages never change.
+        if options.isPinned { return SQLITE_OK }
         if let lease, !needsLease, !needsRefresh {
             // checkedStatus: a closed lease connection (the sequencer released
             // the lease) is noticed here, not at the next renewal.

@@ -105,8 +105,17 @@ enum VFSMethods {
                 do {
                     let options = try FileOptions(uriName: name, api: context.api)
                     object = try RemoteFile(
-                        context: context, name: DatabaseName.normalized(String(cString: name)), readOnly: flags & SQLITE_OPEN_READONLY != 0,
+                        context: context, name: DatabaseName.normalized(String(cString: name)),
+                        readOnly: flags & SQLITE_OPEN_READONLY != 0 || options.isPinned,
                         create: flags & SQLITE_OPEN_CREATE != 0, options: options)
+                    if options.isPinned {
+                        // A past version is read-only: SQLite's pager learns it
+                        // from these flags and refuses writes itself.
+                        FileSlot.store(object, in: file)
+                        file.pointee.pMethods = UnsafePointer(context.methods)
+                        outFlags?.pointee = (flags & ~(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_READONLY
+                        return SQLITE_OK
+                    }
                 } catch let error as VFSOpenError {
                     context.recordOpenError(error.code, error.message)
                     return error.code

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SyndProtocol
 import SyndValidator
 
 struct LogCommand: AsyncParsableCommand {
@@ -23,7 +24,8 @@ struct LogCommand: AsyncParsableCommand {
         try await LedgerClient(url: url).batches(database: db, from: 0) { batch in
             printer.text.track(batch)
             guard batch.version >= first else { return true }
-            let time = Date(timeIntervalSince1970: Double(batch.committedAtMs) / 1000).formatted(.iso8601)
+            // Milliseconds, as `at=` takes them: the time printed opens this version.
+            let time = UnixTime.format(batch.committedAtMs)
             let bytes = batch.pages.reduce(0) { $0 + $1.data.count }
             let hash = batch.hash.prefix(8).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
             if batch.pageCount == 0 {

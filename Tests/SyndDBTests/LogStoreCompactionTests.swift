@@ -91,6 +91,7 @@ import Testing
             #expect(batch == model.batches[v], "\(context): batch \(v) reads back exactly")
             #expect(store.committedVersion(database: 1, txnID: C.txn(Int(v))) == v, "\(context): commit id of \(v)")
             #expect(store.sizes(database: 1, version: v).map { $0.pageCount } == model.batches[v]!.pageCount)
+            #expect(store.committedAt(database: 1, version: v) == model.batches[v]!.committedAtMs, "\(context): commit time of \(v)")
         }
         if model.oldest > 1 {
             #expect(try store.batch(database: 1, version: model.oldest - 1) == nil, "\(context): a batch past the window is gone")

@@ -113,6 +113,41 @@ import Testing
         #expect(decodedStatus.state == .committed && decodedStatus.version == 3)
     }
 
+    @Test func pastStateOpensMatchGeneratedCode() throws {
+        var open = OpenDatabaseRequest(name: "d", create: false)
+        open.atVersion = 41
+        open.atTimeMs = 1_795_428_930_250
+        let generated = try Synddb_V1_OpenDatabaseRequest(serializedBytes: open.serializedBytes())
+        #expect(generated.atVersion == 41 && generated.atTimeMs == 1_795_428_930_250 && generated.name == "d")
+        var info = Synddb_V1_DatabaseInfo()
+        info.version = 41
+        info.committedAtMs = 1_795_428_930_250
+        let decoded = try DatabaseInfo(serializedBytes: try info.serializedBytes() as [UInt8])
+        #expect(decoded.version == 41 && decoded.committedAtMs == 1_795_428_930_250)
+    }
+
+    /// RFC 3339 both ways, checked against Python's datetime.
+    @Test func timesParseAndFormatAsRFC3339() {
+        let cases: [(String, UInt64)] = [
+            ("2026-11-23T10:15:30.250Z", 1_795_428_930_250),
+            ("2026-11-23T11:15:30.250+01:00", 1_795_428_930_250),
+            ("2026-11-23T05:45:30.250-04:30", 1_795_428_930_250),
+            ("2026-11-23 10:15:30.25z", 1_795_428_930_250),
+            ("2024-02-29T23:59:59.999Z", 1_709_251_199_999),
+            ("2000-03-01T00:00:00Z", 951_868_800_000),
+            ("1795428930250", 1_795_428_930_250),
+        ]
+        for (text, ms) in cases { #expect(UnixTime.parse(text) == ms, "\(text)") }
+        for ms: UInt64 in [0, 951_868_800_000, 1_709_251_199_999, 1_795_428_930_250] {
+            #expect(UnixTime.parse(UnixTime.format(ms)) == ms)
+        }
+        #expect(UnixTime.format(1_795_428_930_250) == "2026-11-23T10:15:30.250Z")
+        for bad in ["", "2026-11-23", "2026-11-23T10:15:30", "2023-02-29T00:00:00Z", "2026-13-01T00:00:00Z",
+                    "2026-11-23T24:00:00Z", "2026-11-23T10:15:30.Z", "2026-11-23T10:15:30+0100", "1e9", "-5"] {
+            #expect(UnixTime.parse(bad) == nil, "\(bad)")
+        }
+    }
+
     @Test func truncatedInputIsAnErrorNotACrash() {
         let bytes = CommitRequest().serializedBytes() + [0x2A, 0xFF, 0xFF, 0x03]  // field 5, length past the end
         #expect(throws: ProtocolError.self) { try CommitRequest(serializedBytes: bytes) }

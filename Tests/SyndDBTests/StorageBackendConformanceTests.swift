@@ -35,6 +35,7 @@ import Testing
         b.pages = pages
         b.changeset = [1, 2, 3, UInt8(truncatingIfNeeded: version)]
         b.hash = [UInt8](repeating: UInt8(truncatingIfNeeded: version), count: 32)
+        b.committedAtMs = 1_700_000_000_000 + version * 1000
         return b
     }
 
@@ -78,6 +79,9 @@ import Testing
             let stored = try #require(try backend.batch(database: 7, version: 2))
             #expect(stored == Self.batch(2, count: 2, [Self.page(2, 2)]), "a batch reads back exactly as it was appended")
             #expect(backend.sizes(database: 7, version: 1)! == (1024, 2))
+            #expect(backend.committedAt(database: 7, version: 1) == 1_700_000_001_000, "commit times, for reads as of a time")
+            #expect(backend.committedAt(database: 7, version: 2) == 1_700_000_002_000)
+            #expect(backend.committedAt(database: 7, version: 3) == nil)
         }
     }
 
@@ -199,6 +203,8 @@ import Testing
             #expect(try backend.page(database: 1, number: 1, version: 2)?.data.first == 2)
             #expect(try backend.page(database: 1, number: 1, version: 3)?.data.first == 3)
             #expect(try backend.batch(database: 1, version: 2) != nil)
+            #expect(backend.committedAt(database: 1, version: 1) == nil, "a pruned batch's time is gone with it")
+            #expect(backend.committedAt(database: 1, version: 2) == 1_700_000_002_000)
         }
     }
 
