@@ -28,7 +28,7 @@ public struct SQLiteError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The error SQLite reports for `db` after `rc`, with the VFS's detail appended.
-    static func from(_ db: OpaquePointer?, _ rc: Int32, context: String? = nil) -> SQLiteError {
+    public static func from(_ db: OpaquePointer?, _ rc: Int32, context: String? = nil) -> SQLiteError {
         guard let db else {
             return SQLiteError(code: rc, message: String(cString: sqlite3_errstr(rc)), context: context)
         }

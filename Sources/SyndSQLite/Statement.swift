@@ -4,7 +4,8 @@ import CSQLite
 ///
 /// Not thread-safe: use it from one thread at a time, like its connection.
 public final class Statement {
-    let handle: OpaquePointer
+    /// The `sqlite3_stmt`, for calls this type does not wrap.
+    public let handle: OpaquePointer
     unowned let connection: Connection
     public let sql: String
 

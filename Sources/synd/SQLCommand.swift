@@ -1,6 +1,5 @@
 import ArgumentParser
 import SyndDB
-import SyndProtocol
 import SyndSQLite
 
 struct SQLCommand: ParsableCommand {
@@ -13,11 +12,7 @@ struct SQLCommand: ParsableCommand {
     @Flag(help: "Open read-only (no writer lease).")
     var readOnly = false
 
-    @Option(name: .customLong("version"), help: "Read the database as of this version (read-only; `synd log` lists versions).")
-    var atVersion: UInt64?
-
-    @Option(name: .customLong("at"), help: "Read the database as of this time: RFC 3339 (2026-11-23T10:15:30Z) or Unix milliseconds (read-only).")
-    var atTime: String?
+    @OptionGroup var past: PastStateOptions
 
     @Argument(help: "Database name.")
     var database: String
@@ -29,16 +24,7 @@ struct SQLCommand: ParsableCommand {
         let url = try sequencerURL(sequencer)
         var options = DatabaseOptions()
         options.readOnly = readOnly
-        switch (atVersion, atTime) {
-        case (let v?, nil): options.asOf = .version(v)
-        case (nil, let t?):
-            guard let ms = UnixTime.parse(t) else {
-                throw CLIError("--at \(t) is not a time: use RFC 3339 with an offset (2026-11-23T10:15:30Z) or Unix milliseconds")
-            }
-            options.asOf = .time(unixMilliseconds: ms)
-        case (nil, nil): break
-        case (_?, _?): throw CLIError("--version and --at both given: read a past state by version or by time, not both")
-        }
+        options.asOf = try past.state()
         do {
             let db = try Database.open(database, sequencer: url, options: options)
             for sql in statements {
