@@ -20,7 +20,8 @@ struct BenchCommand: AsyncParsableCommand {
             one node, through scripts/bench-dqlite.sh, when installed), writers (processes on one
             database: lease handovers, processes alternating writes), databases (16 and 64 processes,
             each on its own database), bulk (a bulk load, a cold full scan, the sequencer's disk use),
-            memory (the peak RSS of one large transaction, client and sequencer).
+            memory (the peak RSS of one large transaction, client and sequencer), transfer (synd import
+            and export of a SQLite file next to sqlite3 .backup of it).
             Writer processes are this executable, started as hidden workers.
             """)
 
@@ -72,6 +73,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Megabytes of the one large transaction of the memory workload.")
     var memoryMb: Double = 100
 
+    @Option(help: "Megabytes of the SQLite file the transfer workload imports and exports.")
+    var transferMb: Double = 50
+
     @Option(help: "Seconds dqlite-benchmark runs.")
     var dqliteSeconds: Int = 5
 
@@ -87,7 +91,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: .private) var workerLocal: String?
     @Option(help: .private) var workerDb: String?
 
-    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory"]
+    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory", "transfer"]
 
     /// The workloads asked for, in the order they run.
     var selected: Set<String> {
@@ -104,8 +108,8 @@ struct BenchCommand: AsyncParsableCommand {
             throw ValidationError("--transactions, --handovers, --writer-seconds and --writer-processes must be positive")
         }
         guard valueBytes >= 2, !databaseCounts.isEmpty, databaseCounts.allSatisfy({ $0 >= 1 }), bulkMb > 0, bulkRowBytes > 0,
-              bulkRowsPerTransaction > 0, scans > 0, rounds > 0, memoryMb > 0, dqliteSeconds > 0 else {
-            throw ValidationError("--value-bytes (at least 2), --database-writers, --bulk-mb, --bulk-row-bytes, --bulk-rows-per-transaction, --scans, --rounds, --memory-mb and --dqlite-seconds must be positive")
+              bulkRowsPerTransaction > 0, scans > 0, rounds > 0, memoryMb > 0, dqliteSeconds > 0, transferMb > 0 else {
+            throw ValidationError("--value-bytes (at least 2), --database-writers, --bulk-mb, --bulk-row-bytes, --bulk-rows-per-transaction, --scans, --rounds, --memory-mb, --dqlite-seconds and --transfer-mb must be positive")
         }
     }
 
@@ -138,6 +142,7 @@ struct BenchCommand: AsyncParsableCommand {
         let command = "synd " + CommandLine.arguments.dropFirst().joined(separator: " ")
         let (selected, given, n, settings) = (selected, sequencer, transactions, settings)
         let (handovers, processes, seconds, thinkMs) = (handovers, processCounts, writerSeconds, writerThinkMs)
+        let (transferMb, bulkRowBytes, rounds) = (transferMb, bulkRowBytes, rounds)
         let started = Date()
         let result: Result<String, any Error> = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
@@ -188,8 +193,14 @@ struct BenchCommand: AsyncParsableCommand {
                         issue10.memory = try withServer("memory") { try BenchIssue10.memory(settings, dir: dir, server: $0) }
                     }
                     var sections: [String] = []
-                    if !selected.isSubset(of: ["writers"]) {
+                    if !selected.isSubset(of: ["writers", "transfer"]) {
                         sections.append(BenchIssue10.report(issue10, command: command, date: started).joined(separator: "\n"))
+                    }
+                    if selected.contains("transfer") {
+                        let transfer = try withServer("transfer") { server in
+                            try BenchTransfer.run(megabytes: transferMb, rowBytes: bulkRowBytes, rounds: rounds, dir: dir, url: server.url)
+                        }
+                        sections.append(BenchTransfer.report(transfer, command: command, date: started).joined(separator: "\n"))
                     }
                     return (sections + older).joined(separator: "\n\n")
                 })

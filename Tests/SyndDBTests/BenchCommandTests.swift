@@ -51,6 +51,19 @@ import Testing
         }
     }
 
+    /// The transfer workload imports and exports a small file and reports both next to sqlite3 .backup.
+    @Test func transferWorkloadReportsImportAndExportNextToBackup() async throws {
+        try await offPool {
+            let run = try runSynd(["bench", "--workloads", "transfer", "--transfer-mb", "2"])
+            #expect(run.status == 0, "synd bench failed: \(run.error.suffix(3000))")
+            #expect(run.output.contains("## Moving databases in and out (issue 11)"), "\(run.output)")
+            for row in ["| local backup (baseline) |", "| synd import (SQL, sealed commits, changesets) |", "| synd export (pages of one version, integrity_check) |"] {
+                #expect(run.output.contains(row), "\(row) missing: \(run.output)")
+            }
+            #expect(!run.output.contains("## Sequencer performance"), "only the workload asked for runs")
+        }
+    }
+
     @Test func anUnknownWorkloadIsRefused() async throws {
         try await offPool {
             let run = try runSynd(["bench", "--workloads", "single,nonsense"])
