@@ -601,6 +601,12 @@ public nonisolated struct Synddb_V1_StreamBatchesRequest: Sendable {
   /// Keep the stream open and send batches as they commit.
   public var follow: Bool = false
 
+  /// With follow: after this many milliseconds without a batch, send a
+  /// heartbeat (a Batch with heartbeat = true) that carries the head version
+  /// and the sequencer's clock, so a follower knows how fresh it is while
+  /// nothing commits. 0: no heartbeats. The sequencer may raise small values.
+  public var heartbeatMs: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -620,51 +626,110 @@ public nonisolated struct Synddb_V1_StreamBatchesRequest: Sendable {
 ///   signature      = Ed25519(sequencer key, hash)
 /// previous_hash is the hash of version - 1 (32 zero bytes for version 1), so
 /// the batches of a database form one hash chain.
-public nonisolated struct Synddb_V1_Batch: Sendable {
+public nonisolated struct Synddb_V1_Batch: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var database: String = String()
+  public var database: String {
+    get {_storage._database}
+    set {_uniqueStorage()._database = newValue}
+  }
 
-  public var version: UInt64 = 0
+  public var version: UInt64 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
   /// Commit time, milliseconds since the Unix epoch (informational).
-  public var committedAtMs: UInt64 = 0
+  public var committedAtMs: UInt64 {
+    get {_storage._committedAtMs}
+    set {_uniqueStorage()._committedAtMs = newValue}
+  }
 
-  public var pageSize: UInt32 = 0
+  public var pageSize: UInt32 {
+    get {_storage._pageSize}
+    set {_uniqueStorage()._pageSize = newValue}
+  }
 
   /// Page count after the batch (truncation included). 0 only for a drop
   /// batch (DropDatabase): no pages, no changeset; the database is empty, and
   /// the batches before it are deleted.
-  public var pageCount: UInt32 = 0
+  public var pageCount: UInt32 {
+    get {_storage._pageCount}
+    set {_uniqueStorage()._pageCount = newValue}
+  }
 
   /// The page images the batch wrote.
-  public var pages: [Synddb_V1_Page] = []
+  public var pages: [Synddb_V1_Page] {
+    get {_storage._pages}
+    set {_uniqueStorage()._pages = newValue}
+  }
 
-  public var changeset: Data = Data()
+  public var changeset: Data {
+    get {_storage._changeset}
+    set {_uniqueStorage()._changeset = newValue}
+  }
 
-  public var schemaChanged: Bool = false
+  public var schemaChanged: Bool {
+    get {_storage._schemaChanged}
+    set {_uniqueStorage()._schemaChanged = newValue}
+  }
 
-  public var schema: [Synddb_V1_SchemaObject] = []
+  public var schema: [Synddb_V1_SchemaObject] {
+    get {_storage._schema}
+    set {_uniqueStorage()._schema = newValue}
+  }
 
-  public var unauditedTables: [String] = []
+  public var unauditedTables: [String] {
+    get {_storage._unauditedTables}
+    set {_uniqueStorage()._unauditedTables = newValue}
+  }
 
-  public var previousHash: Data = Data()
+  public var previousHash: Data {
+    get {_storage._previousHash}
+    set {_uniqueStorage()._previousHash = newValue}
+  }
 
-  public var pagesHash: Data = Data()
+  public var pagesHash: Data {
+    get {_storage._pagesHash}
+    set {_uniqueStorage()._pagesHash = newValue}
+  }
 
-  public var changesetHash: Data = Data()
+  public var changesetHash: Data {
+    get {_storage._changesetHash}
+    set {_uniqueStorage()._changesetHash = newValue}
+  }
 
-  public var schemaHash: Data = Data()
+  public var schemaHash: Data {
+    get {_storage._schemaHash}
+    set {_uniqueStorage()._schemaHash = newValue}
+  }
 
-  public var hash: Data = Data()
+  public var hash: Data {
+    get {_storage._hash}
+    set {_uniqueStorage()._hash = newValue}
+  }
 
-  public var signature: Data = Data()
+  public var signature: Data {
+    get {_storage._signature}
+    set {_uniqueStorage()._signature = newValue}
+  }
+
+  /// Not a batch: a heartbeat (only on streams that asked for them). Only
+  /// database, version (the head version, every batch up to which was sent)
+  /// and committed_at_ms (the sequencer's clock when sent) are set; it is not
+  /// sealed and carries no pages.
+  public var heartbeat: Bool {
+    get {_storage._heartbeat}
+    set {_uniqueStorage()._heartbeat = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -1642,7 +1707,7 @@ nonisolated extension Synddb_V1_SequencerKey: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamBatchesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{3}from_version\0\u{1}follow\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{3}from_version\0\u{1}follow\0\u{3}heartbeat_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1653,6 +1718,7 @@ nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, Swi
       case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.fromVersion) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatMs) }()
       default: break
       }
     }
@@ -1668,6 +1734,9 @@ nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, Swi
     if self.follow != false {
       try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 3)
     }
+    if self.heartbeatMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.heartbeatMs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1675,6 +1744,7 @@ nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, Swi
     if lhs.database != rhs.database {return false}
     if lhs.fromVersion != rhs.fromVersion {return false}
     if lhs.follow != rhs.follow {return false}
+    if lhs.heartbeatMs != rhs.heartbeatMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1682,104 +1752,177 @@ nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Synddb_V1_Batch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Batch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}version\0\u{3}committed_at_ms\0\u{3}page_size\0\u{3}page_count\0\u{1}pages\0\u{1}changeset\0\u{3}schema_changed\0\u{1}schema\0\u{3}unaudited_tables\0\u{3}previous_hash\0\u{3}pages_hash\0\u{3}changeset_hash\0\u{3}schema_hash\0\u{1}hash\0\u{1}signature\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}version\0\u{3}committed_at_ms\0\u{3}page_size\0\u{3}page_count\0\u{1}pages\0\u{1}changeset\0\u{3}schema_changed\0\u{1}schema\0\u{3}unaudited_tables\0\u{3}previous_hash\0\u{3}pages_hash\0\u{3}changeset_hash\0\u{3}schema_hash\0\u{1}hash\0\u{1}signature\0\u{1}heartbeat\0")
+
+  fileprivate class _StorageClass {
+    var _database: String = String()
+    var _version: UInt64 = 0
+    var _committedAtMs: UInt64 = 0
+    var _pageSize: UInt32 = 0
+    var _pageCount: UInt32 = 0
+    var _pages: [Synddb_V1_Page] = []
+    var _changeset: Data = Data()
+    var _schemaChanged: Bool = false
+    var _schema: [Synddb_V1_SchemaObject] = []
+    var _unauditedTables: [String] = []
+    var _previousHash: Data = Data()
+    var _pagesHash: Data = Data()
+    var _changesetHash: Data = Data()
+    var _schemaHash: Data = Data()
+    var _hash: Data = Data()
+    var _signature: Data = Data()
+    var _heartbeat: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _database = source._database
+      _version = source._version
+      _committedAtMs = source._committedAtMs
+      _pageSize = source._pageSize
+      _pageCount = source._pageCount
+      _pages = source._pages
+      _changeset = source._changeset
+      _schemaChanged = source._schemaChanged
+      _schema = source._schema
+      _unauditedTables = source._unauditedTables
+      _previousHash = source._previousHash
+      _pagesHash = source._pagesHash
+      _changesetHash = source._changesetHash
+      _schemaHash = source._schemaHash
+      _hash = source._hash
+      _signature = source._signature
+      _heartbeat = source._heartbeat
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.committedAtMs) }()
-      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
-      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.pageCount) }()
-      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.pages) }()
-      case 7: try { try decoder.decodeSingularBytesField(value: &self.changeset) }()
-      case 8: try { try decoder.decodeSingularBoolField(value: &self.schemaChanged) }()
-      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.schema) }()
-      case 10: try { try decoder.decodeRepeatedStringField(value: &self.unauditedTables) }()
-      case 11: try { try decoder.decodeSingularBytesField(value: &self.previousHash) }()
-      case 12: try { try decoder.decodeSingularBytesField(value: &self.pagesHash) }()
-      case 13: try { try decoder.decodeSingularBytesField(value: &self.changesetHash) }()
-      case 14: try { try decoder.decodeSingularBytesField(value: &self.schemaHash) }()
-      case 15: try { try decoder.decodeSingularBytesField(value: &self.hash) }()
-      case 16: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._database) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._version) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._committedAtMs) }()
+        case 4: try { try decoder.decodeSingularUInt32Field(value: &_storage._pageSize) }()
+        case 5: try { try decoder.decodeSingularUInt32Field(value: &_storage._pageCount) }()
+        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._pages) }()
+        case 7: try { try decoder.decodeSingularBytesField(value: &_storage._changeset) }()
+        case 8: try { try decoder.decodeSingularBoolField(value: &_storage._schemaChanged) }()
+        case 9: try { try decoder.decodeRepeatedMessageField(value: &_storage._schema) }()
+        case 10: try { try decoder.decodeRepeatedStringField(value: &_storage._unauditedTables) }()
+        case 11: try { try decoder.decodeSingularBytesField(value: &_storage._previousHash) }()
+        case 12: try { try decoder.decodeSingularBytesField(value: &_storage._pagesHash) }()
+        case 13: try { try decoder.decodeSingularBytesField(value: &_storage._changesetHash) }()
+        case 14: try { try decoder.decodeSingularBytesField(value: &_storage._schemaHash) }()
+        case 15: try { try decoder.decodeSingularBytesField(value: &_storage._hash) }()
+        case 16: try { try decoder.decodeSingularBytesField(value: &_storage._signature) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._heartbeat) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.database.isEmpty {
-      try visitor.visitSingularStringField(value: self.database, fieldNumber: 1)
-    }
-    if self.version != 0 {
-      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
-    }
-    if self.committedAtMs != 0 {
-      try visitor.visitSingularUInt64Field(value: self.committedAtMs, fieldNumber: 3)
-    }
-    if self.pageSize != 0 {
-      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
-    }
-    if self.pageCount != 0 {
-      try visitor.visitSingularUInt32Field(value: self.pageCount, fieldNumber: 5)
-    }
-    if !self.pages.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.pages, fieldNumber: 6)
-    }
-    if !self.changeset.isEmpty {
-      try visitor.visitSingularBytesField(value: self.changeset, fieldNumber: 7)
-    }
-    if self.schemaChanged != false {
-      try visitor.visitSingularBoolField(value: self.schemaChanged, fieldNumber: 8)
-    }
-    if !self.schema.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.schema, fieldNumber: 9)
-    }
-    if !self.unauditedTables.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.unauditedTables, fieldNumber: 10)
-    }
-    if !self.previousHash.isEmpty {
-      try visitor.visitSingularBytesField(value: self.previousHash, fieldNumber: 11)
-    }
-    if !self.pagesHash.isEmpty {
-      try visitor.visitSingularBytesField(value: self.pagesHash, fieldNumber: 12)
-    }
-    if !self.changesetHash.isEmpty {
-      try visitor.visitSingularBytesField(value: self.changesetHash, fieldNumber: 13)
-    }
-    if !self.schemaHash.isEmpty {
-      try visitor.visitSingularBytesField(value: self.schemaHash, fieldNumber: 14)
-    }
-    if !self.hash.isEmpty {
-      try visitor.visitSingularBytesField(value: self.hash, fieldNumber: 15)
-    }
-    if !self.signature.isEmpty {
-      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._database.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._database, fieldNumber: 1)
+      }
+      if _storage._version != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._version, fieldNumber: 2)
+      }
+      if _storage._committedAtMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._committedAtMs, fieldNumber: 3)
+      }
+      if _storage._pageSize != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._pageSize, fieldNumber: 4)
+      }
+      if _storage._pageCount != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._pageCount, fieldNumber: 5)
+      }
+      if !_storage._pages.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._pages, fieldNumber: 6)
+      }
+      if !_storage._changeset.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._changeset, fieldNumber: 7)
+      }
+      if _storage._schemaChanged != false {
+        try visitor.visitSingularBoolField(value: _storage._schemaChanged, fieldNumber: 8)
+      }
+      if !_storage._schema.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._schema, fieldNumber: 9)
+      }
+      if !_storage._unauditedTables.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._unauditedTables, fieldNumber: 10)
+      }
+      if !_storage._previousHash.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._previousHash, fieldNumber: 11)
+      }
+      if !_storage._pagesHash.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._pagesHash, fieldNumber: 12)
+      }
+      if !_storage._changesetHash.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._changesetHash, fieldNumber: 13)
+      }
+      if !_storage._schemaHash.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._schemaHash, fieldNumber: 14)
+      }
+      if !_storage._hash.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._hash, fieldNumber: 15)
+      }
+      if !_storage._signature.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._signature, fieldNumber: 16)
+      }
+      if _storage._heartbeat != false {
+        try visitor.visitSingularBoolField(value: _storage._heartbeat, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Synddb_V1_Batch, rhs: Synddb_V1_Batch) -> Bool {
-    if lhs.database != rhs.database {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs.committedAtMs != rhs.committedAtMs {return false}
-    if lhs.pageSize != rhs.pageSize {return false}
-    if lhs.pageCount != rhs.pageCount {return false}
-    if lhs.pages != rhs.pages {return false}
-    if lhs.changeset != rhs.changeset {return false}
-    if lhs.schemaChanged != rhs.schemaChanged {return false}
-    if lhs.schema != rhs.schema {return false}
-    if lhs.unauditedTables != rhs.unauditedTables {return false}
-    if lhs.previousHash != rhs.previousHash {return false}
-    if lhs.pagesHash != rhs.pagesHash {return false}
-    if lhs.changesetHash != rhs.changesetHash {return false}
-    if lhs.schemaHash != rhs.schemaHash {return false}
-    if lhs.hash != rhs.hash {return false}
-    if lhs.signature != rhs.signature {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._database != rhs_storage._database {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._committedAtMs != rhs_storage._committedAtMs {return false}
+        if _storage._pageSize != rhs_storage._pageSize {return false}
+        if _storage._pageCount != rhs_storage._pageCount {return false}
+        if _storage._pages != rhs_storage._pages {return false}
+        if _storage._changeset != rhs_storage._changeset {return false}
+        if _storage._schemaChanged != rhs_storage._schemaChanged {return false}
+        if _storage._schema != rhs_storage._schema {return false}
+        if _storage._unauditedTables != rhs_storage._unauditedTables {return false}
+        if _storage._previousHash != rhs_storage._previousHash {return false}
+        if _storage._pagesHash != rhs_storage._pagesHash {return false}
+        if _storage._changesetHash != rhs_storage._changesetHash {return false}
+        if _storage._schemaHash != rhs_storage._schemaHash {return false}
+        if _storage._hash != rhs_storage._hash {return false}
+        if _storage._signature != rhs_storage._signature {return false}
+        if _storage._heartbeat != rhs_storage._heartbeat {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

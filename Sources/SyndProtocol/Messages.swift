@@ -491,6 +491,9 @@ public struct Batch: WireMessage {
     public var schemaHash: [UInt8] = []
     public var hash: [UInt8] = []
     public var signature: [UInt8] = []
+    /// Not a batch: a heartbeat of a follow stream that asked for them
+    /// (`StreamBatchesRequest.heartbeatMs`). `version` is the head, `committedAtMs` the sequencer's clock.
+    public var heartbeat = false
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, database)
@@ -509,6 +512,7 @@ public struct Batch: WireMessage {
         w.bytes(14, schemaHash)
         w.bytes(15, hash)
         w.bytes(16, signature)
+        w.bool(17, heartbeat)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
@@ -528,6 +532,7 @@ public struct Batch: WireMessage {
         case 14: schemaHash = try r.bytes()
         case 15: hash = try r.bytes()
         case 16: signature = try r.bytes()
+        case 17: heartbeat = try r.varint() != 0
         default: try r.skip(wire)
         }
     }
@@ -537,17 +542,21 @@ public struct StreamBatchesRequest: WireMessage {
     public var database = ""
     public var fromVersion: UInt64 = 0
     public var follow = false
+    /// With `follow`: send a heartbeat after this many milliseconds without a batch (0: none).
+    public var heartbeatMs: UInt32 = 0
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, database)
         w.uint64(2, fromVersion)
         w.bool(3, follow)
+        w.uint32(4, heartbeatMs)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
         case 1: database = try r.string()
         case 2: fromVersion = try r.varint()
         case 3: follow = try r.varint() != 0
+        case 4: heartbeatMs = try r.uint32()
         default: try r.skip(wire)
         }
     }

@@ -26,6 +26,12 @@ extension SequencerService {
             // From the oldest batch kept: 1, or the last drop (or the retention window).
             next = try await reads.run { () throws(SequencerError) in try store.oldestVersion(of: database) }
         }
+        // Woken by every commit of the database, before its head is read, so none is missed.
+        let signal = LeaseSignal()
+        let watch = request.follow ? try store.watchVersions(of: database, signal: signal) : nil
+        defer { if let watch { store.stopWatching(database, id: watch) } }
+        let heartbeat: Duration? = request.heartbeatMs > 0 ? .milliseconds(max(Self.minimumHeartbeatMs, Int(request.heartbeatMs))) : nil
+        var lastSent = ContinuousClock.now
         while true {
             let head = try await reads.run { () throws(SequencerError) in try store.headVersion(of: database) }
             while next <= head {
@@ -37,11 +43,32 @@ extension SequencerService {
                     } catch {
                         return  // the client left: nobody to answer
                     }
+                    lastSent = .now
                 }
                 next += 1
             }
             guard request.follow else { return }
-            do { try await Task.sleep(for: .milliseconds(50)) } catch { return }
+            if let heartbeat, ContinuousClock.now - lastSent >= heartbeat {
+                var beat = Batch()
+                beat.database = database
+                beat.version = head
+                beat.committedAtMs = PageStore.wallClockMs()
+                beat.heartbeat = true
+                do {
+                    try await stream.send(beat.serializedBytes())
+                } catch {
+                    return
+                }
+                lastSent = .now
+            }
+            if Task.isCancelled { return }
+            // The next commit, the next heartbeat, or a look every second (a missed wake-up costs no more).
+            let idle = heartbeat.map { $0 - (ContinuousClock.now - lastSent) } ?? .seconds(1)
+            await signal.wait(upTo: max(.milliseconds(1), min(idle, .seconds(1))))
+            if Task.isCancelled { return }
         }
     }
+
+    /// Heartbeats come at most this often, whatever a stream asks.
+    static let minimumHeartbeatMs = 5
 }

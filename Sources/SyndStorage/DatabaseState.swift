@@ -85,10 +85,12 @@ final class DatabaseState: Sendable {
     func publish(_ h: DatabaseHead, changed: [UInt32]? = []) {
         let info = Self.info(name, h.version, h.pageSize, h.pageCount, h.oldestVersion)
         leases.withLock { l in
-            if info.version != l.head.version {
+            let moved = info.version != l.head.version
+            if moved {
                 if let changed { l.recent.record(version: info.version, pages: changed) } else { l.recent.forget(at: info.version) }
             }
             l.head = info
+            if moved { for w in l.watchers.values { w.fire() } }
         }
     }
 }
@@ -122,6 +124,8 @@ struct LeaseRecord: Sendable {
     var queue: [(id: UInt64, holder: String, signal: LeaseSignal)] = []
     /// The open HoldLease calls of this database, told when a writer wants the lease.
     var holds: [UInt64: LeaseSignal] = [:]
+    /// Follow streams of this database, told when its durable head moves.
+    var watchers: [UInt64: LeaseSignal] = [:]
     var nextWaiterID: UInt64 = 1
 
     init(name: String, leaseEpoch: UInt64, lease: LeaseState?, head: DatabaseInfo) {

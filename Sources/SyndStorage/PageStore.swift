@@ -425,6 +425,22 @@ public final class PageStore: Sendable {
         return response
     }
 
+    /// Fires `signal` each time the durable head of `database` moves, until
+    /// `stopWatching`; returns the watch's id. A follow stream waits on it
+    /// instead of polling, so a commit reaches followers as it completes.
+    public func watchVersions(of database: String, signal: LeaseSignal) throws(SequencerError) -> UInt64 {
+        try self.database(database).leases.withLock { l in
+            let id = l.nextWaiterID
+            l.nextWaiterID += 1
+            l.watchers[id] = signal
+            return id
+        }
+    }
+
+    public func stopWatching(_ database: String, id: UInt64) {
+        _ = try? self.database(database).leases.withLock { $0.watchers.removeValue(forKey: id) }
+    }
+
     /// The oldest batch kept of `database` (at least 1).
     public func oldestVersion(of database: String) throws(SequencerError) -> UInt64 {
         max(1, try self.database(database).head.withLock { $0.oldestVersion })
@@ -706,7 +722,7 @@ public final class PageStore: Sendable {
     public var duplicateCommitCount: Int { duplicates.load(ordering: .relaxed) }
 
     /// Milliseconds since the Unix epoch: a batch's (informational) commit time.
-    static func wallClockMs() -> UInt64 {
+    public static func wallClockMs() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)

@@ -148,6 +148,70 @@ import Testing
         }
     }
 
+    /// A follow stream that asks for heartbeats gets one, with the head, while
+    /// nothing commits; a commit reaches it as the next batch, and heartbeats
+    /// then carry the new head. A stream that asked for none gets none.
+    @Test func followStreamsSendBatchesAsTheyCommitAndHeartbeatsBetween() async throws {
+        try await Self.withClient { server, client, _ in
+            let name = uniqueName("grpc-follow")
+            _ = try await Self.open(client, name)
+            let lease = try await Self.acquire(client, name, holder: "a")
+            @Sendable func commit(_ base: UInt64) async throws {
+                var commit = Synddb_V1_CommitRequest()
+                commit.database = name
+                commit.baseVersion = base
+                commit.leaseEpoch = lease.epoch
+                commit.holder = "a"
+                commit.txnID = Data("f\(base)".utf8)
+                commit.pageSize = 512
+                commit.pageCount = 1
+                var page = Synddb_V1_Page()
+                page.number = 1
+                page.data = Data(repeating: UInt8(base), count: 512)
+                page.checksum = CRC32C.checksum([UInt8](repeating: UInt8(base), count: 512))
+                commit.pages = [page]
+                _ = try await client.commit(commit)
+            }
+            try await commit(0)
+            var request = Synddb_V1_StreamBatchesRequest()
+            request.database = name
+            request.follow = true
+            request.heartbeatMs = 20
+            let seen = try await client.streamBatches(request) { response in
+                var seen: [(version: UInt64, heartbeat: Bool)] = []
+                for try await message in response.messages {
+                    seen.append((message.version, message.heartbeat))
+                    if message.heartbeat { #expect(message.hash.isEmpty && message.pages.isEmpty && message.committedAtMs > 0) }
+                    let beats = seen.filter(\.heartbeat).count
+                    if beats == 2 && seen.count == 3 { try await commit(1) }
+                    if seen.last.map({ $0.heartbeat && $0.version == 2 }) == true { break }
+                }
+                return seen
+            }
+            #expect(seen.first.map { $0.version == 1 && !$0.heartbeat } == true, "the batch first")
+            #expect(seen[1].heartbeat && seen[1].version == 1 && seen[2].heartbeat && seen[2].version == 1, "then heartbeats with the head")
+            #expect(seen.contains { $0.version == 2 && !$0.heartbeat }, "the new commit as a batch")
+            #expect(seen.filter { !$0.heartbeat }.map(\.version) == [1, 2])
+
+            // No heartbeats unless asked: the batches only (the stream ends when the client stops reading).
+            var plain = Synddb_V1_StreamBatchesRequest()
+            plain.database = name
+            plain.follow = true
+            let first = try await client.streamBatches(plain) { response in
+                var out: [Bool] = []
+                for try await message in response.messages {
+                    out.append(message.heartbeat)
+                    if out.count == 2 { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                    try await commit(2)
+                }
+                return out
+            }
+            #expect(first == [false, false])
+            _ = server
+        }
+    }
+
     @Test func streamBatchesAndHoldLeaseStream() async throws {
         try await Self.withClient { server, client, _ in
             let name = uniqueName("grpc-stream")
