@@ -62,7 +62,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("nghttp2"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
         // Typed sequencer client: RPCs, deadlines, retries, idempotent commit.
-        .target(name: "SyndClient", dependencies: ["SyndProtocol", "SyndHTTP2"]),
+        .target(name: "SyndClient", dependencies: ["SyndProtocol", "SyndHTTP2", "CNGHTTP2"]),
         // Small SQLite wrapper shared by the API, the store and the tools.
         .target(name: "SyndSQLite", dependencies: ["CSQLite"], linkerSettings: [.linkedLibrary("sqlite3")]),
         // The SQLite VFS.
