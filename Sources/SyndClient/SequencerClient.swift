@@ -534,7 +534,8 @@ private final class MessageDeframer {
 }
 
 extension Duration {
-    var milliseconds: Int64 {
+    /// Whole milliseconds (truncated).
+    public var milliseconds: Int64 {
         let (s, atto) = components
         return s * 1000 + atto / 1_000_000_000_000_000
     }

@@ -28,7 +28,11 @@ public final class Database {
         var uri = "file:\(name)?sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
         uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
         uri += "&lock_wait_ms=\(options.lockWaitMs)&spill_mb=\(options.spillMB)"
-        let readOnly = options.readOnly || options.asOf != nil
+        let follows = options.follow || options.maxLagMs != nil || options.minVersion != nil
+        let readOnly = options.readOnly || options.asOf != nil || follows
+        if options.follow { uri += "&follow=1" }
+        if let lag = options.maxLagMs { uri += "&max_lag_ms=\(lag)" }
+        if let v = options.minVersion { uri += "&min_version=\(v)" }
         if readOnly { uri += "&mode=ro" }
         switch options.asOf {
         case .version(let v)?: uri += "&version=\(v)"

@@ -29,6 +29,20 @@ public struct DatabaseOptions: Sendable {
     public var tlsCAFile: String?
     /// SQLite's journal for rollback; kept in memory in every mode.
     public var journalMode = "MEMORY"
+    /// A read-only connection follows the database's batch stream: each batch
+    /// is checked (signature, hash chain) and applied to its cache, so a read
+    /// transaction makes no request while the stream keeps up. Without a bound
+    /// it serves what it has received (usually milliseconds behind); see
+    /// `maxLagMs` and `minVersion`.
+    public var follow = false
+    /// A follower serves a read transaction only when it knew, at most this
+    /// many milliseconds ago, that it had every commit; otherwise it waits (up
+    /// to `timeoutMs`), then fails with `SQLITE_BUSY`. Implies `follow`.
+    public var maxLagMs: Int?
+    /// A follower's read transactions wait for this version (read-your-writes:
+    /// pass the writer's `Statistics.version`), then fail with `SQLITE_BUSY`.
+    /// Implies `follow`; `PRAGMA synddb_min_version = V` changes it later.
+    public var minVersion: UInt64?
     /// Open a past state, read-only (time travel): the connection stays at
     /// that version for its whole life. Opening fails, naming the oldest
     /// version kept, when the sequencer no longer keeps it.

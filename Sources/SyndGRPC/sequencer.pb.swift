@@ -601,10 +601,11 @@ public nonisolated struct Synddb_V1_StreamBatchesRequest: Sendable {
   /// Keep the stream open and send batches as they commit.
   public var follow: Bool = false
 
-  /// With follow: after this many milliseconds without a batch, send a
-  /// heartbeat (a Batch with heartbeat = true) that carries the head version
-  /// and the sequencer's clock, so a follower knows how fresh it is while
-  /// nothing commits. 0: no heartbeats. The sequencer may raise small values.
+  /// With follow: every this many milliseconds, once every batch up to the
+  /// head was sent, send a heartbeat (a Batch with heartbeat = true) that
+  /// carries that head version and the sequencer's clock, so a follower knows
+  /// how fresh it is, whether or not anything commits. 0: no heartbeats. The
+  /// sequencer may raise small values.
   public var heartbeatMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

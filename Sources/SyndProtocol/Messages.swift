@@ -542,7 +542,7 @@ public struct StreamBatchesRequest: WireMessage {
     public var database = ""
     public var fromVersion: UInt64 = 0
     public var follow = false
-    /// With `follow`: send a heartbeat after this many milliseconds without a batch (0: none).
+    /// With `follow`: send a heartbeat (the head, once sent up to it) this often, in milliseconds (0: none).
     public var heartbeatMs: UInt32 = 0
     public init() {}
     public func encode(to w: inout ProtoWriter) {

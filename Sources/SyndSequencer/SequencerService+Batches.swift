@@ -31,7 +31,10 @@ extension SequencerService {
         let watch = request.follow ? try store.watchVersions(of: database, signal: signal) : nil
         defer { if let watch { store.stopWatching(database, id: watch) } }
         let heartbeat: Duration? = request.heartbeatMs > 0 ? .milliseconds(max(Self.minimumHeartbeatMs, Int(request.heartbeatMs))) : nil
-        var lastSent = ContinuousClock.now
+        // Heartbeats come every `heartbeat`, batches or not: a follower behind a
+        // busy writer must still learn how far the head is, and when.
+        // The first one as soon as the stream has caught up.
+        var lastBeat = ContinuousClock.now - (heartbeat ?? .zero)
         while true {
             let head = try await reads.run { () throws(SequencerError) in try store.headVersion(of: database) }
             while next <= head {
@@ -43,12 +46,11 @@ extension SequencerService {
                     } catch {
                         return  // the client left: nobody to answer
                     }
-                    lastSent = .now
                 }
                 next += 1
             }
             guard request.follow else { return }
-            if let heartbeat, ContinuousClock.now - lastSent >= heartbeat {
+            if let heartbeat, ContinuousClock.now - lastBeat >= heartbeat {
                 var beat = Batch()
                 beat.database = database
                 beat.version = head
@@ -59,11 +61,11 @@ extension SequencerService {
                 } catch {
                     return
                 }
-                lastSent = .now
+                lastBeat = .now
             }
             if Task.isCancelled { return }
             // The next commit, the next heartbeat, or a look every second (a missed wake-up costs no more).
-            let idle = heartbeat.map { $0 - (ContinuousClock.now - lastSent) } ?? .seconds(1)
+            let idle = heartbeat.map { $0 - (ContinuousClock.now - lastBeat) } ?? .seconds(1)
             await signal.wait(upTo: max(.milliseconds(1), min(idle, .seconds(1))))
             if Task.isCancelled { return }
         }

@@ -25,6 +25,10 @@ import Glibc
 /// | capture        | SYNDDB_CAPTURE         | 1 (0: send no changesets; for measuring only, validators reject such history) |
 /// | tls_ca         | SYNDDB_TLS_CA_FILE     | system store (PEM CA for https sequencers) |
 ///
+/// | follow         | SYNDDB_FOLLOW          | 0 (1: a read-only connection follows the batch stream, see below) |
+/// | max_lag_ms     | SYNDDB_MAX_LAG_MS      | none (a follower serves what it has; N: at most N ms behind the sequencer, else it waits, then SQLITE_BUSY) |
+/// | min_version    |                        | none (a follower's read transactions wait for this version, then SQLITE_BUSY) |
+///
 /// Time travel, URI only (it names one connection's view, never a default):
 /// `version=N` opens version N read-only; `at=TIME` (RFC 3339, or Unix
 /// milliseconds) the last version committed at or before TIME.
@@ -48,6 +52,12 @@ struct FileOptions {
     var atTimeMs: UInt64 = 0
     /// The connection is pinned to a past version: read-only, and it never moves.
     var isPinned: Bool { atVersion != 0 || atTimeMs != 0 }
+    /// A read-only connection follows the database's batch stream.
+    var follow = false
+    /// A follower's bound on staleness: how long ago it may have last known it was current.
+    var maxLagMs: Int?
+    /// A follower's read transactions wait for this version.
+    var minVersion: UInt64 = 0
 
     init(uriName: UnsafePointer<CChar>?, api: synd_sqlite_api) throws(FileOptionError) {
         func value(_ key: String, _ env: String) -> String? {
@@ -91,6 +101,18 @@ struct FileOptions {
                 throw FileOptionError(message: "at=\(text) is not a time: use RFC 3339 with an offset (2026-11-23T10:15:30Z, 2026-11-23T11:15:30.250+01:00) or Unix milliseconds")
             }
             atTimeMs = ms
+        }
+        follow = try number("follow", "SYNDDB_FOLLOW", 0, 0...1) == 1
+        if value("max_lag_ms", "SYNDDB_MAX_LAG_MS") != nil {
+            maxLagMs = try number("max_lag_ms", "SYNDDB_MAX_LAG_MS", 0, 0...3_600_000)
+            follow = true
+        }
+        if let text = uriName.flatMap({ api.uri_parameter($0, "min_version") }).map({ String(cString: $0) }) {
+            guard let v = UInt64(text) else {
+                throw FileOptionError(message: "min_version=\(text) is invalid: use a version number (PRAGMA synddb_version of the writer that committed it)")
+            }
+            minVersion = v
+            follow = true
         }
         if uriVersion != nil && uriAt != nil {
             throw FileOptionError(message: "version= and at= both given: open a past state by version or by time, not both")

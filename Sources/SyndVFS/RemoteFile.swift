@@ -29,6 +29,10 @@ final class RemoteFile: OpenFile {
     let options: FileOptions
     let client: SequencerClient
     let lease: LeaseKeeper?
+    /// A read-only connection's batch stream (`follow=1`, `max_lag_ms`, `min_version`).
+    private var follower: Follower?
+    /// The version a follower's read transactions wait for (URI min_version, PRAGMA synddb_min_version).
+    private var minVersion: UInt64 = 0
     /// This file's id in the VFS, for the scratch views changeset capture opens.
     let id: UInt64
     /// Rows touched by the transaction (the connection's preupdate hook).
@@ -129,6 +133,14 @@ final class RemoteFile: OpenFile {
             let info = try client.open(request)
             guard adopt(info) else {
                 throw SequencerError(.dataLoss, "the sequencer reported an impossible page size for '\(name)'")
+            }
+            if readOnly, !options.isPinned, options.follow {
+                minVersion = options.minVersion
+                let heartbeat = options.maxLagMs.map { UInt32(min(1000, max(5, $0 / 3))) } ?? 1000
+                let f = Follower(client: client, database: name, version: version, heartbeatMs: heartbeat,
+                                 maxQueuedBytes: max(1 << 20, options.cacheBytes / 4))
+                follower = f
+                f.start()
             }
         } catch {
             context.unregister(self)
@@ -553,6 +565,32 @@ final class RemoteFile: OpenFile {
         }
         if pragmaName == "synddb_version" {
             args[0] = synd_api_strdup(context.api, String(version))
+            return SQLITE_OK
+        }
+        if pragmaName == "synddb_min_version" {
+            if let value {
+                guard let v = UInt64(value) else {
+                    let message = "synddb: PRAGMA synddb_min_version takes a version number"
+                    args[0] = synd_api_strdup(context.api, message)
+                    return SQLITE_ERROR
+                }
+                guard follower != nil else {
+                    let message = "synddb: PRAGMA synddb_min_version applies to followers: open '\(name)' with mode=ro&follow=1"
+                    args[0] = synd_api_strdup(context.api, message)
+                    return SQLITE_ERROR
+                }
+                minVersion = v
+            }
+            args[0] = synd_api_strdup(context.api, String(minVersion))
+            return SQLITE_OK
+        }
+        if pragmaName == "synddb_lag" {
+            // Milliseconds since the follower last knew it had every batch up to the head; -1: not known.
+            var lag: Int64 = -1
+            if let f = follower?.freshness, f.isLive, let heard = f.heardAt, f.received >= f.head {
+                lag = (ContinuousClock.now - heard).milliseconds
+            }
+            args[0] = synd_api_strdup(context.api, String(lag))
             return SQLITE_OK
         }
         return SQLITE_NOTFOUND
@@ -1038,12 +1076,19 @@ final class RemoteFile: OpenFile {
     private func syncWithSequencer() -> Int32 {
         // A past version (version=, at=) never moves: its pages never change.
         if options.isPinned { return SQLITE_OK }
+        if let follower { return syncWithStream(follower) }
         if let lease, !needsLease, !needsRefresh {
             // checkedStatus: a closed lease connection (the sequencer released
             // the lease) is noticed here, not at the next renewal.
             let status = lease.checkedStatus
             if status.held && status.expires > .now { return SQLITE_OK }
         }
+        return refreshFromSequencer()
+    }
+
+    /// Asks the sequencer for the latest version and the pages written since
+    /// this connection's (one request), and drops those from the cache.
+    private func refreshFromSequencer() -> Int32 {
         do throws(SequencerError) {
             traceContext = "refresh of the latest version"
             requests += 1
@@ -1065,6 +1110,65 @@ final class RemoteFile: OpenFile {
         }
     }
 
+    /// Start of a follower's read transaction: applies the checked batches the
+    /// stream delivered, then waits (up to timeout_ms) for what the user asked
+    /// (min_version, max_lag_ms). Without a request while the stream is up;
+    /// while it is down, one request, as any read-only connection.
+    private func syncWithStream(_ follower: Follower) -> Int32 {
+        let deadline = ContinuousClock.now + .milliseconds(options.timeoutMs)
+        while true {
+            if let refusal = follower.refusal {
+                return fail(SYND_SQLITE_IOERR_READ, "'\(name)' stopped serving: \(refusal). Nothing of it was shown; reopen the database to follow it again")
+            }
+            applyFollowed(follower.take())
+            var f = follower.freshness
+            if !f.isLive {
+                // The stream is down (or not yet up): ask, then follow from there.
+                let rc = refreshFromSequencer()
+                guard rc == SQLITE_OK else { return rc }
+                follower.restart(from: version)
+                f = follower.freshness
+            }
+            var why: String?
+            if version < minVersion {
+                why = "version \(minVersion) (min_version) has not reached this follower: it is at \(version)"
+            } else if let bound = options.maxLagMs, f.isLive {
+                if let heard = f.heardAt, version >= f.head, ContinuousClock.now - heard <= .milliseconds(bound) {
+                    why = nil
+                } else {
+                    why = "this follower cannot show it is within max_lag_ms=\(bound) of the sequencer (at version \(version), last heard of the head \(f.heardAt.map { "\((ContinuousClock.now - $0).milliseconds) ms ago" } ?? "never"))"
+                }
+            } else if options.maxLagMs != nil {
+                // Just refreshed by a request: as fresh as can be.
+                why = nil
+            }
+            guard let why else { return SQLITE_OK }
+            if ContinuousClock.now >= deadline {
+                let down = f.isLive ? "" : " (its stream is down: \(follower.lastError ?? "reconnecting"))"
+                return fail(SQLITE_BUSY, "'\(name)': \(why) after waiting timeout_ms=\(options.timeoutMs)\(down); retry, or raise timeout_ms")
+            }
+            follower.waitForNews(until: min(deadline, .now + .milliseconds(f.isLive ? 250 : 20)))
+        }
+    }
+
+    /// Moves to the versions `updates` carry, keeping the cache current: new
+    /// page images go in, pages cut off go out.
+    private func applyFollowed(_ updates: [Follower.Update]) {
+        for u in updates where u.version > version {
+            dropSentAhead()
+            if Int(u.pageSize) != pageSize || u.pageCount == 0 { cache.removeAll() }
+            if let pages = u.pages {
+                for p in pages where p.data.count == Int(u.pageSize) { cache.insert(p.number, p.data) }
+            } else {
+                for n in u.numbers { cache.remove(n) }
+            }
+            if u.pageCount < pageCount { cache.removePages(above: u.pageCount) }
+            version = u.version
+            pageSize = Int(u.pageSize)
+            pageCount = u.pageCount
+        }
+    }
+
     override func unlock(_ level: Int32) -> Int32 {
         if level < SQLITE_LOCK_RESERVED && txnOpen {
             // No commit reached the sequencer: a rollback. Nothing to send.
@@ -1081,6 +1185,8 @@ final class RemoteFile: OpenFile {
     override func checkReservedLock() -> Bool { lockLevel >= SQLITE_LOCK_RESERVED }
 
     override func close() -> Int32 {
+        follower?.stop()
+        follower = nil
         dropSentAhead()
         capture = nil
         committedSchema = nil
