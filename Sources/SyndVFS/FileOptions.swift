@@ -25,7 +25,7 @@ import Glibc
 /// | capture        | SYNDDB_CAPTURE         | 1 (0: send no changesets; for measuring only, validators reject such history) |
 /// | tls_ca         | SYNDDB_TLS_CA_FILE     | system store (PEM CA for https sequencers) |
 ///
-/// | follow         | SYNDDB_FOLLOW          | 0 (1: a read-only connection follows the batch stream, see below) |
+/// | follow         | SYNDDB_FOLLOW          | 0 (1: a read-only connection follows the batch stream instead of asking for the latest version at each read transaction) |
 /// | max_lag_ms     | SYNDDB_MAX_LAG_MS      | none (a follower serves what it has; N: at most N ms behind the sequencer, else it waits, then SQLITE_BUSY) |
 /// | min_version    |                        | none (a follower's read transactions wait for this version, then SQLITE_BUSY) |
 ///

@@ -928,6 +928,7 @@ final class RemoteFile: OpenFile {
     /// committed snapshot.
     private func committed(at newVersion: UInt64, pageSize size: Int) -> Int32 {
         commits += 1
+        context.noteCommitted(sequencer: options.sequencer, database: name, version: newVersion)
         if size != pageSize { cache.removeAll() }
         // Pages still in memory become cached committed pages; spilled ones
         // are not read back, only their old versions dropped.
@@ -1130,7 +1131,11 @@ final class RemoteFile: OpenFile {
                 f = follower.freshness
             }
             var why: String?
-            if version < minVersion {
+            // What this process committed, its reads see; and what the user asked for.
+            let ownWrites = context.committedVersion(sequencer: options.sequencer, database: name)
+            if version < ownWrites {
+                why = "version \(ownWrites), committed by this process, has not reached this follower: it is at \(version)"
+            } else if version < minVersion {
                 why = "version \(minVersion) (min_version) has not reached this follower: it is at \(version)"
             } else if let bound = options.maxLagMs, f.isLive {
                 if let heard = f.heardAt, version >= f.head, ContinuousClock.now - heard <= .milliseconds(bound) {

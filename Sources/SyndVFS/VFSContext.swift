@@ -20,6 +20,10 @@ final class VFSContext: Sendable {
     /// Open writer files by id, for the views changeset capture opens.
     private let files = Locked<(next: UInt64, byID: [UInt64: WeakFile])>((1, [:]))
     private let errors = Locked<[UInt: String]>([:])
+    /// The newest version each database (by sequencer and name) was committed
+    /// at by a connection of this process: this process's followers wait for
+    /// it, so what a process wrote, its reads see.
+    private let committed = Locked<[String: UInt64]>([:])
 
     init(name: String, platform: UnsafeMutablePointer<sqlite3_vfs>, api: synd_sqlite_api,
          methods: UnsafeMutablePointer<sqlite3_io_methods>, printsOpenErrors: Bool) {
@@ -28,6 +32,14 @@ final class VFSContext: Sendable {
         self.api = api
         self.methods = methods
         self.printsOpenErrors = printsOpenErrors
+    }
+
+    func noteCommitted(sequencer: String, database: String, version: UInt64) {
+        committed.withLock { $0[sequencer + "\u{0}" + database] = max($0[sequencer + "\u{0}" + database] ?? 0, version) }
+    }
+
+    func committedVersion(sequencer: String, database: String) -> UInt64 {
+        committed.withLock { $0[sequencer + "\u{0}" + database] ?? 0 }
     }
 
     /// An open failed: record it, and tell the person at the shell why.

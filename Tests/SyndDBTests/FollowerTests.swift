@@ -66,6 +66,22 @@ import Testing
         }
     }
 
+    /// What a process committed, its followers show at their next read, as a
+    /// local file would: no min_version needed within one process.
+    @Test func aFollowerSeesWhatItsOwnProcessCommittedAtOnce() async throws {
+        let url = sequencer.url
+        let name = uniqueName("own")
+        try await offPool {
+            let writer = try Database.open(name, sequencer: url)
+            try writer.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            let follower = try Self.follower(name, url)
+            for i in 1...60 {
+                try writer.query("INSERT INTO t(v) VALUES (?)", ["row \(i)"])
+                #expect(try follower.scalar("SELECT count(*) FROM t") == .integer(Int64(i)), "commit \(i) of this process")
+            }
+        }
+    }
+
     @Test func everyReadTransactionSeesOneVersionWhileAWriterCommits() async throws {
         let url = sequencer.url
         let name = uniqueName("bank")
