@@ -21,7 +21,8 @@ struct BenchCommand: AsyncParsableCommand {
             database: lease handovers, processes alternating writes), databases (16 and 64 processes,
             each on its own database), bulk (a bulk load, a cold full scan, the sequencer's disk use),
             memory (the peak RSS of one large transaction, client and sequencer), transfer (synd import
-            and export of a SQLite file next to sqlite3 .backup of it).
+            and export of a SQLite file next to sqlite3 .backup of it), followers (visibility lag on a follower
+            in another process, and its read transactions next to local SQLite).
             Writer processes are this executable, started as hidden workers.
             """)
 
@@ -91,7 +92,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: .private) var workerLocal: String?
     @Option(help: .private) var workerDb: String?
 
-    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory", "transfer"]
+    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory", "transfer", "followers"]
 
     /// The workloads asked for, in the order they run.
     var selected: Set<String> {
@@ -193,7 +194,7 @@ struct BenchCommand: AsyncParsableCommand {
                         issue10.memory = try withServer("memory") { try BenchIssue10.memory(settings, dir: dir, server: $0) }
                     }
                     var sections: [String] = []
-                    if !selected.isSubset(of: ["writers", "transfer"]) {
+                    if !selected.isSubset(of: ["writers", "transfer", "followers"]) {
                         sections.append(BenchIssue10.report(issue10, command: command, date: started).joined(separator: "\n"))
                     }
                     if selected.contains("transfer") {
@@ -201,6 +202,12 @@ struct BenchCommand: AsyncParsableCommand {
                             try BenchTransfer.run(megabytes: transferMb, rowBytes: bulkRowBytes, rounds: rounds, dir: dir, url: server.url)
                         }
                         sections.append(BenchTransfer.report(transfer, command: command, date: started).joined(separator: "\n"))
+                    }
+                    if selected.contains("followers") {
+                        let followers = try withServer("followers") { server in
+                            try BenchFollowers.run(commits: max(50, n / 2), reads: n, dir: dir, url: server.url)
+                        }
+                        sections.append(BenchFollowers.report(followers, command: command, date: started).joined(separator: "\n"))
                     }
                     return (sections + older).joined(separator: "\n\n")
                 })

@@ -10,8 +10,9 @@ import SyndSQLite
 /// - `bulk`: a bulk load in transactions of many rows; reports time, size and its peak RSS.
 /// - `scan`: opens the database (cold: a new process) and scans it once.
 /// - `bigtx`: one large transaction; reports its peak RSS.
+/// - `follow`: a follower (`follow=1`) that reports when each row became visible to it.
 enum BenchLoadWorker {
-    static let roles: Set<String> = ["solo", "bulk", "scan", "bigtx"]
+    static let roles: Set<String> = ["solo", "bulk", "scan", "bigtx", "follow"]
 
     /// The table of the bulk, scan and large-transaction workloads.
     static let blobSchema = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, payload BLOB NOT NULL)"
@@ -108,6 +109,32 @@ enum BenchLoadWorker {
                 guard count == Int64(rows) else { throw BenchWriters.BenchError("\(count) rows after inserting \(rows)") }
                 let peak = BenchProc.status(pid: getpid(), "VmHWM") ?? -1
                 BenchWriters.answer("done \(elapsed) \(rows) \(before) \(peak)")
+            case "follow":
+                guard case .synd(let name, let url) = target else { throw BenchWriters.BenchError("a follower needs a sequencer") }
+                var options = DatabaseOptions()
+                options.follow = true
+                let connection = try Database.open(name, sequencer: url, options: options).connection
+                let newest = try connection.prepare("SELECT max(id) FROM t")
+                var current = try newest.run().first?.first?.int64 ?? 0
+                // Ready once the stream is up and current (its lag is known).
+                while (try connection.scalar("PRAGMA synddb_lag")?.string.flatMap(Int.init) ?? -1) < 0 { usleep(1000) }
+                BenchWriters.answer("ready")
+                let fields = try command("watch", count: 1)
+                guard let last = Int64(fields[0]) else { throw BenchWriters.BenchError("bad 'watch' command") }
+                var seen: [String] = []
+                let deadline = chaosNow() + 120_000_000_000
+                while current < last {
+                    guard chaosNow() < deadline else { throw BenchWriters.BenchError("row \(current + 1) never became visible") }
+                    let id = try newest.run().first?.first?.int64 ?? 0
+                    if id > current {
+                        let t = chaosNow()
+                        for i in (current + 1)...id { seen.append("\(i):\(t)") }
+                        current = id
+                    } else {
+                        usleep(50)
+                    }
+                }
+                BenchWriters.answer("done " + seen.joined(separator: " "))
             default:
                 throw BenchWriters.BenchError("unknown worker role '\(role)'")
             }

@@ -64,6 +64,18 @@ import Testing
         }
     }
 
+    /// The followers workload measures lag on a follower in another process and its reads next to local SQLite.
+    @Test func followersWorkloadReportsLagAndReads() async throws {
+        try await offPool {
+            let run = try runSynd(["bench", "--workloads", "followers", "--transactions", "60"])
+            #expect(run.status == 0, "synd bench failed: \(run.error.suffix(3000))")
+            #expect(run.output.contains("## Followers (issue 11)"), "\(run.output)")
+            #expect(run.output.contains("| replica visibility lag p50 / p99, ms |"), "\(run.output)")
+            #expect(run.output.contains("| read transaction on a follower p50 / p99, µs (vs local SQLite) |"), "\(run.output)")
+            #expect(run.output.contains("Requests the follower made during its 60 timed reads: 0."), "an up-to-date follower reads without requests: \(run.output)")
+        }
+    }
+
     @Test func anUnknownWorkloadIsRefused() async throws {
         try await offPool {
             let run = try runSynd(["bench", "--workloads", "single,nonsense"])
