@@ -69,7 +69,7 @@ enum BenchFollowers {
 
     static func report(_ r: Results, command: String, date: Date) -> [String] {
         let lags = BenchCommand.Figures(samples: r.lags)
-        func f(_ x: Double) -> String { String(format: "%.0f", x) }
+        func us(_ x: Double) -> String { String(format: "%.1f", x) }
         func ms(_ x: Double) -> String { String(format: "%.2f", x / 1000) }
         let ratio = r.followerReads.p50 / r.localReads.p50
         return [
@@ -81,7 +81,7 @@ enum BenchFollowers {
             "| figure | SyndDB | baseline | ratio | target | |",
             "|---|---:|---:|---:|---|---|",
             "| replica visibility lag p50 / p99, ms | \(ms(lags.p50)) / \(ms(lags.p99)) | | | p99 ≤ 5 ms | \(lags.p99 <= 5000 ? "met" : "missed") |",
-            "| read transaction on a follower p50 / p99, µs (vs local SQLite) | \(f(r.followerReads.p50)) / \(f(r.followerReads.p99)) | \(f(r.localReads.p50)) / \(f(r.localReads.p99)) | \(String(format: "%.2fx", ratio)) | ≤ 1.2x | \(ratio <= 1.2 ? "met" : "missed") |",
+            "| read transaction on a follower p50 / p99, µs (vs local SQLite) | \(us(r.followerReads.p50)) / \(us(r.followerReads.p99)) | \(us(r.localReads.p50)) / \(us(r.localReads.p99)) | \(String(format: "%.2fx", ratio)) | ≤ 1.2x | \(ratio <= 1.2 ? "met" : "missed") |",
             "",
             "Requests the follower made during its \(r.followerReads.samples.count) timed reads: \(r.requestsDuringReads).",
         ]

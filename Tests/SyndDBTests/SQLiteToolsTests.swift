@@ -78,6 +78,18 @@ import Testing
         }
     }
 
+    /// examples/python/replicas.py: a follower with min_version, and a past version, from Python.
+    @Test func pythonReplicasExampleRuns() async throws {
+        let url = sequencer.url
+        try await offPool {
+            let script = Self.root.appendingPathComponent("examples/python/replicas.py").path
+            let r = try run("/usr/bin/python3", [script, url, Self.extensionPath, uniqueName("replicas")])
+            #expect(r.status == 0, "\(r.error)")
+            #expect(r.output.hasPrefix("follower sees tea at 275\nat version "), "\(r.output) \(r.error)")
+            #expect(r.output.contains(" tea was 250\nthe past is read-only: attempt to write a readonly database\n"), "\(r.output)")
+        }
+    }
+
     @Test func shellSessionAndSwiftExamplesRun() async throws {
         let url = sequencer.url
         try await offPool {
