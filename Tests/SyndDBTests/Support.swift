@@ -6,15 +6,32 @@ import SyndSequencer
 import SyndStorage
 import Synchronization
 
-/// Starts `process`, one launch at a time in this test process. Foundation's
-/// `Process.run()` crashed inside a memcpy twice in full parallel runs on
-/// 2026-11-22 while other tests were starting processes; launches are rare
-/// and quick, so serializing them costs nothing.
+/// Starts `process`, one launch at a time in this test process.
+///
+/// Foundation's `Process.run()` lists /proc/self/fd to close inherited
+/// descriptors and copies each entry's whole 256-byte `d_name` out of
+/// readdir's buffer (swift-corelibs-foundation, `findMaximumOpenFromProcSelfFD`).
+/// With over ~1,300 descriptors open (a full parallel run: sequencers, lease
+/// keepers, followers) the last entries sit at the end of that 32 KiB buffer,
+/// and when the buffer ends a malloc arena the copy reads an unmapped page:
+/// the crash inside a memcpy seen in full runs on 2026-11-22 and 11-23.
+/// Buffers of 32 KiB and more are therefore mmapped (whole pages, so the
+/// overread stays inside the mapping), set once before the first launch.
 func startProcess(_ process: Process) throws {
-    try launches.withLock { _ in try process.run() }
+    try launches.withLock { ready in
+        if !ready {
+            // mallopt(M_MMAP_THRESHOLD, 32 KiB); malloc.h is not in Swift's Glibc module.
+            if let symbol = dlsym(nil, "mallopt") {
+                typealias MallOpt = @convention(c) (Int32, Int32) -> Int32
+                _ = unsafeBitCast(symbol, to: MallOpt.self)(-3, 32 << 10)
+            }
+            ready = true
+        }
+        try process.run()
+    }
 }
 
-private let launches = Mutex(())
+private let launches = Mutex(false)
 
 /// A fresh temporary folder, removed when the value is released.
 final class TemporaryDirectory: @unchecked Sendable {
