@@ -30,6 +30,11 @@ public final class Follower: Sendable {
         /// `numbers` says which cached pages are stale).
         public var pages: [Page]?
         public var numbers: [UInt32]
+        /// The smallest page count of the versions this update stands for
+        /// (several, once merged): pages above it were cut off on the way.
+        public var lowestPageCount: UInt32
+        /// Whether the page size changed within the versions it stands for.
+        public var sizeChanged = false
     }
 
     /// What the follower knows of the head, for freshness bounds.
@@ -292,16 +297,30 @@ public final class Follower: Sendable {
             s.head = max(s.head, batch.version)
             let size = batch.pages.reduce(0) { $0 + $1.data.count }
             s.queue.append(Update(version: batch.version, pageSize: batch.pageSize, pageCount: batch.pageCount,
-                                  pages: batch.pages, numbers: batch.pages.map(\.number)))
+                                  pages: batch.pages, numbers: batch.pages.map(\.number), lowestPageCount: batch.pageCount))
             s.queuedBytes += size
-            // Past the bound, the oldest images go; their page numbers stay, so those pages are re-read.
+            // Past the bound, the oldest images go; their page numbers stay, so
+            // those pages are re-read. Updates without images merge into one, so
+            // a connection that reads rarely holds one entry, not one per version.
             var i = 0
             while s.queuedBytes > maxQueuedBytes, i < s.queue.count {
                 if let pages = s.queue[i].pages {
                     s.queuedBytes -= pages.reduce(0) { $0 + $1.data.count }
                     s.queue[i].pages = nil
                 }
-                i += 1
+                if i > 0, s.queue[i - 1].pages == nil {
+                    let later = s.queue.remove(at: i)
+                    var merged = s.queue[i - 1]
+                    merged.sizeChanged = merged.sizeChanged || later.sizeChanged || later.pageSize != merged.pageSize
+                    merged.numbers = Array(Set(merged.numbers).union(later.numbers))
+                    merged.lowestPageCount = min(merged.lowestPageCount, later.lowestPageCount)
+                    merged.version = later.version
+                    merged.pageSize = later.pageSize
+                    merged.pageCount = later.pageCount
+                    s.queue[i - 1] = merged
+                } else {
+                    i += 1
+                }
             }
         }
         if let refusal { refuse(refusal, generation: generation) }

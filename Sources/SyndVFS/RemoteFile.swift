@@ -1161,13 +1161,13 @@ final class RemoteFile: OpenFile {
     private func applyFollowed(_ updates: [Follower.Update]) {
         for u in updates where u.version > version {
             dropSentAhead()
-            if Int(u.pageSize) != pageSize || u.pageCount == 0 { cache.removeAll() }
+            if Int(u.pageSize) != pageSize || u.sizeChanged || u.pageCount == 0 { cache.removeAll() }
             if let pages = u.pages {
                 for p in pages where p.data.count == Int(u.pageSize) { cache.insert(p.number, p.data) }
             } else {
                 for n in u.numbers { cache.remove(n) }
             }
-            if u.pageCount < pageCount { cache.removePages(above: u.pageCount) }
+            if u.lowestPageCount < pageCount { cache.removePages(above: u.lowestPageCount) }
             version = u.version
             pageSize = Int(u.pageSize)
             pageCount = u.pageCount
