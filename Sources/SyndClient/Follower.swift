@@ -79,7 +79,10 @@ public final class Follower: Sendable {
     ///   - version: the version the connection starts at (its first batch to check is the next).
     ///   - heartbeatMs: how often the sequencer tells the head while the follower is current.
     ///   - maxQueuedBytes: page images queued past this are let go (the connection then re-reads those pages).
-    public init(client: SequencerClient, database: String, version: UInt64, heartbeatMs: UInt32, maxQueuedBytes: Int) {
+    ///   - pinnedKey: the sequencer's Ed25519 key, known beforehand: batches are
+    ///     checked with it alone (nil: with the key the sequencer gives, which a
+    ///     man in the middle of an unencrypted connection could replace).
+    public init(client: SequencerClient, database: String, version: UInt64, heartbeatMs: UInt32, maxQueuedBytes: Int, pinnedKey: [UInt8]? = nil) {
         self.client = client.dedicated()
         self.database = database
         self.heartbeatMs = heartbeatMs
@@ -93,6 +96,7 @@ public final class Follower: Sendable {
             }
         }
         wake = (fds[0], fds[1])
+        if let pinnedKey { key.withLock { $0 = BatchVerifier(publicKey: pinnedKey) } }
     }
 
     deinit {

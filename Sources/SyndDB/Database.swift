@@ -33,6 +33,7 @@ public final class Database {
         if options.follow { uri += "&follow=1" }
         if let lag = options.maxLagMs { uri += "&max_lag_ms=\(lag)" }
         if let v = options.minVersion { uri += "&min_version=\(v)" }
+        if let key = options.sequencerKey { uri += "&sequencer_key=\(key)" }
         if readOnly { uri += "&mode=ro" }
         switch options.asOf {
         case .version(let v)?: uri += "&version=\(v)"

@@ -43,6 +43,10 @@ public struct DatabaseOptions: Sendable {
     /// pass the writer's `Statistics.version`), then fail with `SQLITE_BUSY`.
     /// Implies `follow`; `PRAGMA synddb_min_version = V` changes it later.
     public var minVersion: UInt64?
+    /// The sequencer's Ed25519 key (`ed25519:` and 64 hex digits, as `synd
+    /// sequencer` prints it): a follower checks batches with it alone, so
+    /// nobody between it and the sequencer can substitute another key.
+    public var sequencerKey: String?
     /// Open a past state, read-only (time travel): the connection stays at
     /// that version for its whole life. Opening fails, naming the oldest
     /// version kept, when the sequencer no longer keeps it.

@@ -28,6 +28,7 @@ import Glibc
 /// | follow         | SYNDDB_FOLLOW          | 0 (1: a read-only connection follows the batch stream instead of asking for the latest version at each read transaction) |
 /// | max_lag_ms     | SYNDDB_MAX_LAG_MS      | none (a follower serves what it has; N: at most N ms behind the sequencer, else it waits, then SQLITE_BUSY) |
 /// | min_version    |                        | none (a follower's read transactions wait for this version, then SQLITE_BUSY) |
+/// | sequencer_key  | SYNDDB_SEQUENCER_KEY   | none (a follower checks batches with the key the sequencer gives; with this, only with this key) |
 ///
 /// Time travel, URI only (it names one connection's view, never a default):
 /// `version=N` opens version N read-only; `at=TIME` (RFC 3339, or Unix
@@ -58,6 +59,8 @@ struct FileOptions {
     var maxLagMs: Int?
     /// A follower's read transactions wait for this version.
     var minVersion: UInt64 = 0
+    /// The sequencer's Ed25519 key a follower checks batches with, instead of asking for it.
+    var sequencerKey: [UInt8]?
 
     init(uriName: UnsafePointer<CChar>?, api: synd_sqlite_api) throws(FileOptionError) {
         func value(_ key: String, _ env: String) -> String? {
@@ -113,6 +116,12 @@ struct FileOptions {
             }
             minVersion = v
             follow = true
+        }
+        if let text = value("sequencer_key", "SYNDDB_SEQUENCER_KEY") {
+            guard let key = SequencerKeyText.parse(text) else {
+                throw FileOptionError(message: "sequencer_key=\(text) is invalid: give the 64 hex digits `synd sequencer` prints after 'key ed25519:'")
+            }
+            sequencerKey = key
         }
         if uriVersion != nil && uriAt != nil {
             throw FileOptionError(message: "version= and at= both given: open a past state by version or by time, not both")

@@ -138,7 +138,7 @@ final class RemoteFile: OpenFile {
                 minVersion = options.minVersion
                 let heartbeat = options.maxLagMs.map { UInt32(min(1000, max(5, $0 / 3))) } ?? 1000
                 let f = Follower(client: client, database: name, version: version, heartbeatMs: heartbeat,
-                                 maxQueuedBytes: max(1 << 20, options.cacheBytes / 4))
+                                 maxQueuedBytes: max(1 << 20, options.cacheBytes / 4), pinnedKey: options.sequencerKey)
                 follower = f
                 f.start()
             }

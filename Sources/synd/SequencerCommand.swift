@@ -1,4 +1,5 @@
 import ArgumentParser
+import SyndProtocol
 import Logging
 import SyndSequencer
 import SyndStorage
@@ -48,7 +49,9 @@ struct SequencerCommand: AsyncParsableCommand {
         for note in server.service.store.recoveryNotes {
             printError("synd sequencer: \(note)")
         }
-        print("synd sequencer listening on \(server.url) (data: \(data))")
+        // The key, to pin in followers (sequencer_key=) and validators (--sequencer-key).
+        let key = SequencerKeyText.format(server.service.store.sequencerKey.publicKey)
+        print("synd sequencer listening on \(server.url) (data: \(data); key \(key))")
         flushStandardOutput()
         try await server.wait()
     }

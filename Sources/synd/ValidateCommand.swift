@@ -1,6 +1,7 @@
 import ArgumentParser
 import CSQLite
 import Foundation
+import SyndProtocol
 import SyndValidator
 
 struct ValidateCommand: AsyncParsableCommand {
@@ -26,6 +27,9 @@ struct ValidateCommand: AsyncParsableCommand {
     @Flag(help: "Keep following new batches.")
     var follow = false
 
+    @Option(help: "The sequencer's key as `synd sequencer` prints it (ed25519:HEX; default: $SYNDDB_SEQUENCER_KEY, else the key the sequencer gives). Batches are checked with it alone.")
+    var sequencerKey: String?
+
     @Option(help: "Folder for the replicas (default: a temporary one, removed at the end).")
     var work: String?
 
@@ -49,7 +53,17 @@ struct ValidateCommand: AsyncParsableCommand {
         let folder = work ?? FileManager.default.temporaryDirectory.appendingPathComponent("synd-validate-\(getpid())").path
         defer { if work == nil { try? FileManager.default.removeItem(atPath: folder) } }
         let client = LedgerClient(url: url)
-        let key = try await client.publicKey()
+        let served = try await client.publicKey()
+        var key = served
+        if let text = sequencerKey ?? ProcessInfo.processInfo.environment["SYNDDB_SEQUENCER_KEY"] {
+            guard let pinned = SequencerKeyText.parse(text) else {
+                throw CLIError("--sequencer-key \(text) is invalid: give the key `synd sequencer` prints (ed25519: and 64 hex digits)")
+            }
+            if pinned != served {
+                printError("synd validate: the sequencer gives the key \(SequencerKeyText.format(served)), not \(SequencerKeyText.format(pinned)); checking with the pinned key")
+            }
+            key = pinned
+        }
         let limits = ReplicaLimits(statementTimeout: .seconds(statementTimeout))
         let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList, limits: limits))
         let validator = box.validator

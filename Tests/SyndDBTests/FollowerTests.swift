@@ -2,6 +2,8 @@ import CSQLite
 import Foundation
 import SyndClient
 import SyndDB
+import SyndLedger
+import SyndProtocol
 import SyndSQLite
 import Testing
 
@@ -208,6 +210,42 @@ import Testing
             #expect(throws: SQLiteError.self) { try follower.query("SELECT count(*) FROM t") }
             // The direct view is the real one.
             #expect(try writer.query("SELECT v FROM t ORDER BY id") == [[.text("ordinary")], [.text("PLAIN-TEXT-ROW-42")]])
+        }
+    }
+
+    /// A key known beforehand (`sequencer_key=`, as `synd sequencer` prints
+    /// it) is the only one a follower and a validator check with: batches
+    /// signed by any other key are refused, whatever the sequencer claims.
+    @Test func aPinnedKeyIsTheOnlyKeyFollowersAndValidatorsAccept() async throws {
+        let url = sequencer.url
+        let name = uniqueName("pinned")
+        let key = try #require(sequencer.key, "the sequencer prints its key: \(sequencer.announcement)")
+        #expect(key.count == 8 + 64)
+        let stored = try SigningKey(path: sequencer.directory + "/sequencer.ed25519", create: false)
+        #expect(key == SequencerKeyText.format(stored.publicKey))
+        let other = "ed25519:" + String(repeating: "ab", count: 32)
+        try await offPool {
+            let writer = try Database.open(name, sequencer: url)
+            try writer.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('one')")
+            let right = try Self.follower(name, url) { $0.sequencerKey = key }
+            try Self.waitUntilCurrent(right)
+            try writer.execute("INSERT INTO t(v) VALUES ('two')")
+            try right.execute("PRAGMA synddb_min_version = \(writer.statistics.version)")
+            #expect(try right.scalar("SELECT count(*) FROM t") == .integer(2))
+
+            let wrong = try Self.follower(name, url) { $0.sequencerKey = other }
+            var refusal: SQLiteError?
+            for _ in 0..<500 where refusal == nil {
+                do { _ = try wrong.scalar("SELECT count(*) FROM t"); usleep(10_000) } catch let e as SQLiteError { refusal = e }
+            }
+            let error = try #require(refusal, "a follower pinned to another key kept serving")
+            #expect(error.message.contains("signature is not valid"), "\(error)")
+
+            let good = try runSynd(["validate", "--sequencer", url, "--db", name, "--sequencer-key", key])
+            #expect(good.status == 0 && good.output.hasPrefix("ok:"), "\(good.output) \(good.error)")
+            let bad = try runSynd(["validate", "--sequencer", url, "--db", name, "--sequencer-key", other])
+            #expect(bad.status != 0 && bad.output.contains("signature is not valid"), "\(bad.output) \(bad.error)")
+            #expect(bad.error.contains("not \(other)"), "\(bad.error)")
         }
     }
 

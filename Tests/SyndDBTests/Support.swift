@@ -71,16 +71,23 @@ final class SequencerProcess: @unchecked Sendable {
     private var output: Pipe
 
     var url: String { "http://127.0.0.1:\(port)" }
+    /// The line it printed when it started ("synd sequencer listening on ... key ed25519:HEX)").
+    private(set) var announcement = ""
+    /// Its key as it printed it, to pin.
+    var key: String? {
+        guard let range = announcement.range(of: "key ed25519:") else { return nil }
+        return "ed25519:" + announcement[range.upperBound...].prefix(while: \.isHexDigit)
+    }
 
     private let extraArguments: [String]
 
     init(directory: String, port: Int = 0, extraArguments: [String] = []) throws {
         self.directory = directory
         self.extraArguments = extraArguments
-        (process, output, self.port) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
+        (process, output, self.port, announcement) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
     }
 
-    private static func launch(directory: String, port: Int, extraArguments: [String] = []) throws -> (Process, Pipe, Int) {
+    private static func launch(directory: String, port: Int, extraArguments: [String] = []) throws -> (Process, Pipe, Int, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Products.synd)
         process.arguments = ["sequencer", "--data", directory, "--port", String(port)] + extraArguments
@@ -102,7 +109,7 @@ final class SequencerProcess: @unchecked Sendable {
             process.terminate()
             throw TestFailure("sequencer did not start: \(text)")
         }
-        return (process, pipe, bound)
+        return (process, pipe, bound, text)
     }
 
     /// kill -9: no chance to flush or close anything.
@@ -116,7 +123,7 @@ final class SequencerProcess: @unchecked Sendable {
         var lastError: (any Error)?
         for _ in 0..<50 {
             do {
-                (process, output, port) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
+                (process, output, port, announcement) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
                 return
             } catch {
                 lastError = error
