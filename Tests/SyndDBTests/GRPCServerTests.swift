@@ -65,6 +65,24 @@ import Testing
         return try await client.acquireLease(acquire)
     }
 
+    /// Commits one 512-byte page (filled with `base`) on version `base` under `lease`.
+    static func commitOnePage(_ client: Client, _ name: String, lease: Synddb_V1_Lease, base: UInt64) async throws {
+        var commit = Synddb_V1_CommitRequest()
+        commit.database = name
+        commit.baseVersion = base
+        commit.leaseEpoch = lease.epoch
+        commit.holder = lease.holder
+        commit.txnID = Data("t\(base)".utf8)
+        commit.pageSize = 512
+        commit.pageCount = 1
+        var page = Synddb_V1_Page()
+        page.number = 1
+        page.data = Data(repeating: UInt8(truncatingIfNeeded: base), count: 512)
+        page.checksum = CRC32C.checksum([UInt8](repeating: UInt8(truncatingIfNeeded: base), count: 512))
+        commit.pages = [page]
+        _ = try await client.commit(commit)
+    }
+
     /// The status a call failed with (nil: it succeeded).
     static func code(_ body: () async throws -> Void) async -> RPCError.Code? {
         do {
@@ -156,22 +174,7 @@ import Testing
             let name = uniqueName("grpc-follow")
             _ = try await Self.open(client, name)
             let lease = try await Self.acquire(client, name, holder: "a")
-            @Sendable func commit(_ base: UInt64) async throws {
-                var commit = Synddb_V1_CommitRequest()
-                commit.database = name
-                commit.baseVersion = base
-                commit.leaseEpoch = lease.epoch
-                commit.holder = "a"
-                commit.txnID = Data("f\(base)".utf8)
-                commit.pageSize = 512
-                commit.pageCount = 1
-                var page = Synddb_V1_Page()
-                page.number = 1
-                page.data = Data(repeating: UInt8(base), count: 512)
-                page.checksum = CRC32C.checksum([UInt8](repeating: UInt8(base), count: 512))
-                commit.pages = [page]
-                _ = try await client.commit(commit)
-            }
+            @Sendable func commit(_ base: UInt64) async throws { try await Self.commitOnePage(client, name, lease: lease, base: base) }
             try await commit(0)
             var request = Synddb_V1_StreamBatchesRequest()
             request.database = name
@@ -217,22 +220,7 @@ import Testing
             let name = uniqueName("grpc-stream")
             _ = try await Self.open(client, name)
             let lease = try await Self.acquire(client, name, holder: "a")
-            for version in UInt64(0)..<3 {
-                var commit = Synddb_V1_CommitRequest()
-                commit.database = name
-                commit.baseVersion = version
-                commit.leaseEpoch = lease.epoch
-                commit.holder = "a"
-                commit.txnID = Data("t\(version)".utf8)
-                commit.pageSize = 512
-                commit.pageCount = 1
-                var page = Synddb_V1_Page()
-                page.number = 1
-                page.data = Data(repeating: UInt8(version), count: 512)
-                page.checksum = CRC32C.checksum([UInt8](repeating: UInt8(version), count: 512))
-                commit.pages = [page]
-                _ = try await client.commit(commit)
-            }
+            for version in UInt64(0)..<3 { try await Self.commitOnePage(client, name, lease: lease, base: version) }
             var stream = Synddb_V1_StreamBatchesRequest()
             stream.database = name
             let versions = try await client.streamBatches(stream) { response in
