@@ -28,7 +28,7 @@ import Testing
         let rc = delete(vfs, name, 0)
         var buffer = [CChar](repeating: 0, count: 512)
         _ = vfs.pointee.xGetLastError?(vfs, Int32(buffer.count), &buffer)
-        return (rc, String(cString: buffer))
+        return (rc, String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 
     @Test func aDroppedDatabaseIsGoneAndItsNameStartsEmptyWithItsHistoryGoingOn() async throws {

@@ -200,7 +200,7 @@ import Testing
                 var buffer = [CChar](repeating: 0, count: 512)
                 let vfs = sqlite3_vfs_find("synddb")
                 _ = vfs?.pointee.xGetLastError?(vfs, Int32(buffer.count), &buffer)
-                let text = String(cString: buffer)
+                let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 #expect(rc == SQLITE_CANTOPEN, "\(query): \(rc) \(text)")
                 #expect(text.contains(message), "\(query): \(text)")
             }
