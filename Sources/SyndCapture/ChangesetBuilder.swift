@@ -32,7 +32,22 @@ public final class ChangesetCapture {
         // An attached database must have main's text encoding, and the before
         // view of a new database is empty: give it the after image's encoding.
         let encoding = try HostConnection(uri: afterURI, vfs: vfs, routines: routines).query("PRAGMA encoding").first?.first
-        scratch = try HostConnection(uri: beforeURI, vfs: vfs, routines: routines)
+        var scratch = try HostConnection(uri: beforeURI, vfs: vfs, routines: routines)
+        if case .text(let name) = encoding, name.allSatisfy({ $0 != 0x27 }) {
+            try scratch.execute("PRAGMA encoding='\(String(decoding: name, as: UTF8.self))'")
+            // A before image of one page and no schema (`PRAGMA auto_vacuum` or
+            // `page_size` committed first) records no encoding, so SQLite reads
+            // it as UTF-8 whatever was asked: an empty in-memory database in the
+            // after image's encoding holds the same (no) rows.
+            // (Reading sqlite_master loads the schema, which is when SQLite settles the encoding.)
+            if try scratch.query("SELECT count(*) FROM sqlite_master").first?.first == .integer(0),
+                try scratch.query("PRAGMA encoding").first?.first != encoding
+            {
+                scratch = try HostConnection(uri: "file:synd-empty-before?mode=memory", vfs: vfs, routines: routines)
+                try scratch.execute("PRAGMA encoding='\(String(decoding: name, as: UTF8.self))'")
+            }
+        }
+        self.scratch = scratch
         _ = synd_db_enable_triggers(routines, scratch.db, 0)
         // Collations only the application's connection has: capture reads rows
         // by rowid, or scans (see `rows`), and never relies on their order; a
@@ -45,9 +60,6 @@ public final class ChangesetCapture {
                 let c = n == 0 ? 0 : memcmp(p1!, p2!, n)
                 return c != 0 ? c : n1 - n2
             }, nil)
-        }
-        if case .text(let name) = encoding, name.allSatisfy({ $0 != 0x27 }) {
-            try scratch.execute("PRAGMA encoding='\(String(decoding: name, as: UTF8.self))'")
         }
         // CHECK constraints were enforced on the application's connection; here
         // they may call stand-ins (see `executeMigration`), so they are not re-run.

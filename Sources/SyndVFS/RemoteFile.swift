@@ -972,6 +972,11 @@ final class RemoteFile: OpenFile {
         let rewroteAll = pageCount > 0 && dirty.count >= Int(txnPageCount)
         guard recorder.hasEvents || schemaChanged || rewroteAll else { return CapturedBatch() }
         captureGeneration &+= 1
+        // The first commit of a database may leave page 1 without a text
+        // encoding (`PRAGMA auto_vacuum` alone): the scratch side opened on it
+        // settles on UTF-8, so the next commit opens a new one.
+        let newDatabase = pageCount == 0
+        defer { if newDatabase { capture = nil } }
         if capture == nil {
             capture = try ChangesetCapture(database: name, fileID: id, vfs: context.name, routines: routines)
             capture!.spillDirectory = options.spillDirectory
