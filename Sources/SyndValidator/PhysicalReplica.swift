@@ -4,9 +4,14 @@ import SyndSQLite
 
 /// The database rebuilt from page images alone: each batch's pages written at
 /// their offsets, the file cut to the batch's page count.
+///
+/// The replica is scratch (a validator starts over from a batch or a
+/// snapshot), so nothing is fsynced.
 public final class PhysicalReplica {
     public let path: String
     private let handle: FileHandle
+    public private(set) var pageSize: UInt32 = 0
+    public private(set) var pageCount: UInt32 = 0
 
     public init(path: String) throws {
         self.path = path
@@ -16,9 +21,14 @@ public final class PhysicalReplica {
 
     deinit { try? handle.close() }
 
-    /// Throws a `ReplicaRefusal` for pages that cannot be placed (a page
-    /// number or size the sequencer should never have sealed).
-    public func apply(_ batch: Batch) throws {
+    /// The pages a batch wrote or cut off, with their bytes before and after.
+    public typealias Changed = [UInt32: (old: [UInt8]?, new: [UInt8]?)]
+
+    /// Applies a batch and returns what it changed (old bytes only when the
+    /// page size stayed the same). Throws a `ReplicaRefusal` for pages that
+    /// cannot be placed (a page number or size the sequencer should never have sealed).
+    @discardableResult
+    public func apply(_ batch: Batch) throws -> Changed {
         let size = batch.pageSize
         if !batch.pages.isEmpty || batch.pageCount > 0 {
             guard size >= 512, size <= 65536, size & (size - 1) == 0 else {
@@ -33,12 +43,35 @@ public final class PhysicalReplica {
                 throw ReplicaRefusal("page \(page.number) has \(page.data.count) bytes; the page size is \(size)")
             }
         }
+        let samePageSize = size == pageSize
+        var changed: Changed = [:]
+        changed.reserveCapacity(batch.pages.count)
         for page in batch.pages {
-            try handle.seek(toOffset: UInt64(page.number - 1) * UInt64(batch.pageSize))
+            changed[page.number] = (samePageSize ? try read(page.number) : nil, page.data)
+        }
+        if samePageSize, batch.pageCount < pageCount {
+            for number in (batch.pageCount + 1)...pageCount { changed[number] = (try read(number), nil) }
+        }
+        for page in batch.pages {
+            try handle.seek(toOffset: UInt64(page.number - 1) * UInt64(size))
             try handle.write(contentsOf: page.data)
         }
-        try handle.truncate(atOffset: UInt64(batch.pageCount) * UInt64(batch.pageSize))
-        try handle.synchronize()
+        try handle.truncate(atOffset: UInt64(batch.pageCount) * UInt64(size))
+        pageSize = size
+        pageCount = batch.pageCount
+        return changed
+    }
+
+    /// Page `number` as the replica holds it now, nil past its end.
+    public func read(_ number: UInt32) throws -> [UInt8]? {
+        guard number >= 1, number <= pageCount else { return nil }
+        let size = Int(pageSize)
+        var bytes = [UInt8](repeating: 0, count: size)
+        let got = bytes.withUnsafeMutableBytes { buffer in
+            pread(handle.fileDescriptor, buffer.baseAddress, size, off_t(number - 1) * off_t(size))
+        }
+        guard got == size else { throw ReplicaRefusal("cannot read page \(number) of the physical replica (\(got) of \(size) bytes)") }
+        return bytes
     }
 
     /// A read-only connection to the replica as it is now.

@@ -22,9 +22,36 @@ public final class Validator {
     private let logical: LogicalReplica
     /// Functions of the writer's application that its schema calls (see `StandInFunctions`).
     private let standIns = StandInFunctions()
+    public let fullCheck: FullCheck
+    /// Which rows each page holds, kept across batches; nil until the next full check.
+    private var tracker: PageTracker?
+    /// Every table's root page when the tracker was built (a move means a full check).
+    private var roots: [String: Int64] = [:]
+    /// How many stand-in functions there were then (more change which columns are compared).
+    private var trackedStandIns = 0
+    private var lastFullCheck: (end: ContinuousClock.Instant, took: Duration)?
+    /// Batches checked by comparing every table, and by comparing only the rows they changed.
+    public private(set) var fullChecks = 0
+    public private(set) var incrementalChecks = 0
+
+    /// When the validator compares every table instead of the rows a batch changed.
+    public enum FullCheck: Sendable, Equatable {
+        /// After every batch (the work grows with the database).
+        case everyBatch
+        /// At the first batch, after schema changes, and otherwise often enough
+        /// to spend about this share of the time on it (0.05: 5%).
+        case share(Double)
+        /// Only when the rows a batch changed cannot be told apart (the first
+        /// batch, schema changes, a moved root): for tests and benchmarks of
+        /// the incremental check.
+        case whenNeeded
+    }
 
     /// - Parameter directory: where the two replicas are kept (created if missing).
-    public init(directory: String, publicKey: [UInt8], rules: [String] = [], limits: ReplicaLimits = ReplicaLimits()) throws {
+    public init(
+        directory: String, publicKey: [UInt8], rules: [String] = [], limits: ReplicaLimits = ReplicaLimits(), fullCheck: FullCheck = .share(0.05)
+    ) throws {
+        self.fullCheck = fullCheck
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.publicKey = publicKey
         self.rules = rules
@@ -56,8 +83,9 @@ public final class Validator {
         if let problem = BatchSeal.problem(with: batch, expectedVersion: expected, previousHash: previousHash, publicKey: publicKey) {
             throw ValidationFailure(version: expected, reason: problem)
         }
+        let changed: PhysicalReplica.Changed
         do {
-            try physical.apply(batch)
+            changed = try physical.apply(batch)
         } catch {
             throw ValidationFailure(version: batch.version, reason: "cannot write the physical replica: \(error)")
         }
@@ -70,18 +98,42 @@ public final class Validator {
         } catch {
             throw ValidationFailure(version: batch.version, reason: "the batch does not apply to the logical replica: \(error)")
         }
-        try compare(at: batch.version)
+        try compare(batch, changed: changed)
         self.previousHash = batch.hash
         version = batch.version
     }
 
-    private func compare(at version: UInt64) throws(ValidationFailure) {
+    private func compare(_ batch: Batch, changed: PhysicalReplica.Changed) throws(ValidationFailure) {
+        let version = batch.version
         sentry.reset()
         do {
             let pages = try physical.open()
             sentry.attach(pages)
             try standIns.install(on: pages)
-            try standIns.run(on: [pages, logical.connection]) { try compare(pages, at: version) }
+            if let tracker, let header = try physical.read(1), !batch.schemaChanged, !isFullCheckDue(), standIns.names.count == trackedStandIns,
+                Self.usableSize(header) == tracker.usableSize, TextEncoding(rawValue: BTreePage.uint32(header, 56)) == tracker.encoding,
+                try Self.roots(of: pages) == roots
+            {
+                let changes: PageTracker.Changes
+                do {
+                    changes = try tracker.apply(changed: changed, read: physical.read)
+                } catch let error as PageFormatError {
+                    self.tracker = nil
+                    throw ValidationFailure(version: version, reason: "the page images are not a valid database: \(error)")
+                }
+                let keys = Self.changesetKeys(batch.changeset)
+                try standIns.run(on: [pages, logical.connection]) {
+                    try compareSchemas(pages, at: version)
+                    try compareChanged(changes, changeset: keys, tables: tracker.tables, pages, logical.connection, at: version)
+                }
+                incrementalChecks += 1
+            } else {
+                let start = ContinuousClock.now
+                try standIns.run(on: [pages, logical.connection]) { try compare(pages, at: version) }
+                try rebuildTracker(pages, at: version)
+                fullChecks += 1
+                lastFullCheck = (ContinuousClock.now, ContinuousClock.now - start)
+            }
             // The user's rules run as written: a function they call is never stood in for.
             for rule in rules {
                 let ok = try pages.scalar(rule)
@@ -97,12 +149,53 @@ public final class Validator {
         }
     }
 
+    private func isFullCheckDue() -> Bool {
+        if fullCheck == .whenNeeded { return false }
+        guard case .share(let share) = fullCheck, share > 0, let last = lastFullCheck else { return true }
+        return ContinuousClock.now - last.end > last.took * (1 / share)
+    }
+
+    private static func usableSize(_ page1: [UInt8]) -> Int {
+        (Int(page1[16]) << 8 | Int(page1[17]) == 1 ? 65536 : Int(page1[16]) << 8 | Int(page1[17])) - Int(page1[20])
+    }
+
+    private static func roots(of pages: Connection) throws -> [String: Int64] {
+        var roots: [String: Int64] = [:]
+        for row in try pages.query("SELECT name, rootpage FROM sqlite_schema WHERE type = 'table'") {
+            roots[row[0].string ?? ""] = row[1].int64 ?? 0
+        }
+        return roots
+    }
+
+    /// Learns which rows every page holds, after a full check.
+    private func rebuildTracker(_ pages: Connection, at version: UInt64) throws {
+        tracker = nil
+        guard let header = try physical.read(1), let encoding = TextEncoding(rawValue: BTreePage.uint32(header, 56)) else { return }
+        let tables = try TableKeys.all(on: pages) { _, info in comparedColumns(info) }
+        roots = try Self.roots(of: pages)
+        trackedStandIns = standIns.names.count
+        do {
+            tracker = try PageTracker(tables: tables, usableSize: Self.usableSize(header), encoding: encoding, read: physical.read)
+        } catch let error as PageFormatError {
+            throw ValidationFailure(version: version, reason: "the page images are not a valid database: \(error)")
+        }
+    }
+
     /// Schemas and tables; repeated from the start when it names a function to stand in for.
     private func compare(_ pages: Connection, at version: UInt64) throws {
         if pages.isAutocommit, try pages.scalar("PRAGMA quick_check")?.string != "ok" {
             throw ValidationFailure(version: version, reason: "the page images do not form a valid SQLite database (quick_check failed)")
         }
-        // Same objects and statements; creation order may differ after rebuilds.
+        try compareSchemas(pages, at: version)
+        let physicalSchema = try logical.schema(of: pages)
+        // A virtual table's rows are in its shadow tables (compared as tables) or not in the file.
+        for table in physicalSchema where table.type == "table" && !table.isVirtualTable {
+            try compareTable(table.name, pages, at: version)
+        }
+    }
+
+    /// Same objects and statements; creation order may differ after rebuilds.
+    func compareSchemas(_ pages: Connection, at version: UInt64) throws {
         func ordered(_ s: [SchemaObject]) -> [SchemaObject] { s.sorted { ($0.type, $0.name) < ($1.type, $1.name) } }
         let physicalSchema = ordered(try logical.schema(of: pages))
         let logicalSchema = ordered(try logical.schema())
@@ -112,21 +205,26 @@ public final class Validator {
                 version: version, reason: "schemas differ",
                 expected: p.subtracting(l).sorted().joined(separator: "; "), actual: l.subtracting(p).sorted().joined(separator: "; "))
         }
-        // A virtual table's rows are in its shadow tables (compared as tables) or not in the file.
-        for table in physicalSchema where table.type == "table" && !table.isVirtualTable {
-            try compareTable(table.name, pages, at: version)
-        }
     }
 
-    private func compareTable(_ table: String, _ pages: Connection, at version: UInt64) throws {
-        let quoted = table.quotedIdentifier
-        // Generated columns (hidden 2 and 3) are in no changeset: the logical
-        // replica computes them. They are compared unless the schema calls a
-        // function the validator only has a stand-in for.
-        let info = try pages.query("PRAGMA table_xinfo(\(quoted))").filter { row in
+    /// The columns compared for a table, from its `PRAGMA table_xinfo` rows.
+    /// Generated columns (hidden 2 and 3) are in no changeset: the logical
+    /// replica computes them. They are compared unless the schema calls a
+    /// function the validator only has a stand-in for.
+    func comparedColumns(_ xinfo: [[Value]]) -> [String] {
+        comparedInfo(xinfo).map { $0[1].string ?? "?" }
+    }
+
+    private func comparedInfo(_ xinfo: [[Value]]) -> [[Value]] {
+        xinfo.filter { row in
             let hidden = row[6].int64 ?? 0
             return hidden == 0 || (standIns.names.isEmpty && (hidden == 2 || hidden == 3))
         }
+    }
+
+    func compareTable(_ table: String, _ pages: Connection, at version: UInt64) throws {
+        let quoted = table.quotedIdentifier
+        let info = comparedInfo(try pages.query("PRAGMA table_xinfo(\(quoted))"))
         let pk = info.indices.filter { (info[$0][5].int64 ?? 0) > 0 }.sorted { (info[$0][5].int64 ?? 0) < (info[$1][5].int64 ?? 0) }
         let columns = info.map { $0[1].string ?? "?" }
         // Without a primary key (or with NULL in one) rows have no identity a

@@ -12,19 +12,16 @@ import Testing
 /// fails at the right version with the reason.
 @Suite struct LedgerTests {
     /// Runs the validator over the store's batches as the stream serves them.
+    /// Checks every batch twice, comparing whole tables after each and comparing
+    /// only the rows each changed, and fails when the two disagree.
     static func validate(_ store: PageStore, _ name: String, rules: [String] = []) throws -> ValidationFailure? {
-        let work = TemporaryDirectory()
-        let validator = try Validator(directory: work.path, publicKey: store.signingKey.publicKey, rules: rules)
         let head = try store.headVersion(of: name)
+        var batches: [Batch] = []
         for version in 1...max(head, 1) {
-            guard let batch = try store.batch(database: name, version: version) else { continue }
-            do throws(ValidationFailure) {
-                try validator.process(batch)
-            } catch {
-                return error
-            }
+            if let batch = try store.batch(database: name, version: version) { batches.append(batch) }
         }
-        return validator.version == head ? nil : ValidationFailure(version: head, reason: "stopped early")
+        let failure = try validate(batches, publicKey: store.signingKey.publicKey, rules: rules)
+        return failure ?? (batches.last?.version == head ? nil : ValidationFailure(version: head, reason: "stopped early"))
     }
 
     static func bankHistory(_ url: String, _ name: String, transactions: Int) throws {
@@ -120,17 +117,26 @@ import Testing
     }
 
     /// Validates `batches` in the order given, as a validator fed by a stream would.
-    static func validate(_ batches: [Batch], publicKey: [UInt8]) throws -> ValidationFailure? {
+    static func validate(_ batches: [Batch], publicKey: [UInt8], rules: [String] = []) throws -> ValidationFailure? {
+        let full = try validate(batches, publicKey: publicKey, rules: rules, fullCheck: .everyBatch).failure
+        let changedRows = try validate(batches, publicKey: publicKey, rules: rules, fullCheck: .whenNeeded).failure
+        guard full?.version == changedRows?.version, full?.table == nil || (full?.table == changedRows?.table && full?.key == changedRows?.key) else {
+            return ValidationFailure(version: 0, reason: "the full and the changed-rows checks disagree: \(full?.description ?? "pass") / \(changedRows?.description ?? "pass")")
+        }
+        return full
+    }
+
+    static func validate(_ batches: [Batch], publicKey: [UInt8], rules: [String] = [], fullCheck: Validator.FullCheck) throws -> (failure: ValidationFailure?, validator: Validator) {
         let work = TemporaryDirectory()
-        let validator = try Validator(directory: work.path, publicKey: publicKey, rules: [])
+        let validator = try Validator(directory: work.path, publicKey: publicKey, rules: rules, fullCheck: fullCheck)
         for batch in batches {
             do throws(ValidationFailure) {
                 try validator.process(batch)
             } catch {
-                return error
+                return (error, validator)
             }
         }
-        return nil
+        return (nil, validator)
     }
 
     @Test func changesetsThatDisagreeWithThePagesAreCaught() async throws {

@@ -1,0 +1,357 @@
+import SyndSQLite
+
+/// Knows, for the physical replica, which b-tree every page of a keyed table
+/// belongs to and which row owns every overflow page, so that a batch's page
+/// images tell exactly which rows they changed. The validator then compares
+/// only those rows (and the rows the changeset names) instead of every table:
+/// the work per batch follows the batch, not the database.
+///
+/// Every structural claim of the new pages is checked on the way: a page
+/// listed twice (by two parents, or as a child and an overflow page), a cycle,
+/// a page of the wrong kind for its tree, an overflow chain of the wrong length.
+/// Pages outside keyed tables' b-trees (indexes, the freelist, tables without
+/// a primary key) are not tracked; the periodic full check covers them.
+final class PageTracker {
+    /// A row a batch may have changed: by rowid (looked up on the replica) or by key.
+    enum RowRef: Hashable {
+        case rowid(Int64)
+        case key([Value])
+    }
+
+    /// What a batch changed, per table root; `undecided` when some row's key
+    /// could not be read (the caller compares those tables whole).
+    struct Changes {
+        var rows: [UInt32: Set<RowRef>] = [:]
+        var undecided: Set<UInt32> = []
+    }
+
+    let usableSize: Int
+    let encoding: TextEncoding
+    private(set) var tables: [UInt32: TableKeys]
+    /// b-tree page → (root of its tree, parent page; 0 for the root).
+    private var placement: [UInt32: (root: UInt32, parent: UInt32)] = [:]
+    /// Overflow page → the row's cell that owns it.
+    private var overflowOwner: [UInt32: Owner] = [:]
+    /// Each row's overflow chain.
+    private var chains: [Owner: Chain] = [:]
+
+    /// Walks every keyed table's b-tree from its root.
+    init(tables: [UInt32: TableKeys], usableSize: Int, encoding: TextEncoding, read: (UInt32) throws -> [UInt8]?) throws {
+        self.tables = tables
+        self.usableSize = usableSize
+        self.encoding = encoding
+        var changes = Changes()
+        for root in tables.keys.sorted() {
+            try attach(root: root, read: read, changes: &changes)
+        }
+    }
+
+    var trackedPages: Int { placement.count + overflowOwner.count }
+
+    /// Takes in a batch: `changed` maps each page the batch wrote (or cut off,
+    /// as nil new content) to its old and new bytes; `read` gives any other
+    /// page (the same before and after). Returns the rows that changed.
+    func apply(changed: [UInt32: (old: [UInt8]?, new: [UInt8]?)], read: (UInt32) throws -> [UInt8]?) throws -> Changes {
+        let oldRead: (UInt32) throws -> [UInt8]? = { p in if let c = changed[p] { c.old } else { try read(p) } }
+        let newRead: (UInt32) throws -> [UInt8]? = { p in if let c = changed[p] { c.new } else { try read(p) } }
+        var parsedOld: [UInt32: BTreePage] = [:]
+        for (p, c) in changed where placement[p] != nil {
+            guard let data = c.old else { throw PageFormatError(p, "was a b-tree page and is missing") }
+            parsedOld[p] = try BTreePage(data, number: p, usableSize: usableSize)
+        }
+        let (newPlacement, parsedNew, kidPlacement) = try placeChanged(changed)
+
+        var changes = Changes()
+        var removed: [UInt32: [CellKey: BTreePage.Cell]] = [:]
+        var added: [UInt32: [CellKey: BTreePage.Cell]] = [:]
+        func collect(_ page: BTreePage, root: UInt32, into rows: inout [UInt32: [CellKey: BTreePage.Cell]], page number: UInt32) throws {
+            guard let table = tables[root] else { return }
+            guard page.kind.isTable != table.withoutRowid else {
+                throw PageFormatError(number, "is a \(page.kind.isTable ? "table" : "index") page in \(table.name)'s b-tree")
+            }
+            for cell in page.cells {
+                let key: CellKey = page.kind.isTable ? .rowid(cell.rowid) : .bytes(Array(cell.bytes))
+                guard rows[root, default: [:]].updateValue(cell, forKey: key) == nil else {
+                    throw PageFormatError(number, "repeats a row of \(table.name) (rowid \(cell.rowid))")
+                }
+            }
+        }
+
+        // Changed pages: their rows before (where they hung) and after.
+        for (p, page) in parsedOld {
+            guard let root = placement[p]?.root else { continue }
+            try collect(page, root: root, into: &removed, page: p)
+        }
+        for (p, at) in newPlacement {
+            guard let page = parsedNew[p] else { throw PageFormatError(p, "hangs in \(tables[at.root]?.name ?? "?")'s b-tree but is not a b-tree page") }
+            try collect(page, root: at.root, into: &added, page: p)
+        }
+
+        // Unchanged pages hung under a changed page, before or now: the same
+        // tree (a rebalance moved them) changes no row; another tree, or none,
+        // moves all their rows.
+        var kids = Set(kidPlacement.keys)
+        for (p, page) in parsedOld where placement[p] != nil { kids.formUnion(page.children.filter { changed[$0] == nil }) }
+        var detached: [(UInt32, UInt32)] = []
+        var attached: [(UInt32, UInt32, UInt32)] = []
+        for c in kids {
+            let before = placement[c]
+            let now = kidPlacement[c]
+            if let before, let now, before.root == now.root {
+                placement[c] = now
+                continue
+            }
+            if let before { detached.append((c, before.root)) }
+            if let now { attached.append((c, now.root, now.parent)) }
+        }
+        for (c, root) in detached {
+            try walk(c, parent: 0, skipping: changed, read: oldRead) { p, _, page in
+                placement[p] = nil
+                try collect(page, root: root, into: &removed, page: p)
+            }
+        }
+        for (p, _) in parsedOld { placement[p] = nil }
+        for (c, _, _) in attached { placement[c] = nil }
+        for (p, at) in newPlacement { placement[p] = at }
+        for (c, root, parent) in attached {
+            try walk(c, parent: parent, skipping: changed, read: newRead) { p, above, page in
+                guard placement[p] == nil else { throw PageFormatError(p, "is listed by two b-tree pages") }
+                placement[p] = (root, above)
+                try collect(page, root: root, into: &added, page: p)
+            }
+        }
+
+        // Rows whose stored cell changed: the key of each, and their overflow chains.
+        var released: [Owner] = []
+        var assigned: [(Owner, BTreePage.Cell)] = []
+        for (root, rows) in removed {
+            for (key, cell) in rows where added[root]?[key]?.bytes != cell.bytes {
+                if let ref = try reference(cell, root: root, read: oldRead, changes: &changes) { changes.rows[root, default: []].insert(ref) }
+                released.append(Owner(root: root, cell: key))
+            }
+        }
+        for (root, rows) in added {
+            for (key, cell) in rows where removed[root]?[key]?.bytes != cell.bytes {
+                if let ref = try reference(cell, root: root, read: newRead, changes: &changes) { changes.rows[root, default: []].insert(ref) }
+                if cell.firstOverflow != 0 { assigned.append((Owner(root: root, cell: key), cell)) }
+            }
+        }
+        // Overflow pages written in place under a row whose cell did not change
+        // (SQLite overwrites a same-sized payload in place).
+        var rewalk: Set<Owner> = []
+        for p in changed.keys {
+            guard let owner = overflowOwner[p], let chain = chains[owner] else { continue }
+            changes.rows[owner.root, default: []].insert(chain.row)
+            rewalk.insert(owner)
+        }
+        for owner in released { try release(owner, read: oldRead) }
+        var rewalked: [(Owner, Chain)] = []
+        for owner in rewalk {
+            guard let chain = chains[owner] else { continue }
+            try release(owner, read: oldRead)
+            rewalked.append((owner, chain))
+        }
+        for (owner, cell) in assigned {
+            let count = BTreePage.overflowPages(payload: cell.payloadSize, local: cell.local.count, usableSize: usableSize)
+            let ref = try reference(cell, root: owner.root, read: newRead, changes: &changes) ?? .rowid(cell.rowid)
+            try own(owner, Chain(first: cell.firstOverflow, pages: count, row: ref), read: newRead)
+        }
+        for (owner, chain) in rewalked {
+            try own(owner, chain, read: newRead)
+        }
+        return changes
+    }
+
+    // MARK: - Placing changed pages
+
+    private typealias Placement = (root: UInt32, parent: UInt32)
+
+    /// Where each changed page and each unchanged page listed by one hangs in
+    /// the new state, found top-down from the roots so that pages no root
+    /// reaches (free pages, stale copies, cycles among them) are never placed.
+    /// Throws when a page would hang in two places.
+    private func placeChanged(_ changed: [UInt32: (old: [UInt8]?, new: [UInt8]?)]) throws
+        -> (pages: [UInt32: Placement], parsed: [UInt32: BTreePage], kids: [UInt32: Placement])
+    {
+        var parsed: [UInt32: BTreePage] = [:]
+        for (p, c) in changed {
+            if let data = c.new, let page = try? BTreePage(data, number: p, usableSize: usableSize) { parsed[p] = page }
+        }
+        /// The unchanged page at the top of `u`'s unchanged ancestry: a root, or a page hung under a changed page.
+        func top(_ u: UInt32) -> (page: UInt32, isRoot: Bool)? {
+            var u = u
+            for _ in 0..<64 {
+                guard let at = placement[u] else { return nil }
+                if at.parent == 0 { return (u, true) }
+                if changed[at.parent] != nil { return (u, false) }
+                u = at.parent
+            }
+            return nil
+        }
+        var pages: [UInt32: Placement] = [:]
+        var kids: [UInt32: Placement] = [:]
+        // Changed pages that an unchanged page lists, by the unchanged top of that page's ancestry.
+        var underKid: [UInt32: [(UInt32, UInt32)]] = [:]
+        var queue: [UInt32] = []
+        func place(_ p: UInt32, _ at: Placement) throws {
+            guard pages.updateValue(at, forKey: p) == nil else { throw PageFormatError(p, "is listed by two b-tree pages") }
+            queue.append(p)
+        }
+        for p in changed.keys {
+            if tables[p] != nil {
+                try place(p, (p, 0))
+            } else if let at = placement[p], at.parent != 0, changed[at.parent] == nil, let t = top(at.parent) {
+                if t.isRoot { try place(p, (t.page, at.parent)) } else { underKid[t.page, default: []].append((p, at.parent)) }
+            }
+        }
+        while let p = queue.popLast() {
+            guard let page = parsed[p], let root = pages[p]?.root else { continue }
+            for child in page.children {
+                guard tables[child] == nil else { throw PageFormatError(child, "is a table's root and also listed as a child of page \(p)") }
+                if changed[child] != nil {
+                    try place(child, (root, p))
+                } else {
+                    guard kids.updateValue((root, p), forKey: child) == nil else { throw PageFormatError(child, "is listed by two b-tree pages") }
+                    for (q, parent) in underKid[child] ?? [] { try place(q, (root, parent)) }
+                }
+            }
+        }
+        // A page listed anew by a changed page must not still hang under an unchanged page.
+        func stillHangs(_ u: UInt32) -> Bool {
+            guard let t = top(u) else { return false }
+            return t.isRoot || kids[t.page] != nil
+        }
+        for (c, at) in kids {
+            if let was = placement[c], was.parent != 0, changed[was.parent] == nil, stillHangs(was.parent) {
+                throw PageFormatError(c, "is listed by page \(at.parent) and still by page \(was.parent)")
+            }
+        }
+        for (p, at) in pages where at.parent != 0 && changed[at.parent] != nil {
+            if let was = placement[p], was.parent != 0, changed[was.parent] == nil, stillHangs(was.parent) {
+                throw PageFormatError(p, "is listed by page \(at.parent) and still by page \(was.parent)")
+            }
+        }
+        return (pages, parsed, kids)
+    }
+
+    // MARK: - Rows and chains
+
+    private enum CellKey: Hashable {
+        case rowid(Int64)
+        case bytes([UInt8])
+    }
+
+    /// A row's cell in a tree, as the owner of its overflow pages.
+    private struct Owner: Hashable {
+        var root: UInt32
+        var cell: CellKey
+    }
+
+    private struct Chain {
+        var first: UInt32
+        var pages: Int
+        var row: RowRef
+    }
+
+    /// How the validator names a changed row: by its key (decoded from the
+    /// record, or the rowid when that is the key). Nil, with the table marked
+    /// undecided, when the record cannot give its key.
+    private func reference(_ cell: BTreePage.Cell, root: UInt32, read: (UInt32) throws -> [UInt8]?, changes: inout Changes) throws -> RowRef? {
+        guard let table = tables[root] else { return nil }
+        if table.rowidKey { return .key([.integer(cell.rowid)]) }
+        var record = Array(cell.local)
+        if cell.firstOverflow != 0, let last = table.keyFields.max(), !RecordFields.covers(record, count: last + 1) {
+            try readChain(first: cell.firstOverflow, payload: cell.payloadSize, local: cell.local.count, read: read) { record.append(contentsOf: $0) }
+        }
+        // Text with a NUL would be cut short as a bound parameter: compare that table whole.
+        guard let key = table.key(rowid: cell.rowid, record: record, encoding: encoding),
+            !key.contains(where: { if case .text(let s) = $0 { s.utf8.contains(0) } else { false } })
+        else {
+            changes.undecided.insert(root)
+            return nil
+        }
+        return .key(key)
+    }
+
+    private func readChain(first: UInt32, payload: Int, local: Int, read: (UInt32) throws -> [UInt8]?, _ body: (ArraySlice<UInt8>) throws -> Void) throws {
+        var page = first
+        var left = payload - local
+        let count = BTreePage.overflowPages(payload: payload, local: local, usableSize: usableSize)
+        for i in 0..<count {
+            guard page != 0, let data = try read(page), data.count >= usableSize else {
+                throw PageFormatError(page, "is missing from an overflow chain (\(i + 1) of \(count))")
+            }
+            let n = min(left, usableSize - 4)
+            try body(data[4..<(4 + n)])
+            left -= n
+            page = BTreePage.uint32(data, 0)
+        }
+    }
+
+    private func chainPages(_ chain: Chain, read: (UInt32) throws -> [UInt8]?) throws -> [UInt32] {
+        var pages: [UInt32] = []
+        var page = chain.first
+        for i in 0..<chain.pages {
+            guard page != 0, let data = try read(page), data.count >= 4 else {
+                throw PageFormatError(page, "is missing from an overflow chain (\(i + 1) of \(chain.pages))")
+            }
+            pages.append(page)
+            page = BTreePage.uint32(data, 0)
+        }
+        return pages
+    }
+
+    private func release(_ owner: Owner, read: (UInt32) throws -> [UInt8]?) throws {
+        guard let chain = chains.removeValue(forKey: owner) else { return }
+        for page in try chainPages(chain, read: read) where overflowOwner[page] == owner {
+            overflowOwner[page] = nil
+        }
+    }
+
+    private func own(_ owner: Owner, _ chain: Chain, read: (UInt32) throws -> [UInt8]?) throws {
+        for page in try chainPages(chain, read: read) {
+            guard overflowOwner[page] == nil, placement[page] == nil else {
+                throw PageFormatError(page, "is used twice (an overflow page of a row of \(tables[owner.root]?.name ?? "?") that is also another row's or a b-tree page)")
+            }
+            overflowOwner[page] = owner
+        }
+        chains[owner] = chain
+    }
+
+    // MARK: - Whole subtrees
+
+    /// Visits `top` (hung under `parent`) and every page under it with its
+    /// parent, except pages in `skipping` (they are accounted for as changed pages).
+    private func walk(
+        _ top: UInt32, parent: UInt32, skipping: [UInt32: (old: [UInt8]?, new: [UInt8]?)], read: (UInt32) throws -> [UInt8]?,
+        _ visit: (UInt32, UInt32, BTreePage) throws -> Void
+    ) throws {
+        var stack = [(top, parent)]
+        var seen: Set<UInt32> = []
+        while let (p, above) = stack.popLast() {
+            guard seen.insert(p).inserted else { throw PageFormatError(p, "is listed twice in one b-tree") }
+            guard let data = try read(p) else { throw PageFormatError(p, "is listed by a b-tree page but is past the end of the database") }
+            let page = try BTreePage(data, number: p, usableSize: usableSize)
+            try visit(p, above, page)
+            for child in page.children where skipping[child] == nil { stack.append((child, p)) }
+        }
+    }
+
+    /// Hangs the tree at `root` (used when building from scratch).
+    private func attach(root: UInt32, read: (UInt32) throws -> [UInt8]?, changes: inout Changes) throws {
+        guard let table = tables[root] else { return }
+        try walk(root, parent: 0, skipping: [:], read: read) { p, above, page in
+            guard placement[p] == nil else { throw PageFormatError(p, "is listed by two b-tree pages") }
+            guard page.kind.isTable != table.withoutRowid else {
+                throw PageFormatError(p, "is a \(page.kind.isTable ? "table" : "index") page in \(table.name)'s b-tree")
+            }
+            placement[p] = (root, above)
+            for cell in page.cells where cell.firstOverflow != 0 {
+                let key: CellKey = page.kind.isTable ? .rowid(cell.rowid) : .bytes(Array(cell.bytes))
+                let ref = try reference(cell, root: root, read: read, changes: &changes) ?? .rowid(cell.rowid)
+                let count = BTreePage.overflowPages(payload: cell.payloadSize, local: cell.local.count, usableSize: usableSize)
+                try own(Owner(root: root, cell: key), Chain(first: cell.firstOverflow, pages: count, row: ref), read: read)
+            }
+        }
+    }
+}

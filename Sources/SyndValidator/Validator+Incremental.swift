@@ -1,0 +1,103 @@
+import CSQLite
+import SyndProtocol
+import SyndSQLite
+
+/// Checking a batch by the rows it changed: those its page images changed
+/// (found by the `PageTracker`) and those its changeset names. Rows no batch
+/// touched were equal before and are equal still, so this is as strong as
+/// comparing every table, at a cost that follows the batch.
+extension Validator {
+    /// The key of every row `changeset` touches, by table name (lowercased);
+    /// a table is named in `whole` instead when a key has text with a NUL
+    /// (which a bound parameter would cut short).
+    static func changesetKeys(_ changeset: [UInt8]) -> (keys: [String: Set<[Value]>], whole: Set<String>) {
+        var keys: [String: Set<[Value]>] = [:]
+        var whole: Set<String> = []
+        guard !changeset.isEmpty else { return (keys, whole) }
+        changeset.withUnsafeBytes { bytes in
+            var iterator: OpaquePointer?
+            guard sqlite3changeset_start(&iterator, Int32(bytes.count), UnsafeMutableRawPointer(mutating: bytes.baseAddress)) == SQLITE_OK else { return }
+            defer { sqlite3changeset_finalize(iterator) }
+            while sqlite3changeset_next(iterator) == SQLITE_ROW {
+                var table: UnsafePointer<CChar>?
+                var columns: Int32 = 0
+                var op: Int32 = 0
+                var indirect: Int32 = 0
+                sqlite3changeset_op(iterator, &table, &columns, &op, &indirect)
+                var pk: UnsafeMutablePointer<UInt8>?
+                sqlite3changeset_pk(iterator, &pk, &columns)
+                guard let table, let pk else { continue }
+                let name = String(cString: table).lowercased()
+                var key: [Value] = []
+                for i in 0..<columns where pk[Int(i)] != 0 {
+                    var v: OpaquePointer?
+                    if op == SQLITE_INSERT { sqlite3changeset_new(iterator, i, &v) } else { sqlite3changeset_old(iterator, i, &v) }
+                    let value = Self.value(v)
+                    if case .text(let s) = value, s.utf8.count != Int(sqlite3_value_bytes(v)) { whole.insert(name) }
+                    key.append(value)
+                }
+                keys[name, default: []].insert(key)
+            }
+        }
+        return (keys, whole)
+    }
+
+    static func value(_ v: OpaquePointer?) -> Value {
+        guard let v else { return .null }
+        switch sqlite3_value_type(v) {
+        case SQLITE_INTEGER: return .integer(sqlite3_value_int64(v))
+        case SQLITE_FLOAT: return .real(sqlite3_value_double(v))
+        case SQLITE_TEXT: return .text(sqlite3_value_text(v).map { String(cString: $0) } ?? "")
+        case SQLITE_BLOB:
+            let n = Int(sqlite3_value_bytes(v))
+            guard n > 0, let p = sqlite3_value_blob(v) else { return .blob([]) }
+            return .blob(Array(UnsafeRawBufferPointer(start: p, count: n)))
+        default: return .null
+        }
+    }
+
+    /// Compares, in every keyed table, the rows `changes` and `changesetKeys` name.
+    func compareChanged(
+        _ changes: PageTracker.Changes, changeset: (keys: [String: Set<[Value]>], whole: Set<String>), tables: [UInt32: TableKeys],
+        _ pages: Connection, _ logical: Connection, at version: UInt64
+    ) throws {
+        for (root, table) in tables {
+            if changes.undecided.contains(root) || changeset.whole.contains(table.name.lowercased()) {
+                try compareTable(table.name, pages, at: version)
+                continue
+            }
+            var keys = changeset.keys[table.name.lowercased()] ?? []
+            if let refs = changes.rows[root] {
+                var byRowid: Statement?
+                for ref in refs {
+                    switch ref {
+                    case .key(let key):
+                        keys.insert(key)
+                    case .rowid(let rowid):
+                        if byRowid == nil { byRowid = try pages.prepare(table.keyByRowid) }
+                        if let row = try byRowid!.run([rowid]).first { keys.insert(row) }
+                    }
+                }
+            }
+            guard !keys.isEmpty else { continue }
+            guard table.lookupByKey else {
+                try compareTable(table.name, pages, at: version)
+                continue
+            }
+            let physical = try pages.prepare(table.selectByKey)
+            let replica = try logical.prepare(table.selectByKey)
+            for key in keys where !key.contains(.null) {
+                let expected = try physical.run(key)
+                let actual = try replica.run(key)
+                guard expected != actual else { continue }
+                func show(_ row: [Value]?) -> String {
+                    guard let row else { return "no row" }
+                    return "(" + zip(table.columns, row).map { "\($0)=\($1)" }.joined(separator: ", ") + ")"
+                }
+                throw ValidationFailure(
+                    version: version, reason: "page images and changesets disagree", table: table.name,
+                    key: key.map(\.description).joined(separator: ", "), expected: show(expected.first), actual: show(actual.first))
+            }
+        }
+    }
+}
