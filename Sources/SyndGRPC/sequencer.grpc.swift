@@ -193,6 +193,19 @@ public enum Synddb_V1_Sequencer: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "CreateSnapshot" metadata.
+        public enum CreateSnapshot: Sendable {
+            /// Request type for "CreateSnapshot".
+            public typealias Input = Synddb_V1_CreateSnapshotRequest
+            /// Response type for "CreateSnapshot".
+            public typealias Output = Synddb_V1_SnapshotInfo
+            /// Descriptor for "CreateSnapshot".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synddb.v1.Sequencer"),
+                method: "CreateSnapshot",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "synddb.v1.Sequencer" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetCapabilities.descriptor,
@@ -206,7 +219,8 @@ public enum Synddb_V1_Sequencer: Sendable {
             GetCommitStatus.descriptor,
             DropDatabase.descriptor,
             GetSequencerKey.descriptor,
-            StreamBatches.descriptor
+            StreamBatches.descriptor,
+            CreateSnapshot.descriptor
         ]
     }
 }
@@ -484,6 +498,25 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.StreamingServerRequest<Synddb_V1_StreamBatchesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_Batch>
+
+        /// Handle the "CreateSnapshot" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Seals a snapshot of the database at its head now (the sequencer also
+        /// > makes them every --snapshot-every versions) and keeps the newest few.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Synddb_V1_CreateSnapshotRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Synddb_V1_SnapshotInfo` messages.
+        func createSnapshot(
+            request: GRPCCore.StreamingServerRequest<Synddb_V1_CreateSnapshotRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_SnapshotInfo>
     }
 
     /// Service protocol for the "synddb.v1.Sequencer" service.
@@ -745,6 +778,25 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.ServerRequest<Synddb_V1_StreamBatchesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_Batch>
+
+        /// Handle the "CreateSnapshot" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Seals a snapshot of the database at its head now (the sequencer also
+        /// > makes them every --snapshot-every versions) and keeps the newest few.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_CreateSnapshotRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Synddb_V1_SnapshotInfo` message.
+        func createSnapshot(
+            request: GRPCCore.ServerRequest<Synddb_V1_CreateSnapshotRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Synddb_V1_SnapshotInfo>
     }
 
     /// Simple service protocol for the "synddb.v1.Sequencer" service.
@@ -1006,6 +1058,25 @@ extension Synddb_V1_Sequencer {
             response: GRPCCore.RPCWriter<Synddb_V1_Batch>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "CreateSnapshot" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Seals a snapshot of the database at its head now (the sequencer also
+        /// > makes them every --snapshot-every versions) and keeps the newest few.
+        ///
+        /// - Parameters:
+        ///   - request: A `Synddb_V1_CreateSnapshotRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Synddb_V1_SnapshotInfo` to respond with.
+        func createSnapshot(
+            request: Synddb_V1_CreateSnapshotRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Synddb_V1_SnapshotInfo
     }
 }
 
@@ -1140,6 +1211,17 @@ extension Synddb_V1_Sequencer.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_Batch>(),
             handler: { request, context in
                 try await self.streamBatches(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Synddb_V1_Sequencer.Method.CreateSnapshot.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_CreateSnapshotRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_SnapshotInfo>(),
+            handler: { request, context in
+                try await self.createSnapshot(
                     request: request,
                     context: context
                 )
@@ -1281,6 +1363,17 @@ extension Synddb_V1_Sequencer.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func createSnapshot(
+        request: GRPCCore.StreamingServerRequest<Synddb_V1_CreateSnapshotRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_SnapshotInfo> {
+        let response = try await self.createSnapshot(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -1448,6 +1541,19 @@ extension Synddb_V1_Sequencer.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func createSnapshot(
+        request: GRPCCore.ServerRequest<Synddb_V1_CreateSnapshotRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Synddb_V1_SnapshotInfo> {
+        return GRPCCore.ServerResponse<Synddb_V1_SnapshotInfo>(
+            message: try await self.createSnapshot(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -1771,6 +1877,30 @@ extension Synddb_V1_Sequencer {
             deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_Batch>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Synddb_V1_Batch>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateSnapshot" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Seals a snapshot of the database at its head now (the sequencer also
+        /// > makes them every --snapshot-every versions) and keeps the newest few.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_CreateSnapshotRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_CreateSnapshotRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_SnapshotInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createSnapshot<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_CreateSnapshotRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_CreateSnapshotRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_SnapshotInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SnapshotInfo>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2229,6 +2359,41 @@ extension Synddb_V1_Sequencer {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "CreateSnapshot" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Seals a snapshot of the database at its head now (the sequencer also
+        /// > makes them every --snapshot-every versions) and keeps the newest few.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_CreateSnapshotRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_CreateSnapshotRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_SnapshotInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createSnapshot<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_CreateSnapshotRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_CreateSnapshotRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_SnapshotInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SnapshotInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Synddb_V1_Sequencer.Method.CreateSnapshot.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2604,6 +2769,36 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_StreamBatchesRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_Batch>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateSnapshot" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Seals a snapshot of the database at its head now (the sequencer also
+    /// > makes them every --snapshot-every versions) and keeps the newest few.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Synddb_V1_CreateSnapshotRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createSnapshot<Result>(
+        request: GRPCCore.ClientRequest<Synddb_V1_CreateSnapshotRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SnapshotInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createSnapshot(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_CreateSnapshotRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_SnapshotInfo>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3029,6 +3224,40 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             metadata: metadata
         )
         return try await self.streamBatches(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateSnapshot" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Seals a snapshot of the database at its head now (the sequencer also
+    /// > makes them every --snapshot-every versions) and keeps the newest few.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createSnapshot<Result>(
+        _ message: Synddb_V1_CreateSnapshotRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SnapshotInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Synddb_V1_CreateSnapshotRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createSnapshot(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -608,6 +608,12 @@ public nonisolated struct Synddb_V1_StreamBatchesRequest: Sendable {
   /// sequencer may raise small values.
   public var heartbeatMs: UInt32 = 0
 
+  /// With from_version 0: start with the newest snapshot the stream can go on
+  /// from (its version at least the oldest batch kept minus one), sent as
+  /// Batch messages with snapshot = true, then the batches after it. Without
+  /// such a snapshot the stream starts at the oldest batch kept, as usual.
+  public var fromSnapshot: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -726,11 +732,64 @@ public nonisolated struct Synddb_V1_Batch: @unchecked Sendable {
     set {_uniqueStorage()._heartbeat = newValue}
   }
 
+  /// Part of a snapshot (streams that asked with from_snapshot): the whole
+  /// database as of `version`, pages 1..page_count in order across the parts.
+  /// Every part has database, version, page_size and page_count; the last one
+  /// (snapshot_last) also committed_at_ms of `version`, hash (the hash of batch
+  /// `version`, which the next batch's previous_hash continues), pages_hash
+  /// (over all the snapshot's pages, laid out as a batch's) and
+  ///   signature = Ed25519(sequencer key, H("synddb-snapshot-v1" ||
+  ///                 u32be-length-prefixed database || u64be version ||
+  ///                 u64be committed_at_ms || u32be page_size || u32be page_count ||
+  ///                 hash || pages_hash))
+  public var snapshot: Bool {
+    get {_storage._snapshot}
+    set {_uniqueStorage()._snapshot = newValue}
+  }
+
+  public var snapshotLast: Bool {
+    get {_storage._snapshotLast}
+    set {_uniqueStorage()._snapshotLast = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Synddb_V1_CreateSnapshotRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var database: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A snapshot the sequencer keeps (see Batch.snapshot).
+public nonisolated struct Synddb_V1_SnapshotInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var database: String = String()
+
+  public var version: UInt64 = 0
+
+  public var pageSize: UInt32 = 0
+
+  public var pageCount: UInt32 = 0
+
+  public var committedAtMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -1708,7 +1767,7 @@ nonisolated extension Synddb_V1_SequencerKey: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamBatchesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{3}from_version\0\u{1}follow\0\u{3}heartbeat_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{3}from_version\0\u{1}follow\0\u{3}heartbeat_ms\0\u{3}from_snapshot\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1720,6 +1779,7 @@ nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, Swi
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.fromVersion) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatMs) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.fromSnapshot) }()
       default: break
       }
     }
@@ -1738,6 +1798,9 @@ nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, Swi
     if self.heartbeatMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatMs, fieldNumber: 4)
     }
+    if self.fromSnapshot != false {
+      try visitor.visitSingularBoolField(value: self.fromSnapshot, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1746,6 +1809,7 @@ nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, Swi
     if lhs.fromVersion != rhs.fromVersion {return false}
     if lhs.follow != rhs.follow {return false}
     if lhs.heartbeatMs != rhs.heartbeatMs {return false}
+    if lhs.fromSnapshot != rhs.fromSnapshot {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1753,7 +1817,7 @@ nonisolated extension Synddb_V1_StreamBatchesRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Synddb_V1_Batch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Batch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}version\0\u{3}committed_at_ms\0\u{3}page_size\0\u{3}page_count\0\u{1}pages\0\u{1}changeset\0\u{3}schema_changed\0\u{1}schema\0\u{3}unaudited_tables\0\u{3}previous_hash\0\u{3}pages_hash\0\u{3}changeset_hash\0\u{3}schema_hash\0\u{1}hash\0\u{1}signature\0\u{1}heartbeat\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}version\0\u{3}committed_at_ms\0\u{3}page_size\0\u{3}page_count\0\u{1}pages\0\u{1}changeset\0\u{3}schema_changed\0\u{1}schema\0\u{3}unaudited_tables\0\u{3}previous_hash\0\u{3}pages_hash\0\u{3}changeset_hash\0\u{3}schema_hash\0\u{1}hash\0\u{1}signature\0\u{1}heartbeat\0\u{1}snapshot\0\u{3}snapshot_last\0")
 
   fileprivate class _StorageClass {
     var _database: String = String()
@@ -1773,6 +1837,8 @@ nonisolated extension Synddb_V1_Batch: SwiftProtobuf.Message, SwiftProtobuf._Mes
     var _hash: Data = Data()
     var _signature: Data = Data()
     var _heartbeat: Bool = false
+    var _snapshot: Bool = false
+    var _snapshotLast: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1800,6 +1866,8 @@ nonisolated extension Synddb_V1_Batch: SwiftProtobuf.Message, SwiftProtobuf._Mes
       _hash = source._hash
       _signature = source._signature
       _heartbeat = source._heartbeat
+      _snapshot = source._snapshot
+      _snapshotLast = source._snapshotLast
     }
   }
 
@@ -1835,6 +1903,8 @@ nonisolated extension Synddb_V1_Batch: SwiftProtobuf.Message, SwiftProtobuf._Mes
         case 15: try { try decoder.decodeSingularBytesField(value: &_storage._hash) }()
         case 16: try { try decoder.decodeSingularBytesField(value: &_storage._signature) }()
         case 17: try { try decoder.decodeSingularBoolField(value: &_storage._heartbeat) }()
+        case 18: try { try decoder.decodeSingularBoolField(value: &_storage._snapshot) }()
+        case 19: try { try decoder.decodeSingularBoolField(value: &_storage._snapshotLast) }()
         default: break
         }
       }
@@ -1894,6 +1964,12 @@ nonisolated extension Synddb_V1_Batch: SwiftProtobuf.Message, SwiftProtobuf._Mes
       if _storage._heartbeat != false {
         try visitor.visitSingularBoolField(value: _storage._heartbeat, fieldNumber: 17)
       }
+      if _storage._snapshot != false {
+        try visitor.visitSingularBoolField(value: _storage._snapshot, fieldNumber: 18)
+      }
+      if _storage._snapshotLast != false {
+        try visitor.visitSingularBoolField(value: _storage._snapshotLast, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1920,10 +1996,92 @@ nonisolated extension Synddb_V1_Batch: SwiftProtobuf.Message, SwiftProtobuf._Mes
         if _storage._hash != rhs_storage._hash {return false}
         if _storage._signature != rhs_storage._signature {return false}
         if _storage._heartbeat != rhs_storage._heartbeat {return false}
+        if _storage._snapshot != rhs_storage._snapshot {return false}
+        if _storage._snapshotLast != rhs_storage._snapshotLast {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_CreateSnapshotRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreateSnapshotRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.database.isEmpty {
+      try visitor.visitSingularStringField(value: self.database, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_CreateSnapshotRequest, rhs: Synddb_V1_CreateSnapshotRequest) -> Bool {
+    if lhs.database != rhs.database {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_SnapshotInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SnapshotInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}version\0\u{3}page_size\0\u{3}page_count\0\u{3}committed_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageCount) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.committedAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.database.isEmpty {
+      try visitor.visitSingularStringField(value: self.database, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 3)
+    }
+    if self.pageCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageCount, fieldNumber: 4)
+    }
+    if self.committedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.committedAtMs, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_SnapshotInfo, rhs: Synddb_V1_SnapshotInfo) -> Bool {
+    if lhs.database != rhs.database {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageCount != rhs.pageCount {return false}
+    if lhs.committedAtMs != rhs.committedAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -12,11 +12,11 @@ public enum BatchSeal {
     public static let genesis = SealLayout.genesis
 
     /// swift-crypto's SHA-256 for `SealLayout`.
-    struct Hasher: SealHasher {
+    public struct Hasher: SealHasher {
         private var h = SHA256()
-        init() {}
-        mutating func update(_ bytes: UnsafeRawBufferPointer) { h.update(bufferPointer: bytes) }
-        mutating func finish() -> [UInt8] { Array(h.finalize()) }
+        public init() {}
+        public mutating func update(_ bytes: UnsafeRawBufferPointer) { h.update(bufferPointer: bytes) }
+        public mutating func finish() -> [UInt8] { Array(h.finalize()) }
     }
 
     public static func pagesHash(_ pages: [Page]) -> [UInt8] { SealLayout.pagesHash(pages, Hasher.self) }
@@ -38,6 +38,24 @@ public enum BatchSeal {
         batch.schemaHash = schemaHash(changed: batch.schemaChanged, schema: batch.schema, unaudited: batch.unauditedTables)
         batch.hash = hash(of: batch)
         batch.signature = try key.sign(batch.hash)
+    }
+
+    /// Signs a snapshot's last part (`hash`, `pagesHash` and the rest already set).
+    public static func sealSnapshot(_ last: inout Batch, key: SigningKey) throws {
+        last.signature = try key.sign(SealLayout.snapshotHash(of: last, Hasher.self))
+    }
+
+    /// Hashes a snapshot's pages as they stream in.
+    public typealias SnapshotPages = SealLayout.SnapshotPages<Hasher>
+
+    /// Why a snapshot's last part, whose pages hashed to `pagesHash`, does not verify, or nil.
+    public static func snapshotProblem(with last: Batch, pagesHash: [UInt8], publicKey: [UInt8]) -> String? {
+        guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: publicKey) else { return "the sequencer key is not an Ed25519 key" }
+        if pagesHash != last.pagesHash { return "the snapshot's page images do not match its pages_hash" }
+        if !key.isValidSignature(last.signature, for: SealLayout.snapshotHash(of: last, Hasher.self)) {
+            return "the snapshot's signature is not valid for the sequencer's key"
+        }
+        return nil
     }
 
     /// Why `batch` does not verify against the chain so far, or nil when it does.

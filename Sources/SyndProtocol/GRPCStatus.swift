@@ -71,4 +71,5 @@ public enum SequencerMethod: String, Sendable {
     case dropDatabase = "/synddb.v1.Sequencer/DropDatabase"
     case getSequencerKey = "/synddb.v1.Sequencer/GetSequencerKey"
     case streamBatches = "/synddb.v1.Sequencer/StreamBatches"
+    case createSnapshot = "/synddb.v1.Sequencer/CreateSnapshot"
 }

@@ -494,6 +494,10 @@ public struct Batch: WireMessage {
     /// Not a batch: a heartbeat of a follow stream that asked for them
     /// (`StreamBatchesRequest.heartbeatMs`). `version` is the head, `committedAtMs` the sequencer's clock.
     public var heartbeat = false
+    /// Part of a snapshot (a stream asked `fromSnapshot`): pages of the database at
+    /// `version`, in order; the last part (`snapshotLast`) carries the snapshot's seal.
+    public var snapshot = false
+    public var snapshotLast = false
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, database)
@@ -513,6 +517,8 @@ public struct Batch: WireMessage {
         w.bytes(15, hash)
         w.bytes(16, signature)
         w.bool(17, heartbeat)
+        w.bool(18, snapshot)
+        w.bool(19, snapshotLast)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
@@ -533,6 +539,8 @@ public struct Batch: WireMessage {
         case 15: hash = try r.bytes()
         case 16: signature = try r.bytes()
         case 17: heartbeat = try r.varint() != 0
+        case 18: snapshot = try r.varint() != 0
+        case 19: snapshotLast = try r.varint() != 0
         default: try r.skip(wire)
         }
     }
@@ -544,12 +552,15 @@ public struct StreamBatchesRequest: WireMessage {
     public var follow = false
     /// With `follow`: send a heartbeat (the head, once sent up to it) this often, in milliseconds (0: none).
     public var heartbeatMs: UInt32 = 0
+    /// With `fromVersion` 0: start with the newest usable snapshot.
+    public var fromSnapshot = false
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, database)
         w.uint64(2, fromVersion)
         w.bool(3, follow)
         w.uint32(4, heartbeatMs)
+        w.bool(5, fromSnapshot)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
@@ -557,6 +568,7 @@ public struct StreamBatchesRequest: WireMessage {
         case 2: fromVersion = try r.varint()
         case 3: follow = try r.varint() != 0
         case 4: heartbeatMs = try r.uint32()
+        case 5: fromSnapshot = try r.varint() != 0
         default: try r.skip(wire)
         }
     }
@@ -616,6 +628,47 @@ public struct SequencerKey: WireMessage {
         switch field {
         case 1: algorithm = try r.string()
         case 2: publicKey = try r.bytes()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+public struct CreateSnapshotRequest: WireMessage {
+    public var database = ""
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+/// A snapshot the sequencer keeps (see `Batch.snapshot`).
+public struct SnapshotInfo: WireMessage {
+    public var database = ""
+    public var version: UInt64 = 0
+    public var pageSize: UInt32 = 0
+    public var pageCount: UInt32 = 0
+    public var committedAtMs: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+        w.uint64(2, version)
+        w.uint32(3, pageSize)
+        w.uint32(4, pageCount)
+        w.uint64(5, committedAtMs)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        case 2: version = try r.varint()
+        case 3: pageSize = try r.uint32()
+        case 4: pageCount = try r.uint32()
+        case 5: committedAtMs = try r.varint()
         default: try r.skip(wire)
         }
     }

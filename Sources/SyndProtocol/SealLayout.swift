@@ -80,6 +80,38 @@ public enum SealLayout {
         return nil
     }
 
+    /// The hash a snapshot's signature covers (its last part, `Batch.snapshotLast`):
+    /// the database at `version`, anchored on that batch's hash.
+    public static func snapshotHash<H: SealHasher>(of b: Batch, _: H.Type) -> [UInt8] {
+        var h = H()
+        h.update(Array("synddb-snapshot-v1".utf8))
+        h.update(prefixed(b.database))
+        h.update(be64(b.version))
+        h.update(be64(b.committedAtMs))
+        h.update(be32(b.pageSize))
+        h.update(be32(b.pageCount))
+        h.update(b.hash)
+        h.update(b.pagesHash)
+        return h.finish()
+    }
+
+    /// Hashes a snapshot's pages as they stream in, laid out as `pagesHash` lays
+    /// out a batch's; refuses pages out of order or with gaps.
+    public struct SnapshotPages<H: SealHasher> {
+        private var hasher = H()
+        public private(set) var next: UInt32 = 1
+        public init() {}
+        /// False when `page` is not the next page number.
+        public mutating func add(_ page: Page) -> Bool {
+            guard page.number == next else { return false }
+            hasher.update(be32(page.number))
+            hasher.update(page.data)
+            next += 1
+            return true
+        }
+        public mutating func finish() -> [UInt8] { hasher.finish() }
+    }
+
     static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
     static func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8((v >> (56 - 8 * UInt64($0))) & 0xFF) } }
     static func prefixed(_ s: String) -> [UInt8] { be32(UInt32(s.utf8.count)) + Array(s.utf8) }

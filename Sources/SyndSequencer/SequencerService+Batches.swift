@@ -22,6 +22,12 @@ extension SequencerService {
         let database = request.database
         let store = self.store
         var next = request.fromVersion
+        if next == 0, request.fromSnapshot,
+            let snapshot = try await reads.run({ () throws(SequencerError) in try store.usableSnapshot(of: database) })
+        {
+            guard await Self.send(snapshot, to: stream, reads: reads) else { return }
+            next = snapshot.seal.version + 1
+        }
         if next == 0 {
             // From the oldest batch kept: 1, or the last drop (or the retention window).
             next = try await reads.run { () throws(SequencerError) in try store.oldestVersion(of: database) }
@@ -69,6 +75,39 @@ extension SequencerService {
             await signal.wait(upTo: max(.milliseconds(1), min(idle, .seconds(1))))
             if Task.isCancelled { return }
         }
+    }
+
+    /// Sends a snapshot as parts of about 4 MiB of pages, the seal on the last;
+    /// false when the client left.
+    private static func send(_ snapshot: SnapshotStore.Reader, to stream: some SequencerResponseStream, reads: BlockingLane) async -> Bool {
+        let seal = snapshot.seal
+        let perPart = UInt32(max(1, (4 << 20) / max(1, Int(seal.pageSize))))
+        var next: UInt32 = 1
+        repeat {
+            var part = Batch()
+            part.database = seal.database
+            part.version = seal.version
+            part.pageSize = seal.pageSize
+            part.pageCount = seal.pageCount
+            part.snapshot = true
+            if seal.pageCount > 0 {
+                let range = next...min(seal.pageCount, next + perPart - 1)
+                guard let pages = try? await reads.run({ () throws(SequencerError) in try snapshot.pages(range) }) else { return false }
+                part.pages = pages
+                next = range.upperBound + 1
+            }
+            if next > seal.pageCount {
+                var last = seal
+                last.pages = part.pages
+                part = last
+            }
+            do {
+                try await stream.send(part.serializedBytes())
+            } catch {
+                return false
+            }
+        } while next <= seal.pageCount
+        return true
     }
 
     /// Heartbeats come at most this often, whatever a stream asks.

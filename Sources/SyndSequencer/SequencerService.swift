@@ -30,6 +30,8 @@ public struct SequencerService: Sendable {
     let writes = BlockingLane(label: "synd.sequencer.writes")
     /// Calls served by the store's read-only connection.
     let reads = BlockingLane(label: "synd.sequencer.reads")
+    /// CreateSnapshot, which reads a whole database (seconds for a large one).
+    let snapshots = BlockingLane(label: "synd.sequencer.snapshots")
 
     public init(
         store: PageStore, counters: RequestCounters = RequestCounters(), logger: Logger = Logger(label: "synd.sequencer"),
@@ -95,7 +97,10 @@ public struct SequencerService: Sendable {
             // The request's bytes go before the store makes its copies of a
             // large batch: the decoded request holds all it needs.
             _ = consume request
-            store.commit(r) { reply(Self.encoded($0)) }
+            store.commit(r) { result in
+                if case .success(let response) = result { store.snapshotIfDue(r.database, version: response.version) }
+                reply(Self.encoded(result))
+            }
         case .readPages:
             lane(reads, request, reply) { (r: ReadPagesRequest) throws(SequencerError) in try store.readPages(r) }
         case .openDatabase:
@@ -123,6 +128,12 @@ public struct SequencerService: Sendable {
             } catch {
                 reply(.failure(error))
             }
+        case .createSnapshot:
+            lane(snapshots, request, reply) { (r: CreateSnapshotRequest) throws(SequencerError) in
+                let info = try store.createSnapshot(r.database)
+                logger.info("snapshot of '\(r.database)' at version \(info.version) (\(info.pageCount) pages)")
+                return info
+            }
         case .holdLease, .streamBatches:
             reply(.failure(SequencerError(.unimplemented, "\(method.rawValue) is a server-streaming method, not a unary one")))
         }
@@ -133,7 +144,9 @@ public struct SequencerService: Sendable {
     func commit(_ request: CommitRequest, reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void) {
         counters.count(.commit)
         let logger = self.logger
+        let store = self.store
         store.commit(request) { result in
+            if case .success(let response) = result { store.snapshotIfDue(request.database, version: response.version) }
             let encoded = Self.encoded(result)
             if case .failure(let error) = encoded { Self.log(error, of: .commit, logger) }
             reply(encoded)

@@ -45,6 +45,11 @@ public final class PageStore: Sendable {
     public let recoveryNotes: [String]
     private let catalog: Mutex<Catalog>
     private let duplicates = Atomic<Int>(0)
+    /// Sealed snapshots, in the `snapshots` folder.
+    public let snapshots: SnapshotStore
+    let snapshotState = Mutex(SnapshotState())
+    /// Makes periodic snapshots one at a time, off the commit path.
+    let snapshotQueue = DispatchQueue(label: "synd.store.snapshots", qos: .utility)
     /// Lease epochs are made durable this many at a time (see `acquireLease`).
     static let epochBlock: UInt64 = 1024
 
@@ -59,6 +64,7 @@ public final class PageStore: Sendable {
     public init(_ configuration: StoreConfiguration) throws {
         self.configuration = configuration
         mkdir(configuration.directory, 0o755)
+        snapshots = SnapshotStore(folder: configuration.directory + "/snapshots", kept: configuration.snapshotsKept)
         let logDirectory = configuration.directory + "/log"
         let legacy = configuration.directory + "/store.sqlite"
         var imported: [String] = []
@@ -714,6 +720,9 @@ public final class PageStore: Sendable {
         }
         guard let version else { return response }
         try waiter.wait().get()
+        // What was dropped is gone, snapshots included.
+        snapshots.removeAll(of: request.database)
+        snapshotState.withLock { $0.last[request.database] = version }
         response.version = version
         return response
     }
@@ -730,7 +739,7 @@ public final class PageStore: Sendable {
 
     // MARK: - Validation
 
-    private func validateName(_ name: String) throws(SequencerError) {
+    func validateName(_ name: String) throws(SequencerError) {
         let ok = !name.isEmpty && name.utf8.count <= 255
             && name.utf8.allSatisfy { c in
                 (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 46 || c == 45 || c == 95 || c == 47

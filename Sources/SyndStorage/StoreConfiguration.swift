@@ -6,6 +6,11 @@ public struct StoreConfiguration: Sendable {
     public var directory: String
     /// Versions behind the head that stay readable (point-in-time reads).
     public var retainedVersions: UInt64 = 10_000
+    /// A snapshot of a database is sealed each time its head moves this many
+    /// versions past its last one (0: only on request).
+    public var snapshotEveryVersions: UInt64 = 0
+    /// Snapshots kept per database (the newest).
+    public var snapshotsKept = 2
     /// Size at which the log starts a new segment (only closed ones are compacted).
     public var segmentBytes = 64 << 20
     /// Told what an operator should know of the store's background work (a compaction that failed).

@@ -25,8 +25,21 @@ public final class LogicalReplica {
         sentry.attach(connection)
         // The changesets already hold what triggers and cascades did.
         _ = synd_linked_enable_triggers(connection.handle, 0)
-        try connection.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY")
+        try connection.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF")
         try standIns.install(on: connection)
+    }
+
+    /// Makes this replica a copy of the database at `path` (SQLite's backup API).
+    public func copy(from path: String) throws {
+        let source = try Connection(path: "file:\(path)?mode=ro&immutable=1", readOnly: true)
+        guard let backup = sqlite3_backup_init(connection.handle, "main", source.handle, "main") else {
+            throw ReplicaRefusal("cannot copy the snapshot into the logical replica: \(String(cString: sqlite3_errmsg(connection.handle)))")
+        }
+        let rc = sqlite3_backup_step(backup, -1)
+        sqlite3_backup_finish(backup)
+        guard rc == SQLITE_DONE else {
+            throw ReplicaRefusal("cannot copy the snapshot into the logical replica: \(String(cString: sqlite3_errstr(rc)))")
+        }
     }
 
     /// Applies one batch; throws a `ReplicaConflict` at the first conflict, and a

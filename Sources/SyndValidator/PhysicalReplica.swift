@@ -62,6 +62,24 @@ public final class PhysicalReplica {
         return changed
     }
 
+    /// Empties the replica for a snapshot of `pageCount` pages of `pageSize` bytes.
+    public func start(pageSize: UInt32, pageCount: UInt32) throws {
+        guard pageSize >= 512, pageSize <= 65536, pageSize & (pageSize - 1) == 0 || pageCount == 0 else {
+            throw ReplicaRefusal("page size \(pageSize) is not a power of two between 512 and 65536")
+        }
+        try handle.truncate(atOffset: 0)
+        self.pageSize = pageSize
+        self.pageCount = pageCount
+    }
+
+    /// Writes pages as they are (a snapshot's).
+    public func write(_ pages: [Page]) throws {
+        for page in pages {
+            try handle.seek(toOffset: UInt64(page.number - 1) * UInt64(pageSize))
+            try handle.write(contentsOf: page.data)
+        }
+    }
+
     /// Page `number` as the replica holds it now, nil past its end.
     public func read(_ number: UInt32) throws -> [UInt8]? {
         guard number >= 1, number <= pageCount else { return nil }

@@ -31,6 +31,10 @@ public final class Validator {
     private var trackedStandIns = 0
     private var lastFullCheck: (end: ContinuousClock.Instant, took: Duration)?
     /// Batches checked by comparing every table, and by comparing only the rows they changed.
+    /// The snapshot the replicas were seeded from (0: none, the history from its start).
+    public private(set) var snapshotVersion: UInt64 = 0
+    /// A snapshot's pages so far, while its parts arrive.
+    private var snapshotPages: BatchSeal.SnapshotPages?
     public private(set) var fullChecks = 0
     public private(set) var incrementalChecks = 0
 
@@ -67,6 +71,13 @@ public final class Validator {
     /// there, at a database known to be empty. A drop batch later on empties
     /// both replicas (its schema is empty).
     public func process(_ batch: Batch) throws(ValidationFailure) {
+        if batch.snapshot {
+            try seed(batch)
+            return
+        }
+        if snapshotPages != nil {
+            throw ValidationFailure(version: batch.version, reason: "the stream left a snapshot unfinished (no last part)")
+        }
         var expected = version + 1
         var previousHash = self.previousHash
         if version == 0, batch.version > 1, batch.pageCount == 0 {
@@ -77,7 +88,8 @@ public final class Validator {
             throw ValidationFailure(version: 1, reason: """
                 the sequencer keeps this database's batches from version \(batch.version) on: older ones were pruned \
                 by its retention window (`synd sequencer --retain`), so its history cannot be validated from the start. \
-                Keep a validator following (`synd validate --follow`), or raise --retain
+                Start from a snapshot (`synd validate --from-snapshot`), keep a validator following \
+                (`synd validate --follow`), or raise --retain
                 """)
         }
         if let problem = BatchSeal.problem(with: batch, expectedVersion: expected, previousHash: previousHash, publicKey: publicKey) {
@@ -147,6 +159,62 @@ public final class Validator {
             if let stopped = sentry.stopped { throw ValidationFailure(version: version, reason: stopped.description) }
             throw ValidationFailure(version: version, reason: "comparing the replicas failed: \(error)")
         }
+    }
+
+    /// Takes in one part of a snapshot. Only at the start: the replicas are
+    /// seeded with the database at the snapshot's version, checked against the
+    /// sequencer's signature, and the chain goes on from that batch's hash.
+    /// What came before the snapshot is the sequencer's word, as signed.
+    private func seed(_ part: Batch) throws(ValidationFailure) {
+        guard version == 0, snapshotVersion == 0 else {
+            throw ValidationFailure(version: part.version, reason: "a snapshot arrived after batches had been checked")
+        }
+        if snapshotPages == nil {
+            snapshotPages = BatchSeal.SnapshotPages()
+            do {
+                try physical.start(pageSize: part.pageSize, pageCount: part.pageCount)
+            } catch {
+                throw ValidationFailure(version: part.version, reason: "cannot start the physical replica from the snapshot: \(error)")
+            }
+        }
+        for page in part.pages {
+            guard snapshotPages!.add(page), page.data.count == Int(part.pageSize), page.number <= part.pageCount else {
+                throw ValidationFailure(version: part.version, reason: "the snapshot's page \(page.number) is out of order, past its page count, or the wrong size")
+            }
+        }
+        do {
+            try physical.write(part.pages)
+        } catch {
+            throw ValidationFailure(version: part.version, reason: "cannot write the physical replica: \(error)")
+        }
+        guard part.snapshotLast else { return }
+        guard snapshotPages!.next == part.pageCount + 1 else {
+            throw ValidationFailure(version: part.version, reason: "the snapshot ended after \(snapshotPages!.next - 1) of its \(part.pageCount) pages")
+        }
+        let pagesHash = snapshotPages!.finish()
+        snapshotPages = nil
+        if let problem = BatchSeal.snapshotProblem(with: part, pagesHash: pagesHash, publicKey: publicKey) {
+            throw ValidationFailure(version: part.version, reason: problem)
+        }
+        let start = ContinuousClock.now
+        do {
+            try logical.copy(from: physical.path)
+            let pages = try physical.open()
+            sentry.attach(pages)
+            try rebuildTracker(pages, at: part.version)
+            unauditedTables.formUnion(try logical.schema(of: pages).filter { $0.type == "table" && !$0.isVirtualTable }.map(\.name).filter {
+                try pages.query("PRAGMA table_xinfo(\($0.quotedIdentifier))").allSatisfy { ($0[5].int64 ?? 0) == 0 }
+            })
+        } catch let failure as ValidationFailure {
+            throw failure
+        } catch {
+            throw ValidationFailure(version: part.version, reason: "cannot seed the replicas from the snapshot: \(error)")
+        }
+        // The two replicas are one file: the first whole comparison can wait its turn.
+        lastFullCheck = (ContinuousClock.now, ContinuousClock.now - start)
+        snapshotVersion = part.version
+        version = part.version
+        previousHash = part.hash
     }
 
     private func isFullCheckDue() -> Bool {

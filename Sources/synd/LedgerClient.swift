@@ -54,6 +54,15 @@ struct LedgerClient {
         }
     }
 
+    /// Seals a snapshot of `database` at its head.
+    func createSnapshot(database: String) async throws -> Synddb_V1_SnapshotInfo {
+        try await run { client, options in
+            var request = Synddb_V1_CreateSnapshotRequest()
+            request.database = database
+            return try await client.createSnapshot(request, options: options)
+        }
+    }
+
     /// Drops `database`; returns the drop batch's version (0: there was no such database).
     func drop(database: String) async throws -> UInt64 {
         try await run { client, options in
@@ -64,12 +73,16 @@ struct LedgerClient {
     }
 
     /// Calls `each` for every batch from `from`; stops early when it returns false.
-    func batches(database: String, from: UInt64, follow: Bool = false, _ each: @Sendable @escaping (Batch) async throws -> Bool) async throws {
+    /// With `fromSnapshot` (and `from` 0), the stream starts with the newest usable snapshot.
+    func batches(
+        database: String, from: UInt64, follow: Bool = false, fromSnapshot: Bool = false, _ each: @Sendable @escaping (Batch) async throws -> Bool
+    ) async throws {
         try await run { client, options in
             var request = Synddb_V1_StreamBatchesRequest()
             request.database = database
             request.fromVersion = from
             request.follow = follow
+            request.fromSnapshot = fromSnapshot
             try await client.streamBatches(request, options: options) { response in
                 for try await message in response.messages {
                     let bytes: [UInt8] = try message.serializedBytes()

@@ -20,6 +20,12 @@ struct SequencerCommand: AsyncParsableCommand {
     @Option(help: "Versions behind the head kept for point-in-time reads and for validators to catch up from. Older versions' changesets and superseded page images are let go, and the log's space is reclaimed in the background.")
     var retain: UInt64 = 10_000
 
+    @Option(help: "Seal a snapshot of a database each time it moves this many versions past its last one (0: only on request, `synd snapshot`). A validator can start from a snapshot (`synd validate --from-snapshot`), even when the history before it is past --retain; keep this below --retain so the batches after a snapshot are still there.")
+    var snapshotEvery: UInt64 = 0
+
+    @Option(help: "Snapshots kept per database (the newest).")
+    var snapshotsKept: Int = 2
+
     @Option(help: ArgumentHelp("Size at which the store starts a new log segment, in MiB. Only closed segments are compacted.", visibility: .hidden))
     var segmentMB: Int = 64
 
@@ -36,6 +42,9 @@ struct SequencerCommand: AsyncParsableCommand {
         var configuration = StoreConfiguration(directory: data)
         configuration.retainedVersions = retain
         configuration.maxBatchBytes = maxBatchMB << 20
+        guard snapshotsKept >= 1 else { throw ValidationError("--snapshots-kept must be at least 1") }
+        configuration.snapshotEveryVersions = snapshotEvery
+        configuration.snapshotsKept = snapshotsKept
         guard segmentMB >= 1, segmentMB <= 1024 else { throw ValidationError("--segment-mb must be between 1 and 1024") }
         configuration.segmentBytes = segmentMB << 20
         let server: SequencerServer

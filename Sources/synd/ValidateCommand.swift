@@ -27,6 +27,15 @@ struct ValidateCommand: AsyncParsableCommand {
     @Flag(help: "Keep following new batches.")
     var follow = false
 
+    @Flag(help: "Start from the sequencer's newest snapshot (`synd sequencer --snapshot-every`, `synd snapshot`) instead of the first batch: its pages are checked against the sequencer's signature, then every batch after it as usual. Reaches back past the retention window.")
+    var fromSnapshot = false
+
+    @Flag(help: "Compare every table after every batch, not only the rows each batch changed (the work then grows with the database).")
+    var fullEveryBatch = false
+
+    @Flag(help: "Print how long validation took and how (batches per second, whole-table checks).")
+    var stats = false
+
     @Option(help: "The sequencer's key as `synd sequencer` prints it (ed25519:HEX; default: $SYNDDB_SEQUENCER_KEY, else the key the sequencer gives). Batches are checked with it alone.")
     var sequencerKey: String?
 
@@ -65,9 +74,12 @@ struct ValidateCommand: AsyncParsableCommand {
             key = pinned
         }
         let limits = ReplicaLimits(statementTimeout: .seconds(statementTimeout))
-        let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList, limits: limits))
+        let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList, limits: limits, fullCheck: fullEveryBatch ? .everyBatch : .share(0.05)))
         let validator = box.validator
-        try await client.batches(database: db, from: 0, follow: follow) { batch in
+        let clock = ContinuousClock()
+        let started = clock.now
+        try await client.batches(database: db, from: 0, follow: follow, fromSnapshot: fromSnapshot) { batch in
+            if batch.snapshotLast { box.seeded = clock.now }
             do throws(ValidationFailure) {
                 try box.validator.process(batch)
                 return true
@@ -80,9 +92,19 @@ struct ValidateCommand: AsyncParsableCommand {
             print("FAILED at \(failure)")
             throw ExitCode(1)
         }
-        var line = "ok: \(validator.version) batches of '\(db)' verified (Ed25519 signatures, hash chain, page images = changesets"
+        let batches = validator.version - validator.snapshotVersion
+        var line = "ok: \(batches) batches of '\(db)' verified"
+        if validator.snapshotVersion > 0 { line += " after the snapshot at version \(validator.snapshotVersion) (signed by the sequencer)" }
+        line += " (Ed25519 signatures, hash chain, page images = changesets"
         line += ruleList.isEmpty ? ")" : ", \(ruleList.count) rules)"
         print(line)
+        if stats {
+            let total = (clock.now - started).seconds
+            let seeding = box.seeded.map { ($0 - started).seconds } ?? 0
+            let rate = Double(batches) / max(total - seeding, 1e-9)
+            print(String(format: "stats: %.3f s in all, %.3f s seeding from the snapshot, %.0f batches/s after it; %d whole-table checks, %d changed-row checks",
+                         total, seeding, rate, validator.fullChecks, validator.incrementalChecks))
+        }
         if !validator.unauditedTables.isEmpty {
             print("warning: tables without a PRIMARY KEY were changed and could not be audited row by row: \(validator.unauditedTables.sorted().joined(separator: ", "))")
         }
@@ -95,5 +117,6 @@ final class FailureBox: @unchecked Sendable {
     // these only after the stream has ended.
     let validator: Validator
     var failure: ValidationFailure?
+    var seeded: ContinuousClock.Instant?
     init(_ validator: Validator) { self.validator = validator }
 }

@@ -1,0 +1,102 @@
+import Foundation
+import SyndDB
+import SyndLedger
+import SyndProtocol
+import SyndStorage
+import Testing
+
+/// Snapshots: the sequencer seals one every --snapshot-every versions (or on
+/// `synd snapshot`), a validator starts from the newest one past the
+/// retention window and checks everything after it, and a snapshot whose pages
+/// or seal were changed is refused.
+@Suite struct SnapshotTests {
+    let dir = TemporaryDirectory()
+
+    static func snapshotFiles(_ data: String, _ name: String) -> [String] {
+        let folder = data + "/snapshots/" + name.utf8.map { String(format: "%02x", $0) }.joined()
+        return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".snapshot") }.sorted()
+            .map { folder + "/" + $0 }
+    }
+
+    @Test func aValidatorStartsFromASnapshotBeyondRetentionAndChecksWhatFollows() async throws {
+        let data = dir.path + "/seq"
+        let sequencer = try await offPool {
+            try SequencerProcess(directory: data, extraArguments: ["--retain", "30", "--snapshot-every", "20", "--snapshots-kept", "2"])
+        }
+        let url = sequencer.url
+        let name = uniqueName("snap")
+        try await offPool {
+            try LedgerTests.bankHistory(url, name, transactions: 90)
+            // Big rows too: a snapshot of several parts' worth of overflow pages.
+            let db = try Database.open(name, sequencer: url)
+            try db.execute("CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB)")
+            for i in 1...6 { try db.execute("INSERT INTO blobs VALUES (\(i), randomblob(300000))") }
+            try db.execute("UPDATE accounts SET owner = 'after the snapshots' WHERE id = 2")
+        }
+        // Periodic snapshots are made in the background: wait until they settle; the newest two are kept.
+        var files: [String] = []
+        for _ in 0..<100 {
+            try await Task.sleep(for: .milliseconds(100))
+            let now = Self.snapshotFiles(data, name)
+            if now == files, now.count == 2 { break }
+            files = now
+        }
+        #expect(files.count == 2, "\(files)")
+        // Ten commits after the newest snapshot (fewer than --snapshot-every: no new one).
+        try await offPool {
+            let db = try Database.open(name, sequencer: url)
+            for i in 1...10 { try db.execute("UPDATE accounts SET balance = balance + \(i) WHERE id = \(i)") }
+        }
+        // From the first batch: pruned, and the message says what to do.
+        let plain = try await offPool { try runSynd(["validate", "--sequencer", url, "--db", name]) }
+        #expect(plain.status != 0 && plain.output.contains("--from-snapshot"), "\(plain.output) \(plain.error)")
+        // From the snapshot: passes, checking every batch after it.
+        let (status, output, error) = try await offPool { try runSynd(["validate", "--sequencer", url, "--db", name, "--from-snapshot", "--stats"]) }
+        #expect(status == 0, "\(output) \(error)")
+        #expect(output.contains("ok: 10 batches of '\(name)' verified after the snapshot at version"), "\(output)")
+
+        // An explicit snapshot at the head; a lying writer after it is caught at its version.
+        let made = try await offPool { try runSynd(["snapshot", "--sequencer", url, name]) }
+        #expect(made.status == 0 && made.output.contains("snapshot of '\(name)' at version"), "\(made.output) \(made.error)")
+        let liarVersion = try await offPool { () -> UInt64 in
+            var options = DatabaseOptions()
+            options.captureChangesets = false
+            let liar = try Database.open(name, sequencer: url, options: options)
+            try liar.execute("UPDATE accounts SET owner = 'mallory' WHERE id = 3")
+            return liar.statistics.version
+        }
+        let caught = try await offPool { try runSynd(["validate", "--sequencer", url, "--db", name, "--from-snapshot"]) }
+        #expect(caught.status != 0 && caught.output.contains("FAILED at version \(liarVersion)") && caught.output.contains("mallory"),
+                "\(caught.output) \(caught.error)")
+    }
+
+    @Test func aSnapshotWhosePagesOrSealWereChangedIsRefused() async throws {
+        let data = dir.path + "/tamper"
+        let sequencer = try await offPool { try SequencerProcess(directory: data) }
+        let url = sequencer.url
+        let name = uniqueName("forged")
+        try await offPool {
+            try LedgerTests.bankHistory(url, name, transactions: 20)
+            #expect(try runSynd(["snapshot", "--sequencer", url, name]).status == 0)
+        }
+        let file = try #require(Self.snapshotFiles(data, name).first)
+        let original = try Data(contentsOf: URL(fileURLWithPath: file))
+        // A page byte (owner text lives in the pages), then a byte of the seal's signature.
+        let pageOffset = try #require(original.range(of: Data("owner3".utf8))).lowerBound
+        // The seal ends with its signature, then the two snapshot flags (6 bytes), then the 12-byte trailer.
+        let signatureByte = original.count - 12 - 10
+        for (offset, expected) in [(pageOffset, "pages_hash"), (signatureByte, "signature")] {
+            var forged = original
+            forged[offset] ^= 0x01
+            try forged.write(to: URL(fileURLWithPath: file))
+            let (status, output, error) = try await offPool { try runSynd(["validate", "--sequencer", url, "--db", name, "--from-snapshot"]) }
+            #expect(status != 0 && output.contains(expected), "\(expected): \(output) \(error)")
+        }
+        try original.write(to: URL(fileURLWithPath: file))
+        let honest = try await offPool { try runSynd(["validate", "--sequencer", url, "--db", name, "--from-snapshot"]) }
+        #expect(honest.status == 0, "\(honest.output) \(honest.error)")
+        // Dropping the database deletes its snapshots.
+        #expect(try await offPool { try runSynd(["drop", "--sequencer", url, name]) }.status == 0)
+        #expect(Self.snapshotFiles(data, name).isEmpty)
+    }
+}
