@@ -29,6 +29,8 @@ struct BTreePage {
     let kind: Kind
     /// Child pages left to right, the right-most last (interior pages only).
     var children: [UInt32] = []
+    /// A table interior page's keys: child i holds rowids up to keys[i] (the right-most child those above the last).
+    var keys: [Int64] = []
     var cells: [Cell] = []
 
     /// - Parameter usableSize: page size less the reserved bytes at each page's end.
@@ -55,7 +57,9 @@ struct BTreePage {
             }
             if kind == .tableInterior {
                 // Only the key: no row lives here.
-                guard Self.varint(data, &at, end: usableSize) != nil else { throw PageFormatError(number, "cell \(i) has a bad key") }
+                guard let key = Self.varint(data, &at, end: usableSize) else { throw PageFormatError(number, "cell \(i) has a bad key") }
+                guard keys.last.map({ $0 < key }) ?? true else { throw PageFormatError(number, "has its keys out of order (\(key) after \(keys.last!))") }
+                keys.append(key)
                 continue
             }
             let start = at
@@ -65,6 +69,7 @@ struct BTreePage {
             var rowid: Int64 = 0
             if kind == .tableLeaf {
                 guard let r = Self.varint(data, &at, end: usableSize) else { throw PageFormatError(number, "cell \(i) has a bad rowid") }
+                guard cells.last.map({ $0.rowid < r }) ?? true else { throw PageFormatError(number, "has its rowids out of order (\(r) after \(cells.last!.rowid))") }
                 rowid = r
             }
             let payload = Int(size)
@@ -125,7 +130,7 @@ struct PageFormatError: Error, CustomStringConvertible {
         self.page = page
         self.problem = problem
     }
-    var description: String { "page \(page) \(problem)" }
+    var description: String { page == 0 ? problem : "page \(page) \(problem)" }
 }
 
 /// The text encoding of a database (the header's byte 56).

@@ -34,6 +34,20 @@ final class PageTracker {
     private var overflowOwner: [UInt32: Owner] = [:]
     /// Each row's overflow chain.
     private var chains: [Owner: Chain] = [:]
+    /// The rowids each page of a rowid table may hold, from its ancestors' keys:
+    /// a row outside them is in the file but not where a lookup looks.
+    private var bounds: [UInt32: Bounds] = [:]
+
+    /// Rowids `lower < rowid <= upper` (nil: no bound).
+    struct Bounds: Equatable {
+        var lower: Int64?
+        var upper: Int64?
+        func holds(_ k: Int64) -> Bool { (lower.map { k > $0 } ?? true) && (upper.map { k <= $0 } ?? true) }
+        /// Child `i`'s bounds under a table interior `page` with these bounds.
+        func child(_ i: Int, of page: BTreePage) -> Bounds {
+            Bounds(lower: i == 0 ? lower : page.keys[i - 1], upper: i < page.keys.count ? page.keys[i] : upper)
+        }
+    }
 
     /// Walks every keyed table's b-tree from its root.
     init(tables: [UInt32: TableKeys], usableSize: Int, encoding: TextEncoding, read: (UInt32) throws -> [UInt8]?) throws {
@@ -48,12 +62,19 @@ final class PageTracker {
 
     var trackedPages: Int { placement.count + overflowOwner.count }
 
+    /// The tracked pages among `range` (pages a batch cut off whose old bytes the tracker needs).
+    func tracked(in range: ClosedRange<UInt32>) -> [UInt32] {
+        if range.count <= trackedPages { return range.filter { placement[$0] != nil || overflowOwner[$0] != nil } }
+        return (Array(placement.keys) + Array(overflowOwner.keys)).filter { range.contains($0) }
+    }
+
     /// Takes in a batch: `changed` maps each page the batch wrote (or cut off,
     /// as nil new content) to its old and new bytes; `read` gives any other
     /// page (the same before and after). Returns the rows that changed.
-    func apply(changed: [UInt32: (old: [UInt8]?, new: [UInt8]?)], read: (UInt32) throws -> [UInt8]?) throws -> Changes {
+    /// `visible`: pages after it are not part of the database now (page 1's header says so).
+    func apply(changed: [UInt32: (old: [UInt8]?, new: [UInt8]?)], visible: UInt32 = .max, read: (UInt32) throws -> [UInt8]?) throws -> Changes {
         let oldRead: (UInt32) throws -> [UInt8]? = { p in if let c = changed[p] { c.old } else { try read(p) } }
-        let newRead: (UInt32) throws -> [UInt8]? = { p in if let c = changed[p] { c.new } else { try read(p) } }
+        let newRead: (UInt32) throws -> [UInt8]? = { p in if let c = changed[p] { c.new } else if p > visible { nil } else { try read(p) } }
         var parsedOld: [UInt32: BTreePage] = [:]
         for (p, c) in changed where placement[p] != nil {
             guard let data = c.old else { throw PageFormatError(p, "was a b-tree page and is missing") }
@@ -105,21 +126,29 @@ final class PageTracker {
             if let now { attached.append((c, now.root, now.parent)) }
         }
         for (c, root) in detached {
-            try walk(c, parent: 0, skipping: changed, read: oldRead) { p, _, page in
+            try walk(c, parent: 0, skipping: { changed[$0] != nil }, read: oldRead) { p, _, page in
                 placement[p] = nil
+                bounds[p] = nil
                 try collect(page, root: root, into: &removed, page: p)
             }
         }
         for (p, _) in parsedOld { placement[p] = nil }
         for (c, _, _) in attached { placement[c] = nil }
         for (p, at) in newPlacement { placement[p] = at }
+        // Pages with new content to check against their ancestors' keys.
+        var rewritten = Set(newPlacement.keys)
         for (c, root, parent) in attached {
-            try walk(c, parent: parent, skipping: changed, read: newRead) { p, above, page in
-                guard placement[p] == nil else { throw PageFormatError(p, "is listed by two b-tree pages") }
+            // Changed pages under it that the placing above did not reach are read as they are now.
+            try walk(c, parent: parent, skipping: { newPlacement[$0] != nil }, read: newRead) { p, above, page in
+                guard placement[p] == nil, changed[p] != nil || overflowOwner[p] == nil else {
+                    throw PageFormatError(p, "is listed by two b-tree pages, or is also an overflow page")
+                }
                 placement[p] = (root, above)
+                rewritten.insert(p)
                 try collect(page, root: root, into: &added, page: p)
             }
         }
+        for p in parsedOld.keys where placement[p] == nil { bounds[p] = nil }
 
         // Rows whose stored cell changed: the key of each, and their overflow chains.
         var released: [Owner] = []
@@ -132,7 +161,7 @@ final class PageTracker {
         }
         for (root, rows) in added {
             for (key, cell) in rows where removed[root]?[key]?.bytes != cell.bytes {
-                if let ref = try reference(cell, root: root, read: newRead, changes: &changes) { changes.rows[root, default: []].insert(ref) }
+                if let ref = try reference(cell, root: root, read: newRead, changes: &changes, present: true) { changes.rows[root, default: []].insert(ref) }
                 if cell.firstOverflow != 0 { assigned.append((Owner(root: root, cell: key), cell)) }
             }
         }
@@ -141,7 +170,7 @@ final class PageTracker {
         var rewalk: Set<Owner> = []
         for p in changed.keys {
             guard let owner = overflowOwner[p], let chain = chains[owner] else { continue }
-            changes.rows[owner.root, default: []].insert(chain.row)
+            if let row = chain.row { changes.rows[owner.root, default: []].insert(row) } else { changes.undecided.insert(owner.root) }
             rewalk.insert(owner)
         }
         for owner in released { try release(owner, read: oldRead) }
@@ -152,13 +181,17 @@ final class PageTracker {
             rewalked.append((owner, chain))
         }
         for (owner, cell) in assigned {
-            let count = BTreePage.overflowPages(payload: cell.payloadSize, local: cell.local.count, usableSize: usableSize)
-            let ref = try reference(cell, root: owner.root, read: newRead, changes: &changes) ?? .rowid(cell.rowid)
-            try own(owner, Chain(first: cell.firstOverflow, pages: count, row: ref), read: newRead)
+            try own(owner, try chain(of: cell, root: owner.root, read: newRead, changes: &changes), read: newRead)
         }
-        for (owner, chain) in rewalked {
+        for (owner, old) in rewalked {
+            // The key may live in the overflow pages: read it again, and compare the new key too.
+            var cell = old.cell
+            cell.firstOverflow = old.first
+            let chain = try chain(of: cell, root: owner.root, read: newRead, changes: &changes)
+            if let row = chain.row { changes.rows[owner.root, default: []].insert(row) } else { changes.undecided.insert(owner.root) }
             try own(owner, chain, read: newRead)
         }
+        try checkBounds(rewritten: rewritten, kids: kids, parsedNew: parsedNew, read: newRead)
         return changes
     }
 
@@ -178,7 +211,7 @@ final class PageTracker {
             if let data = c.new, let page = try? BTreePage(data, number: p, usableSize: usableSize) { parsed[p] = page }
         }
         /// The unchanged page at the top of `u`'s unchanged ancestry: a root, or a page hung under a changed page.
-        func top(_ u: UInt32) -> (page: UInt32, isRoot: Bool)? {
+        func top(_ u: UInt32) throws -> (page: UInt32, isRoot: Bool)? {
             var u = u
             for _ in 0..<64 {
                 guard let at = placement[u] else { return nil }
@@ -186,7 +219,7 @@ final class PageTracker {
                 if changed[at.parent] != nil { return (u, false) }
                 u = at.parent
             }
-            return nil
+            throw PageFormatError(u, "is deeper than 64 levels in a b-tree")
         }
         var pages: [UInt32: Placement] = [:]
         var kids: [UInt32: Placement] = [:]
@@ -200,7 +233,7 @@ final class PageTracker {
         for p in changed.keys {
             if tables[p] != nil {
                 try place(p, (p, 0))
-            } else if let at = placement[p], at.parent != 0, changed[at.parent] == nil, let t = top(at.parent) {
+            } else if let at = placement[p], at.parent != 0, changed[at.parent] == nil, let t = try top(at.parent) {
                 if t.isRoot { try place(p, (t.page, at.parent)) } else { underKid[t.page, default: []].append((p, at.parent)) }
             }
         }
@@ -217,17 +250,17 @@ final class PageTracker {
             }
         }
         // A page listed anew by a changed page must not still hang under an unchanged page.
-        func stillHangs(_ u: UInt32) -> Bool {
-            guard let t = top(u) else { return false }
+        func stillHangs(_ u: UInt32) throws -> Bool {
+            guard let t = try top(u) else { return false }
             return t.isRoot || kids[t.page] != nil
         }
         for (c, at) in kids {
-            if let was = placement[c], was.parent != 0, changed[was.parent] == nil, stillHangs(was.parent) {
+            if let was = placement[c], was.parent != 0, changed[was.parent] == nil, try stillHangs(was.parent) {
                 throw PageFormatError(c, "is listed by page \(at.parent) and still by page \(was.parent)")
             }
         }
         for (p, at) in pages where at.parent != 0 && changed[at.parent] != nil {
-            if let was = placement[p], was.parent != 0, changed[was.parent] == nil, stillHangs(was.parent) {
+            if let was = placement[p], was.parent != 0, changed[was.parent] == nil, try stillHangs(was.parent) {
                 throw PageFormatError(p, "is listed by page \(at.parent) and still by page \(was.parent)")
             }
         }
@@ -250,25 +283,43 @@ final class PageTracker {
     private struct Chain {
         var first: UInt32
         var pages: Int
-        var row: RowRef
+        /// The row, nil when its key could not be read (its table is then compared whole).
+        var row: RowRef?
+        /// The cell (its local bytes), to read the key again when the chain is written in place.
+        var cell: BTreePage.Cell
+    }
+
+    private func chain(of cell: BTreePage.Cell, root: UInt32, read: (UInt32) throws -> [UInt8]?, changes: inout Changes) throws -> Chain {
+        let count = BTreePage.overflowPages(payload: cell.payloadSize, local: cell.local.count, usableSize: usableSize)
+        let row = try reference(cell, root: root, read: read, changes: &changes, present: true)
+        var kept = cell
+        kept.local = ArraySlice(Array(cell.local))
+        kept.bytes = []
+        return Chain(first: cell.firstOverflow, pages: count, row: row, cell: kept)
     }
 
     /// How the validator names a changed row: by its key (decoded from the
     /// record, or the rowid when that is the key). Nil, with the table marked
     /// undecided, when the record cannot give its key.
-    private func reference(_ cell: BTreePage.Cell, root: UInt32, read: (UInt32) throws -> [UInt8]?, changes: inout Changes) throws -> RowRef? {
+    private func reference(_ cell: BTreePage.Cell, root: UInt32, read: (UInt32) throws -> [UInt8]?, changes: inout Changes, present: Bool = false) throws -> RowRef? {
         guard let table = tables[root] else { return nil }
         if table.rowidKey { return .key([.integer(cell.rowid)]) }
+        // A row that is there now is read by its rowid; its key then comes from the row.
+        if present && !table.withoutRowid { return .rowid(cell.rowid) }
         var record = Array(cell.local)
         if cell.firstOverflow != 0, let last = table.keyFields.max(), !RecordFields.covers(record, count: last + 1) {
             try readChain(first: cell.firstOverflow, payload: cell.payloadSize, local: cell.local.count, read: read) { record.append(contentsOf: $0) }
         }
-        // Text with a NUL would be cut short as a bound parameter: compare that table whole.
+        // Text with a NUL would be cut short as a bound parameter, and a key
+        // SQLite could not have stored is found by no lookup: compare that table whole.
         guard let key = table.key(rowid: cell.rowid, record: record, encoding: encoding),
-            !key.contains(where: { if case .text(let s) = $0 { s.utf8.contains(0) } else { false } })
+            !key.contains(where: { if case .text(let s) = $0 { s.utf8.contains(0) } else { false } }), table.isStorable(key)
         else {
             changes.undecided.insert(root)
             return nil
+        }
+        if table.withoutRowid && key.contains(.null) {
+            throw PageFormatError(0, "a row of \(table.name) (WITHOUT ROWID) has NULL in its primary key")
         }
         return .key(key)
     }
@@ -323,7 +374,7 @@ final class PageTracker {
     /// Visits `top` (hung under `parent`) and every page under it with its
     /// parent, except pages in `skipping` (they are accounted for as changed pages).
     private func walk(
-        _ top: UInt32, parent: UInt32, skipping: [UInt32: (old: [UInt8]?, new: [UInt8]?)], read: (UInt32) throws -> [UInt8]?,
+        _ top: UInt32, parent: UInt32, skipping: (UInt32) -> Bool, read: (UInt32) throws -> [UInt8]?,
         _ visit: (UInt32, UInt32, BTreePage) throws -> Void
     ) throws {
         var stack = [(top, parent)]
@@ -333,25 +384,73 @@ final class PageTracker {
             guard let data = try read(p) else { throw PageFormatError(p, "is listed by a b-tree page but is past the end of the database") }
             let page = try BTreePage(data, number: p, usableSize: usableSize)
             try visit(p, above, page)
-            for child in page.children where skipping[child] == nil { stack.append((child, p)) }
+            for child in page.children where !skipping(child) { stack.append((child, p)) }
         }
     }
 
     /// Hangs the tree at `root` (used when building from scratch).
     private func attach(root: UInt32, read: (UInt32) throws -> [UInt8]?, changes: inout Changes) throws {
         guard let table = tables[root] else { return }
-        try walk(root, parent: 0, skipping: [:], read: read) { p, above, page in
+        try walk(root, parent: 0, skipping: { _ in false }, read: read) { p, above, page in
             guard placement[p] == nil else { throw PageFormatError(p, "is listed by two b-tree pages") }
             guard page.kind.isTable != table.withoutRowid else {
                 throw PageFormatError(p, "is a \(page.kind.isTable ? "table" : "index") page in \(table.name)'s b-tree")
             }
             placement[p] = (root, above)
+            if page.kind.isTable {
+                // Parents are visited first: their keys bound this page's.
+                let b = above == 0 ? Bounds() : (bounds[p] ?? Bounds())
+                bounds[p] = b
+                try check(page, number: p, within: b)
+                for (i, child) in page.children.enumerated() { bounds[child] = b.child(i, of: page) }
+            }
             for cell in page.cells where cell.firstOverflow != 0 {
                 let key: CellKey = page.kind.isTable ? .rowid(cell.rowid) : .bytes(Array(cell.bytes))
-                let ref = try reference(cell, root: root, read: read, changes: &changes) ?? .rowid(cell.rowid)
-                let count = BTreePage.overflowPages(payload: cell.payloadSize, local: cell.local.count, usableSize: usableSize)
-                try own(Owner(root: root, cell: key), Chain(first: cell.firstOverflow, pages: count, row: ref), read: read)
+                try own(Owner(root: root, cell: key), try chain(of: cell, root: root, read: read, changes: &changes), read: read)
             }
         }
+    }
+
+    // MARK: - Keys where lookups find them
+
+    private func check(_ page: BTreePage, number: UInt32, within b: Bounds) throws {
+        let keys = page.kind == .tableLeaf ? page.cells.map(\.rowid) : page.keys
+        guard let first = keys.first, let last = keys.last else { return }
+        guard b.holds(first), b.holds(last) else {
+            throw PageFormatError(number, "holds rowids \(first)...\(last) outside the range its parent pages give it (\(b.lower.map(String.init) ?? "-inf") < rowid <= \(b.upper.map(String.init) ?? "+inf")): lookups would not find them")
+        }
+    }
+
+    /// Checks the rowids of every rewritten table page against its ancestors'
+    /// keys, and of every page whose range moved (only pages along the edges
+    /// of a rewritten interior page can move, so this follows the batch).
+    private func checkBounds(rewritten: Set<UInt32>, kids: Set<UInt32>, parsedNew: [UInt32: BTreePage], read: (UInt32) throws -> [UInt8]?) throws {
+        var parsed = parsedNew
+        func page(_ p: UInt32) throws -> BTreePage {
+            if let known = parsed[p] { return known }
+            guard let data = try read(p) else { throw PageFormatError(p, "is listed by a b-tree page but is past the end of the database") }
+            let page = try BTreePage(data, number: p, usableSize: usableSize)
+            parsed[p] = page
+            return page
+        }
+        var settled: Set<UInt32> = []
+        func settle(_ p: UInt32) throws {
+            guard settled.insert(p).inserted, let at = placement[p], let table = tables[at.root], !table.withoutRowid else { return }
+            var b = Bounds()
+            if at.parent != 0 {
+                if rewritten.contains(at.parent) || kids.contains(at.parent) { try settle(at.parent) }
+                let parent = try page(at.parent)
+                guard let i = parent.children.firstIndex(of: p) else { throw PageFormatError(p, "is not listed by its parent page \(at.parent)") }
+                b = (bounds[at.parent] ?? Bounds()).child(i, of: parent)
+            }
+            guard rewritten.contains(p) || bounds[p] != b else { return }
+            bounds[p] = b
+            let content = try page(p)
+            try check(content, number: p, within: b)
+            for (i, child) in content.children.enumerated() where bounds[child] != b.child(i, of: content) || rewritten.contains(child) {
+                try settle(child)
+            }
+        }
+        for p in rewritten.union(kids).sorted() { try settle(p) }
     }
 }

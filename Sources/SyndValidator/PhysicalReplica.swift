@@ -27,8 +27,10 @@ public final class PhysicalReplica {
     /// Applies a batch and returns what it changed (old bytes only when the
     /// page size stayed the same). Throws a `ReplicaRefusal` for pages that
     /// cannot be placed (a page number or size the sequencer should never have sealed).
+    /// - Parameter cut: which of the pages a shrinking batch cuts off need their old bytes
+    ///   (a few tracked ones, not a range that could be billions long).
     @discardableResult
-    public func apply(_ batch: Batch) throws -> Changed {
+    public func apply(_ batch: Batch, cut: (ClosedRange<UInt32>) -> [UInt32] = { _ in [] }) throws -> Changed {
         let size = batch.pageSize
         if !batch.pages.isEmpty || batch.pageCount > 0 {
             guard size >= 512, size <= 65536, size & (size - 1) == 0 else {
@@ -50,7 +52,7 @@ public final class PhysicalReplica {
             changed[page.number] = (samePageSize ? try read(page.number) : nil, page.data)
         }
         if samePageSize, batch.pageCount < pageCount {
-            for number in (batch.pageCount + 1)...pageCount { changed[number] = (try read(number), nil) }
+            for number in cut((batch.pageCount + 1)...pageCount) { changed[number] = (try read(number), nil) }
         }
         for page in batch.pages {
             try handle.seek(toOffset: UInt64(page.number - 1) * UInt64(size))

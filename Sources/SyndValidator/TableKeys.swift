@@ -22,6 +22,10 @@ struct TableKeys {
     let selectByKey: String
     /// `SELECT <key columns> FROM t WHERE rowid = ?`.
     let keyByRowid: String
+    /// `SELECT rowid FROM t WHERE <key> = ?...` (rowid tables).
+    let rowidsByKey: String
+    /// Each key column's affinity, to tell a key SQLite would never have stored.
+    let keyAffinities: [Character]
 
     /// The keyed tables of `connection`'s schema, by root page; tables without
     /// a primary key are left out (their rows are not audited).
@@ -60,14 +64,43 @@ struct TableKeys {
                 }
             }
             let keyNames = keyed.map { info[$0][1].string ?? "?" }
+            let affinities = keyed.map { Self.affinity(of: info[$0][2].string ?? "") }
             let columns = comparedColumns(name, info)
             let whereKey = keyNames.enumerated().map { "\($0.element.quotedIdentifier) = ?\($0.offset + 1)" }.joined(separator: " AND ")
             result[UInt32(root)] = TableKeys(
                 name: name, root: UInt32(root), withoutRowid: withoutRowid, rowidKey: rowidKey, keyFields: fields, lookupByKey: builtIn, columns: columns,
                 selectByKey: "SELECT \(columns.map(\.quotedIdentifier).joined(separator: ", ")) FROM \(quoted) WHERE \(whereKey)",
-                keyByRowid: "SELECT \(keyNames.map(\.quotedIdentifier).joined(separator: ", ")) FROM \(quoted) WHERE rowid = ?1")
+                keyByRowid: "SELECT \(keyNames.map(\.quotedIdentifier).joined(separator: ", ")) FROM \(quoted) WHERE rowid = ?1",
+                rowidsByKey: withoutRowid ? "" : "SELECT rowid FROM \(quoted) WHERE \(whereKey)", keyAffinities: affinities)
         }
         return result
+    }
+
+    /// SQLite's affinity of a declared type (https://www.sqlite.org/datatype3.html#determination_of_column_affinity):
+    /// I(nteger), T(ext), B(lob), R(eal), N(umeric).
+    static func affinity(of declared: String) -> Character {
+        let t = declared.uppercased()
+        if t.contains("INT") { return "I" }
+        if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") { return "T" }
+        if t.contains("BLOB") || t.isEmpty { return "B" }
+        if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") { return "R" }
+        return "N"
+    }
+
+    /// True when SQLite could have stored `key` under the key columns'
+    /// affinities. A number in a TEXT column, or numeric text in a numeric
+    /// one, is found by no lookup (the bound value is converted first).
+    func isStorable(_ key: [Value]) -> Bool {
+        for (value, affinity) in zip(key, keyAffinities) {
+            switch (affinity, value) {
+            case ("T", .integer), ("T", .real): return false
+            case ("I", .text(let s)), ("R", .text(let s)), ("N", .text(let s)):
+                let trimmed = s.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }
+                if Double(String(trimmed.reversed())) != nil { return false }
+            default: break
+            }
+        }
+        return true
     }
 
     /// The key of a stored row, or nil when the record cannot give it.

@@ -13,7 +13,7 @@ extension Validator {
     static func changesetKeys(_ changeset: [UInt8]) -> (keys: [String: Set<[Value]>], whole: Set<String>) {
         var keys: [String: Set<[Value]>] = [:]
         var whole: Set<String> = []
-        guard !changeset.isEmpty else { return (keys, whole) }
+        guard !changeset.isEmpty, changeset.count <= Int(Int32.max) else { return (keys, whole) }
         changeset.withUnsafeBytes { bytes in
             var iterator: OpaquePointer?
             guard sqlite3changeset_start(&iterator, Int32(bytes.count), UnsafeMutableRawPointer(mutating: bytes.baseAddress)) == SQLITE_OK else { return }
@@ -69,13 +69,24 @@ extension Validator {
             var keys = changeset.keys[table.name.lowercased()] ?? []
             if let refs = changes.rows[root] {
                 var byRowid: Statement?
+                var byKey: Statement?
                 for ref in refs {
                     switch ref {
                     case .key(let key):
                         keys.insert(key)
                     case .rowid(let rowid):
+                        // A row that is in the table now: its key, which must lead back to it.
                         if byRowid == nil { byRowid = try pages.prepare(table.keyByRowid) }
-                        if let row = try byRowid!.run([rowid]).first { keys.insert(row) }
+                        guard let key = try byRowid!.run([rowid]).first else { continue }
+                        keys.insert(key)
+                        guard !key.contains(.null) else { continue }
+                        if byKey == nil { byKey = try pages.prepare(table.rowidsByKey) }
+                        let found = try byKey!.run(key).map { $0.first }
+                        guard found == [.integer(rowid)] else {
+                            throw ValidationFailure(
+                                version: version, reason: "the page images' primary-key index does not lead to the row: a lookup by key finds rowids \(found.map { $0?.description ?? "?" }) instead of \(rowid)",
+                                table: table.name, key: key.map(\.description).joined(separator: ", "))
+                        }
                     }
                 }
             }

@@ -36,6 +36,8 @@ public final class Validator {
     /// A snapshot's pages so far, while its parts arrive.
     private var snapshotPages: BatchSeal.SnapshotPages?
     public private(set) var fullChecks = 0
+    /// Why whole tables were compared, and how often.
+    public private(set) var fullCheckReasons: [String: Int] = [:]
     public private(set) var incrementalChecks = 0
 
     /// When the validator compares every table instead of the rows a batch changed.
@@ -97,7 +99,7 @@ public final class Validator {
         }
         let changed: PhysicalReplica.Changed
         do {
-            changed = try physical.apply(batch)
+            changed = try physical.apply(batch) { [tracker] range in tracker?.tracked(in: range) ?? [] }
         } catch {
             throw ValidationFailure(version: batch.version, reason: "cannot write the physical replica: \(error)")
         }
@@ -122,15 +124,30 @@ public final class Validator {
             let pages = try physical.open()
             sentry.attach(pages)
             try standIns.install(on: pages)
-            if let tracker, let header = try physical.read(1), !batch.schemaChanged, !isFullCheckDue(), standIns.names.count == trackedStandIns,
-                Self.usableSize(header) == tracker.usableSize, TextEncoding(rawValue: BTreePage.uint32(header, 56)) == tracker.encoding,
-                try Self.roots(of: pages) == roots
-            {
+            let header = try physical.read(1)
+            let whole: String? = if tracker == nil { "no page map yet" }
+                else if header == nil { "an empty database" }
+                else if batch.schemaChanged { "the schema changed" }
+                else if isFullCheckDue() { "its turn" }
+                else if standIns.names.count != trackedStandIns { "a new stand-in function" }
+                else if !Self.headerAgrees(header!, batch) { "page 1's header disagrees with the batch" }
+                else if Self.usableSize(header!) != tracker!.usableSize || TextEncoding(rawValue: BTreePage.uint32(header!, 56)) != tracker!.encoding { "the file format changed" }
+                else if try Self.roots(of: pages) != roots { "a table's root page moved" }
+                else { nil }
+            if let why = whole { fullCheckReasons[why, default: 0] += 1 }
+            if whole == nil, let tracker {
+                // Rebuilt after any failure: the tracker may have taken in part of the batch.
+                self.tracker = nil
                 let changes: PageTracker.Changes
+                let visible = Self.visiblePages(header!, batch)
+                var seen = changed
+                if visible < batch.pageCount {
+                    for (p, c) in changed where p > visible { seen[p] = (c.old, nil) }
+                    for p in tracker.tracked(in: (visible + 1)...batch.pageCount) where seen[p] == nil { seen[p] = (try physical.read(p), nil) }
+                }
                 do {
-                    changes = try tracker.apply(changed: changed, read: physical.read)
+                    changes = try tracker.apply(changed: seen, visible: visible, read: physical.read)
                 } catch let error as PageFormatError {
-                    self.tracker = nil
                     throw ValidationFailure(version: version, reason: "the page images are not a valid database: \(error)")
                 }
                 let keys = Self.changesetKeys(batch.changeset)
@@ -138,6 +155,7 @@ public final class Validator {
                     try compareSchemas(pages, at: version)
                     try compareChanged(changes, changeset: keys, tables: tracker.tables, pages, logical.connection, at: version)
                 }
+                self.tracker = tracker
                 incrementalChecks += 1
             } else {
                 let start = ContinuousClock.now
@@ -223,6 +241,24 @@ public final class Validator {
         return ContinuousClock.now - last.end > last.took * (1 / share)
     }
 
+    /// Page 1's header says what the batch says: its page size, and (where
+    /// SQLite would trust it) a page count within the batch's. Otherwise SQLite reads the file
+    /// otherwise than the tracker does, and only a full check will do.
+    private static func headerAgrees(_ page1: [UInt8], _ batch: Batch) -> Bool {
+        let size = Int(page1[16]) << 8 | Int(page1[17])
+        guard (size == 1 ? 65536 : size) == Int(batch.pageSize) else { return false }
+        let count = BTreePage.uint32(page1, 28)
+        let trusted = count != 0 && page1[24..<28] == page1[92..<96]
+        return !trusted || count <= batch.pageCount
+    }
+
+    /// The pages SQLite reads of the replica: a page count in the header that
+    /// it trusts hides the pages after it (an auto_vacuum file keeps a few).
+    private static func visiblePages(_ page1: [UInt8], _ batch: Batch) -> UInt32 {
+        let count = BTreePage.uint32(page1, 28)
+        return count != 0 && page1[24..<28] == page1[92..<96] ? min(count, batch.pageCount) : batch.pageCount
+    }
+
     private static func usableSize(_ page1: [UInt8]) -> Int {
         (Int(page1[16]) << 8 | Int(page1[17]) == 1 ? 65536 : Int(page1[16]) << 8 | Int(page1[17])) - Int(page1[20])
     }
@@ -251,8 +287,13 @@ public final class Validator {
 
     /// Schemas and tables; repeated from the start when it names a function to stand in for.
     private func compare(_ pages: Connection, at version: UInt64) throws {
-        if pages.isAutocommit, try pages.scalar("PRAGMA quick_check")?.string != "ok" {
-            throw ValidationFailure(version: version, reason: "the page images do not form a valid SQLite database (quick_check failed)")
+        // integrity_check also finds an index that disagrees with its table;
+        // it needs the index's real collation, so with an application's
+        // collation (a byte-order stand-in here) quick_check does what it can.
+        let collations = try pages.scalar("SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%COLLATE%'")?.int64 ?? 1
+        let check = collations == 0 && standIns.names.isEmpty ? "integrity_check" : "quick_check"
+        if pages.isAutocommit, try pages.scalar("PRAGMA \(check)")?.string != "ok" {
+            throw ValidationFailure(version: version, reason: "the page images do not form a valid SQLite database (\(check) failed)")
         }
         try compareSchemas(pages, at: version)
         let physicalSchema = try logical.schema(of: pages)

@@ -76,7 +76,7 @@ import Testing
                 #expect(failure == nil, "\(failure?.description ?? "")")
                 // Only the first batch (and the one that creates the tables) compare whole tables.
                 #expect(validator.fullChecks <= 3 && validator.incrementalChecks >= batches.count - 3,
-                        "\(validator.fullChecks) full, \(validator.incrementalChecks) incremental of \(batches.count)")
+                        "\(validator.fullChecks) full, \(validator.incrementalChecks) incremental of \(batches.count): \(validator.fullCheckReasons)")
                 let full = try LedgerTests.validate(batches, publicKey: key, fullCheck: .everyBatch).failure
                 #expect(full == nil, "\(full?.description ?? "")")
             }
