@@ -104,7 +104,11 @@ final class PageTracker {
             try collect(page, root: root, into: &removed, page: p)
         }
         for (p, at) in newPlacement {
-            guard let page = parsedNew[p] else { throw PageFormatError(p, "hangs in \(tables[at.root]?.name ?? "?")'s b-tree but is not a b-tree page") }
+            guard let page = parsedNew[p] else {
+                // Why it does not parse, or that it is gone.
+                if let data = changed[p]?.new { _ = try BTreePage(data, number: p, usableSize: usableSize) }
+                throw PageFormatError(p, "hangs in \(tables[at.root]?.name ?? "?")'s b-tree but is cut off")
+            }
             try collect(page, root: at.root, into: &added, page: p)
         }
 

@@ -198,4 +198,71 @@ import Testing
                 }, "two swapped leaves", reason: "disagree")
         }
     }
+
+    /// Rows kept in the file but out of a lookup's way: a cell moved out of
+    /// order, an interior key lowered so a child's upper rows fall outside it,
+    /// a row given another row's key while the key's index still points elsewhere.
+    @Test func rowsALookupWouldNotFindAreCaught() async throws {
+        try await withEmbeddedSequencer { server in
+            let store = server.service.store
+            let name = uniqueName("misplaced")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("CREATE TABLE a(id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE n(code TEXT PRIMARY KEY, v TEXT)")
+            try db.transaction {
+                for i in 1...2000 { try db.execute("INSERT INTO a VALUES (\(i), 'a-value-\(1000 + i)')") }
+                for i in 100...199 { try db.execute("INSERT INTO n VALUES ('c-\(i)', 'good-\(i)')") }
+            }
+            try db.execute("DELETE FROM a WHERE id = 5")
+            try db.execute("UPDATE a SET v = 'honest' WHERE id = 1999")
+            let batches = try Self.batches(store, name)
+            let key = store.signingKey
+            #expect(try LedgerTests.validate(batches, publicKey: key.publicKey, fullCheck: .whenNeeded).failure == nil)
+            func expectCaught(_ doctored: [Batch], at index: Int, _ what: String, _ reason: String) throws {
+                let (failure, validator) = try LedgerTests.validate(doctored, publicKey: key.publicKey, fullCheck: .whenNeeded)
+                #expect(failure?.version == batches[index].version, "\(what): \(failure?.description ?? "passed")")
+                #expect(failure?.description.contains(reason) == true, "\(what): \(failure?.description ?? "passed")")
+                #expect(validator.fullChecks <= 2, "\(what): \(validator.fullCheckReasons)")
+                let full = try LedgerTests.validate(doctored, publicKey: key.publicKey, fullCheck: .everyBatch).failure
+                #expect(full?.version == batches[index].version, "\(what), whole tables: \(full?.description ?? "passed")")
+            }
+            func parse(_ data: [UInt8], _ number: UInt32) -> BTreePage? { try? BTreePage(data, number: number, usableSize: data.count) }
+
+            // 1. The delete of id 5, whose page still holds it, its pointer moved last.
+            let deleting = batches.count - 2
+            let before = Self.pages(before: deleting, of: batches)
+            let leaf = try #require(before.first { $0.key != 1 && parse($0.value, $0.key)?.cells.contains { $0.rowid == 5 } == true })
+            let page = try #require(parse(leaf.value, leaf.key))
+            let i = try #require(page.cells.firstIndex { $0.rowid == 5 })
+            var moved = leaf.value
+            let pointers = 8, count = page.cells.count
+            let pointer = Array(moved[(pointers + 2 * i)..<(pointers + 2 * i + 2)])
+            moved.removeSubrange((pointers + 2 * i)..<(pointers + 2 * i + 2))
+            moved.insert(contentsOf: pointer, at: pointers + 2 * (count - 1))
+            try expectCaught(try Self.doctored(batches, at: deleting, key: key) { Self.put(leaf.key, moved, into: &$0) }, at: deleting, "a cell out of order", "out of order")
+
+            // 2. a's interior page with one key lowered: its child's upper rows are out of range.
+            let last = batches.count - 1
+            let now = Self.pages(before: last, of: batches)
+            let interior = try #require(now.first { $0.key != 1 && $0.value[0] == 5 && (parse($0.value, $0.key)?.keys.count ?? 0) > 3 })
+            let inner = try #require(parse(interior.value, interior.key))
+            func lowerable(_ i: Int) -> Bool {
+                let (low, high) = (inner.keys[i - 1], inner.keys[i])
+                return low >= 128 && high - low > 2 && high < 16384
+            }
+            let k = try #require((1..<inner.keys.count).first(where: lowerable))
+            var lowered = interior.value
+            let cell = Int(lowered[12 + 2 * k]) << 8 | Int(lowered[12 + 2 * k + 1])
+            let newKey = inner.keys[k - 1] + 1
+            lowered[cell + 4] = UInt8(0x80 | (newKey >> 7))
+            lowered[cell + 5] = UInt8(newKey & 0x7f)
+            #expect(parse(lowered, interior.key)?.keys[k] == newKey)
+            try expectCaught(try Self.doctored(batches, at: last, key: key) { Self.put(interior.key, lowered, into: &$0) }, at: last, "a lowered interior key", "outside the range")
+
+            // 3. n's row 'c-150' renamed 'c-151' in its table page; the key's index still points 'c-151' at the other row.
+            let nLeaf = try #require(now.first { Self.contains($0.value, "c-150") && Self.contains($0.value, "good-150") && $0.value[0] == 13 })
+            var renamed = nLeaf.value
+            #expect(Self.replace(&renamed, "c-150good-150", "c-151good-150"))
+            try expectCaught(try Self.doctored(batches, at: last, key: key) { Self.put(nLeaf.key, renamed, into: &$0) }, at: last, "two rows under one key", "index does not lead to the row")
+        }
+    }
 }
