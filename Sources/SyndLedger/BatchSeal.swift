@@ -58,6 +58,11 @@ public enum BatchSeal {
         return nil
     }
 
+    /// `problem(with:...)` but for the signature, which the caller checks elsewhere.
+    public static func problem(with b: Batch, expectedVersion: UInt64, previousHash: [UInt8], checkingSignature: Bool) -> String? {
+        SealLayout.problem(with: b, expectedVersion: expectedVersion, previousHash: previousHash, Hasher.self) { _, _ in !checkingSignature }
+    }
+
     /// Why `batch` does not verify against the chain so far, or nil when it does.
     public static func problem(with b: Batch, expectedVersion: UInt64, previousHash: [UInt8], publicKey: [UInt8]) -> String? {
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: publicKey) else { return "the sequencer key is not an Ed25519 key" }

@@ -58,9 +58,30 @@ final class PageTracker {
         for root in tables.keys.sorted() {
             try attach(root: root, read: read, changes: &changes)
         }
+        try walk(1, parent: 0, skipping: { _ in false }, read: read) { p, _, page in
+            if p != 1 { schemaPages.insert(p) }
+            for cell in page.cells where cell.firstOverflow != 0 {
+                let count = BTreePage.overflowPages(payload: cell.payloadSize, local: cell.local.count, usableSize: usableSize)
+                schemaPages.formUnion(try chainPages(Chain(first: cell.firstOverflow, pages: count, row: nil, cell: cell), read: read))
+            }
+        }
     }
 
     var trackedPages: Int { placement.count + overflowOwner.count }
+
+    /// The pages of sqlite_schema's b-tree other than page 1, and its rows' overflow pages.
+    private var schemaPages: Set<UInt32> = []
+
+    /// True when `changed` touches the schema: page 1's b-tree part, or another
+    /// page of sqlite_schema (SQLite would read a new schema; only a full check will do).
+    func touchesSchema(_ changed: [UInt32: (old: [UInt8]?, new: [UInt8]?)]) -> Bool {
+        if let one = changed[1] {
+            guard let old = one.old, let new = one.new, old.count >= usableSize, new.count >= usableSize,
+                old[100..<usableSize] == new[100..<usableSize]
+            else { return true }
+        }
+        return changed.keys.contains { schemaPages.contains($0) }
+    }
 
     /// The tracked pages among `range` (pages a batch cut off whose old bytes the tracker needs).
     func tracked(in range: ClosedRange<UInt32>) -> [UInt32] {

@@ -54,11 +54,10 @@ public final class PhysicalReplica {
         if samePageSize, batch.pageCount < pageCount {
             for number in cut((batch.pageCount + 1)...pageCount) { changed[number] = (try read(number), nil) }
         }
-        for page in batch.pages {
-            try handle.seek(toOffset: UInt64(page.number - 1) * UInt64(size))
-            try handle.write(contentsOf: page.data)
+        try write(batch.pages, pageSize: size)
+        if !samePageSize || batch.pageCount != pageCount {
+            try handle.truncate(atOffset: UInt64(batch.pageCount) * UInt64(size))
         }
-        try handle.truncate(atOffset: UInt64(batch.pageCount) * UInt64(size))
         pageSize = size
         pageCount = batch.pageCount
         return changed
@@ -76,9 +75,14 @@ public final class PhysicalReplica {
 
     /// Writes pages as they are (a snapshot's).
     public func write(_ pages: [Page]) throws {
+        try write(pages, pageSize: pageSize)
+    }
+
+    private func write(_ pages: [Page], pageSize: UInt32) throws {
         for page in pages {
-            try handle.seek(toOffset: UInt64(page.number - 1) * UInt64(pageSize))
-            try handle.write(contentsOf: page.data)
+            let offset = off_t(page.number - 1) * off_t(pageSize)
+            let n = page.data.withUnsafeBytes { pwrite(handle.fileDescriptor, $0.baseAddress, $0.count, offset) }
+            guard n == page.data.count else { throw ReplicaRefusal("cannot write page \(page.number) of the physical replica (\(n) of \(page.data.count) bytes)") }
         }
     }
 
@@ -94,9 +98,11 @@ public final class PhysicalReplica {
         return bytes
     }
 
-    /// A read-only connection to the replica as it is now.
+    /// A read-only connection to the replica. Not `immutable`: SQLite checks
+    /// the file's change counter at each read transaction; the validator also
+    /// drops the connection's cache after each batch it writes.
     public func open() throws -> Connection {
-        let connection = try Connection(path: "file:\(path)?mode=ro&immutable=1", readOnly: true)
+        let connection = try Connection(path: "file:\(path)?mode=ro", readOnly: true)
         connection.useStandInCollations()
         return connection
     }

@@ -56,6 +56,14 @@ extension Validator {
         }
     }
 
+    /// A statement prepared once per connection (and schema: the caches are emptied with the page map).
+    func cached(_ sql: String, on connection: Connection, in cache: inout [String: Statement]) throws -> Statement {
+        if let statement = cache[sql] { return statement }
+        let statement = try connection.prepare(sql)
+        cache[sql] = statement
+        return statement
+    }
+
     /// Compares, in every keyed table, the rows `changes` and `changesetKeys` name.
     func compareChanged(
         _ changes: PageTracker.Changes, changeset: (keys: [String: Set<[Value]>], whole: Set<String>), tables: [UInt32: TableKeys],
@@ -76,11 +84,11 @@ extension Validator {
                         keys.insert(key)
                     case .rowid(let rowid):
                         // A row that is in the table now: its key, which must lead back to it.
-                        if byRowid == nil { byRowid = try pages.prepare(table.keyByRowid) }
+                        if byRowid == nil { byRowid = try cached(table.keyByRowid, on: pages, in: &pagesStatements) }
                         guard let key = try byRowid!.run([rowid]).first else { continue }
                         keys.insert(key)
                         guard !key.contains(.null) else { continue }
-                        if byKey == nil { byKey = try pages.prepare(table.rowidsByKey) }
+                        if byKey == nil { byKey = try cached(table.rowidsByKey, on: pages, in: &pagesStatements) }
                         let found = try byKey!.run(key).map { $0.first }
                         guard found == [.integer(rowid)] else {
                             throw ValidationFailure(
@@ -95,8 +103,8 @@ extension Validator {
                 try compareTable(table.name, pages, at: version)
                 continue
             }
-            let physical = try pages.prepare(table.selectByKey)
-            let replica = try logical.prepare(table.selectByKey)
+            let physical = try cached(table.selectByKey, on: pages, in: &pagesStatements)
+            let replica = try cached(table.selectByKey, on: logical, in: &logicalStatements)
             for key in keys where !key.contains(.null) {
                 let expected = try physical.run(key)
                 let actual = try replica.run(key)

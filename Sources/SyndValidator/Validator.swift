@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import SyndCapture
 import SyndLedger
@@ -25,8 +26,6 @@ public final class Validator {
     public let fullCheck: FullCheck
     /// Which rows each page holds, kept across batches; nil until the next full check.
     private var tracker: PageTracker?
-    /// Every table's root page when the tracker was built (a move means a full check).
-    private var roots: [String: Int64] = [:]
     /// How many stand-in functions there were then (more change which columns are compared).
     private var trackedStandIns = 0
     private var lastFullCheck: (end: ContinuousClock.Instant, took: Duration)?
@@ -36,6 +35,12 @@ public final class Validator {
     /// A snapshot's pages so far, while its parts arrive.
     private var snapshotPages: BatchSeal.SnapshotPages?
     public private(set) var fullChecks = 0
+    /// Signatures checked on a thread of their own (`deferSignatures`), else inline.
+    private let signatures: SignatureChecks?
+    /// The physical replica's connection, kept while the schema stays, and its statements.
+    private var pagesConnection: Connection?
+    var pagesStatements: [String: Statement] = [:]
+    var logicalStatements: [String: Statement] = [:]
     /// Why whole tables were compared, and how often.
     public private(set) var fullCheckReasons: [String: Int] = [:]
     public private(set) var incrementalChecks = 0
@@ -55,9 +60,11 @@ public final class Validator {
 
     /// - Parameter directory: where the two replicas are kept (created if missing).
     public init(
-        directory: String, publicKey: [UInt8], rules: [String] = [], limits: ReplicaLimits = ReplicaLimits(), fullCheck: FullCheck = .share(0.05)
+        directory: String, publicKey: [UInt8], rules: [String] = [], limits: ReplicaLimits = ReplicaLimits(), fullCheck: FullCheck = .share(0.05),
+        deferSignatures: Bool = false
     ) throws {
         self.fullCheck = fullCheck
+        signatures = deferSignatures ? SignatureChecks(publicKey: publicKey) : nil
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.publicKey = publicKey
         self.rules = rules
@@ -73,6 +80,12 @@ public final class Validator {
     /// there, at a database known to be empty. A drop batch later on empties
     /// both replicas (its schema is empty).
     public func process(_ batch: Batch) throws(ValidationFailure) {
+        if let failure = signatures?.firstFailure { throw failure }
+        if batch.heartbeat {
+            // The stream is idle: settle the signatures still being checked.
+            try finish()
+            return
+        }
         if batch.snapshot {
             try seed(batch)
             return
@@ -94,7 +107,12 @@ public final class Validator {
                 (`synd validate --follow`), or raise --retain
                 """)
         }
-        if let problem = BatchSeal.problem(with: batch, expectedVersion: expected, previousHash: previousHash, publicKey: publicKey) {
+        if let signatures {
+            if let problem = BatchSeal.problem(with: batch, expectedVersion: expected, previousHash: previousHash, checkingSignature: false) {
+                throw ValidationFailure(version: expected, reason: problem)
+            }
+            signatures.check(version: batch.version, hash: batch.hash, signature: batch.signature)
+        } else if let problem = BatchSeal.problem(with: batch, expectedVersion: expected, previousHash: previousHash, publicKey: publicKey) {
             throw ValidationFailure(version: expected, reason: problem)
         }
         let changed: PhysicalReplica.Changed
@@ -117,13 +135,33 @@ public final class Validator {
         version = batch.version
     }
 
+    /// Waits for the signatures still being checked (`deferSignatures`); throws
+    /// the first bad one. Call it before taking the history as verified.
+    public func finish() throws(ValidationFailure) {
+        try signatures?.wait()
+    }
+
+    /// The physical replica's connection, opened anew when `fresh` (a full check reloads the schema).
+    private func pagesConnection(fresh: Bool) throws -> Connection {
+        if !fresh, let pages = pagesConnection {
+            // Pages were written under it: nothing it cached may be read again.
+            sqlite3_db_release_memory(pages.handle)
+            return pages
+        }
+        pagesConnection = nil
+        pagesStatements = [:]
+        logicalStatements = [:]
+        let pages = try physical.open()
+        sentry.attach(pages)
+        try standIns.install(on: pages)
+        pagesConnection = pages
+        return pages
+    }
+
     private func compare(_ batch: Batch, changed: PhysicalReplica.Changed) throws(ValidationFailure) {
         let version = batch.version
         sentry.reset()
         do {
-            let pages = try physical.open()
-            sentry.attach(pages)
-            try standIns.install(on: pages)
             let header = try physical.read(1)
             let whole: String? = if tracker == nil { "no page map yet" }
                 else if header == nil { "an empty database" }
@@ -132,9 +170,10 @@ public final class Validator {
                 else if standIns.names.count != trackedStandIns { "a new stand-in function" }
                 else if !Self.headerAgrees(header!, batch) { "page 1's header disagrees with the batch" }
                 else if Self.usableSize(header!) != tracker!.usableSize || TextEncoding(rawValue: BTreePage.uint32(header!, 56)) != tracker!.encoding { "the file format changed" }
-                else if try Self.roots(of: pages) != roots { "a table's root page moved" }
+                else if tracker!.touchesSchema(changed) { "the schema's pages changed" }
                 else { nil }
             if let why = whole { fullCheckReasons[why, default: 0] += 1 }
+            let pages = try pagesConnection(fresh: whole != nil)
             if whole == nil, let tracker {
                 // Rebuilt after any failure: the tracker may have taken in part of the batch.
                 self.tracker = nil
@@ -151,8 +190,8 @@ public final class Validator {
                     throw ValidationFailure(version: version, reason: "the page images are not a valid database: \(error)")
                 }
                 let keys = Self.changesetKeys(batch.changeset)
+                // Neither schema changed (the batch says so for the changesets; page 1 and the schema's pages for the images).
                 try standIns.run(on: [pages, logical.connection]) {
-                    try compareSchemas(pages, at: version)
                     try compareChanged(changes, changeset: keys, tables: tracker.tables, pages, logical.connection, at: version)
                 }
                 self.tracker = tracker
@@ -263,20 +302,11 @@ public final class Validator {
         (Int(page1[16]) << 8 | Int(page1[17]) == 1 ? 65536 : Int(page1[16]) << 8 | Int(page1[17])) - Int(page1[20])
     }
 
-    private static func roots(of pages: Connection) throws -> [String: Int64] {
-        var roots: [String: Int64] = [:]
-        for row in try pages.query("SELECT name, rootpage FROM sqlite_schema WHERE type = 'table'") {
-            roots[row[0].string ?? ""] = row[1].int64 ?? 0
-        }
-        return roots
-    }
-
     /// Learns which rows every page holds, after a full check.
     private func rebuildTracker(_ pages: Connection, at version: UInt64) throws {
         tracker = nil
         guard let header = try physical.read(1), let encoding = TextEncoding(rawValue: BTreePage.uint32(header, 56)) else { return }
         let tables = try TableKeys.all(on: pages) { _, info in comparedColumns(info) }
-        roots = try Self.roots(of: pages)
         trackedStandIns = standIns.names.count
         do {
             tracker = try PageTracker(tables: tables, usableSize: Self.usableSize(header), encoding: encoding, read: physical.read)
@@ -365,7 +395,7 @@ public final class Validator {
 }
 
 /// Where and why a history failed validation.
-public struct ValidationFailure: Error, CustomStringConvertible {
+public struct ValidationFailure: Error, Sendable, CustomStringConvertible {
     public var version: UInt64
     public var reason: String
     public var table: String?

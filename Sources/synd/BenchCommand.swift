@@ -77,6 +77,12 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Megabytes of the SQLite file the transfer workload imports and exports.")
     var transferMb: Double = 50
 
+    @Option(help: "Database sizes of the validation workload, in MB, comma-separated.")
+    var validationMb: String = "10,1000"
+
+    @Option(help: "Small commits the validation workload checks per round.")
+    var validationCommits: Int = 2000
+
     @Option(help: "Seconds dqlite-benchmark runs.")
     var dqliteSeconds: Int = 5
 
@@ -92,7 +98,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: .private) var workerLocal: String?
     @Option(help: .private) var workerDb: String?
 
-    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory", "transfer", "followers"]
+    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory", "transfer", "followers", "validation"]
 
     /// The workloads asked for, in the order they run.
     var selected: Set<String> {
@@ -107,6 +113,10 @@ struct BenchCommand: AsyncParsableCommand {
         }
         guard transactions > 0, handovers > 0, writerSeconds > 0, writerThinkMs >= 0, !processCounts.isEmpty, processCounts.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--transactions, --handovers, --writer-seconds and --writer-processes must be positive")
+        }
+        let sizes = validationMb.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) > 0 }), validationCommits > 0 else {
+            throw ValidationError("--validation-mb takes positive sizes in MB, comma-separated, and --validation-commits a positive count")
         }
         guard valueBytes >= 2, !databaseCounts.isEmpty, databaseCounts.allSatisfy({ $0 >= 1 }), bulkMb > 0, bulkRowBytes > 0,
               bulkRowsPerTransaction > 0, scans > 0, rounds > 0, memoryMb > 0, dqliteSeconds > 0, transferMb > 0 else {
@@ -144,6 +154,8 @@ struct BenchCommand: AsyncParsableCommand {
         let (selected, given, n, settings) = (selected, sequencer, transactions, settings)
         let (handovers, processes, seconds, thinkMs) = (handovers, processCounts, writerSeconds, writerThinkMs)
         let (transferMb, bulkRowBytes, rounds) = (transferMb, bulkRowBytes, rounds)
+        let validationSizes = validationMb.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+        let validationCommits = validationCommits
         let started = Date()
         let result: Result<String, any Error> = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
@@ -194,7 +206,7 @@ struct BenchCommand: AsyncParsableCommand {
                         issue10.memory = try withServer("memory") { try BenchIssue10.memory(settings, dir: dir, server: $0) }
                     }
                     var sections: [String] = []
-                    if !selected.isSubset(of: ["writers", "transfer", "followers"]) {
+                    if !selected.isSubset(of: ["writers", "transfer", "followers", "validation"]) {
                         sections.append(BenchIssue10.report(issue10, command: command, date: started).joined(separator: "\n"))
                     }
                     if selected.contains("transfer") {
@@ -208,6 +220,12 @@ struct BenchCommand: AsyncParsableCommand {
                             try BenchFollowers.run(commits: max(50, n / 2), reads: n, dir: dir, url: server.url)
                         }
                         sections.append(BenchFollowers.report(followers, command: command, date: started).joined(separator: "\n"))
+                    }
+                    if selected.contains("validation") {
+                        let cases = try withServer("validation") { server in
+                            try BenchValidation.run(sizes: validationSizes, commits: validationCommits, rounds: rounds, dir: dir, url: server.url)
+                        }
+                        sections.append(BenchValidation.report(cases, commits: validationCommits, command: command, date: started).joined(separator: "\n"))
                     }
                     return (sections + older).joined(separator: "\n\n")
                 })

@@ -75,7 +75,8 @@ struct LedgerClient {
     /// Calls `each` for every batch from `from`; stops early when it returns false.
     /// With `fromSnapshot` (and `from` 0), the stream starts with the newest usable snapshot.
     func batches(
-        database: String, from: UInt64, follow: Bool = false, fromSnapshot: Bool = false, _ each: @Sendable @escaping (Batch) async throws -> Bool
+        database: String, from: UInt64, follow: Bool = false, heartbeatMs: UInt32 = 0, fromSnapshot: Bool = false,
+        _ each: @Sendable @escaping (Batch) async throws -> Bool
     ) async throws {
         try await run { client, options in
             var request = Synddb_V1_StreamBatchesRequest()
@@ -83,6 +84,7 @@ struct LedgerClient {
             request.fromVersion = from
             request.follow = follow
             request.fromSnapshot = fromSnapshot
+            request.heartbeatMs = heartbeatMs
             try await client.streamBatches(request, options: options) { response in
                 for try await message in response.messages {
                     let bytes: [UInt8] = try message.serializedBytes()

@@ -74,11 +74,12 @@ struct ValidateCommand: AsyncParsableCommand {
             key = pinned
         }
         let limits = ReplicaLimits(statementTimeout: .seconds(statementTimeout))
-        let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList, limits: limits, fullCheck: fullEveryBatch ? .everyBatch : .share(0.05)))
+        let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList, limits: limits, fullCheck: fullEveryBatch ? .everyBatch : .share(0.05), deferSignatures: true))
         let validator = box.validator
         let clock = ContinuousClock()
         let started = clock.now
-        try await client.batches(database: db, from: 0, follow: follow, fromSnapshot: fromSnapshot) { batch in
+        // Following, a heartbeat each second lets the validator settle the signatures it checks alongside.
+        try await client.batches(database: db, from: 0, follow: follow, heartbeatMs: follow ? 1000 : 0, fromSnapshot: fromSnapshot) { batch in
             if batch.snapshotLast { box.seeded = clock.now }
             do throws(ValidationFailure) {
                 try box.validator.process(batch)
@@ -87,6 +88,9 @@ struct ValidateCommand: AsyncParsableCommand {
                 box.failure = error
                 return false
             }
+        }
+        if box.failure == nil {
+            do throws(ValidationFailure) { try validator.finish() } catch { box.failure = error }
         }
         if let failure = box.failure {
             print("FAILED at \(failure)")

@@ -1,0 +1,41 @@
+import Crypto
+import Dispatch
+import Synchronization
+
+/// Checks batch signatures on a thread of its own, in order, while the
+/// validator applies and compares the batches (an Ed25519 check costs about
+/// as much as the rest of a small batch's work). The validator reports no
+/// success before `wait()` says every signature so far was good, and a bad
+/// one fails validation at its own version.
+final class SignatureChecks: Sendable {
+    private let key: Curve25519.Signing.PublicKey?
+    private let queue = DispatchQueue(label: "synd.validator.signatures")
+    /// Bounds how far the checks may fall behind (each holds a hash and a signature).
+    private let room = DispatchSemaphore(value: 4096)
+    private let failure = Mutex<ValidationFailure?>(nil)
+
+    init(publicKey: [UInt8]) {
+        key = try? Curve25519.Signing.PublicKey(rawRepresentation: publicKey)
+    }
+
+    /// Queues the check of `signature` over `hash`, the seal of batch `version`.
+    func check(version: UInt64, hash: [UInt8], signature: [UInt8]) {
+        room.wait()
+        queue.async { [self] in
+            defer { room.signal() }
+            guard failure.withLock({ $0 == nil }) else { return }
+            if key?.isValidSignature(signature, for: hash) != true {
+                failure.withLock { $0 = ValidationFailure(version: version, reason: "signature is not valid for the sequencer's key") }
+            }
+        }
+    }
+
+    /// The first bad signature found so far, if any.
+    var firstFailure: ValidationFailure? { failure.withLock { $0 } }
+
+    /// Waits for every queued check; throws the first bad signature.
+    func wait() throws(ValidationFailure) {
+        queue.sync {}
+        if let failure = firstFailure { throw failure }
+    }
+}
