@@ -100,7 +100,7 @@ let package = Package(
             ]
         ),
         // Validation: logical replicas, physical replicas, the checks between them.
-        .target(name: "SyndValidator", dependencies: ["SyndSQLite", "SyndCapture", "SyndLedger", "SyndProtocol"]),
+        .target(name: "SyndValidator", dependencies: ["SyndSQLite", "SyndCapture", "SyndLedger", "SyndProtocol", "SyndClient"]),
         // Fuzz targets: pure entries over bytes (Fuzz/, scripts/fuzz.sh, FuzzRegressionTests).
         .target(
             name: "SyndFuzzTargets",

@@ -21,8 +21,9 @@ public struct BatchVerifier: Sendable {
         }
     }
 
-    /// Whether `signature` is `key`'s Ed25519 signature of `message`.
-    static func verify(signature: [UInt8], of message: [UInt8], key: [UInt8]) -> Bool {
+    /// Whether `signature` is `key`'s Ed25519 signature of `message` (OpenSSL's
+    /// Ed25519, about 1.5x as fast here as swift-crypto's).
+    public static func verify(signature: [UInt8], of message: [UInt8], key: [UInt8]) -> Bool {
         guard signature.count == 64,
             let pkey = key.withUnsafeBufferPointer({ EVP_PKEY_new_raw_public_key(synd_evp_pkey_ed25519(), nil, $0.baseAddress, $0.count) })
         else { return false }

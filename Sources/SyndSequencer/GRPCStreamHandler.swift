@@ -204,6 +204,12 @@ final class GRPCStreamHandler: ChannelInboundHandler {
     /// One message of a server-streaming call; `promise` completes once the
     /// HTTP/2 layer took it (flow control permitting).
     func send(_ message: [UInt8], promise: EventLoopPromise<Void>) {
+        send(all: [message], promise: promise)
+    }
+
+    /// Several messages of a server-streaming call, flushed once; `promise`
+    /// completes once the HTTP/2 layer took the last.
+    func send(all messages: [[UInt8]], promise: EventLoopPromise<Void>) {
         guard case .running = state, let context else {
             promise.fail(SequencerError(.cancelled, "the client left"))
             return
@@ -212,7 +218,11 @@ final class GRPCStreamHandler: ChannelInboundHandler {
             headersSent = true
             context.write(wrapOutboundOut(.headers(.init(headers: GRPCResponseHeaders.ok))), promise: nil)
         }
-        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(framed(message, context))))), promise: promise)
+        for (i, message) in messages.enumerated() {
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(framed(message, context))))), promise: i == messages.count - 1 ? promise : nil)
+        }
+        if messages.isEmpty { promise.succeed() }
+        context.flush()
     }
 
     private func streamEnded(_ error: SequencerError?) {
@@ -261,6 +271,12 @@ struct GRPCResponseStream: SequencerResponseStream {
     func send(_ message: [UInt8]) async throws {
         let promise = eventLoop.makePromise(of: Void.self)
         eventLoop.execute { handler.value.send(message, promise: promise) }
+        try await promise.futureResult.get()
+    }
+
+    func send(all messages: [[UInt8]]) async throws {
+        let promise = eventLoop.makePromise(of: Void.self)
+        eventLoop.execute { handler.value.send(all: messages, promise: promise) }
         try await promise.futureResult.get()
     }
 

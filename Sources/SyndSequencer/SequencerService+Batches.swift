@@ -44,16 +44,29 @@ extension SequencerService {
         while true {
             let head = try await reads.run { () throws(SequencerError) in try store.headVersion(of: database) }
             while next <= head {
+                // Up to 256 batches or about 4 MiB per read, sent as one write.
                 // A missing record is skipped; the validator then sees the gap.
-                let version = next
-                if let batch = try await reads.run({ () throws(SequencerError) in try store.batch(database: database, version: version) }) {
-                    do {
-                        try await stream.send(batch.serializedBytes())
-                    } catch {
-                        return  // the client left: nobody to answer
+                let first = next
+                let (messages, after) = try await reads.run { () throws(SequencerError) -> ([[UInt8]], UInt64) in
+                    var messages: [[UInt8]] = []
+                    var bytes = 0
+                    var version = first
+                    while version <= head, messages.count < 256, bytes < 4 << 20 {
+                        if let batch = try store.batch(database: database, version: version) {
+                            let encoded = batch.serializedBytes()
+                            bytes += encoded.count
+                            messages.append(encoded)
+                        }
+                        version += 1
                     }
+                    return (messages, version)
                 }
-                next += 1
+                do {
+                    try await stream.send(all: messages)
+                } catch {
+                    return  // the client left: nobody to answer
+                }
+                next = after
             }
             guard request.follow else { return }
             if let heartbeat, ContinuousClock.now - lastBeat >= heartbeat {

@@ -25,7 +25,7 @@ public final class LogicalReplica {
         sentry.attach(connection)
         // The changesets already hold what triggers and cascades did.
         _ = synd_linked_enable_triggers(connection.handle, 0)
-        try connection.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF")
+        try connection.execute("PRAGMA foreign_keys=OFF; PRAGMA legacy_alter_table=ON; PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE")
         try standIns.install(on: connection)
     }
 

@@ -83,6 +83,9 @@ final class PageTracker {
         return changed.keys.contains { schemaPages.contains($0) }
     }
 
+    /// Whether the page map needs page `p`'s old bytes when a batch rewrites it.
+    func isTracked(_ p: UInt32) -> Bool { placement[p] != nil || overflowOwner[p] != nil || schemaPages.contains(p) }
+
     /// The tracked pages among `range` (pages a batch cut off whose old bytes the tracker needs).
     func tracked(in range: ClosedRange<UInt32>) -> [UInt32] {
         if range.count <= trackedPages { return range.filter { placement[$0] != nil || overflowOwner[$0] != nil } }
@@ -463,10 +466,16 @@ final class PageTracker {
             guard settled.insert(p).inserted, let at = placement[p], let table = tables[at.root], !table.withoutRowid else { return }
             var b = Bounds()
             if at.parent != 0 {
-                if rewritten.contains(at.parent) || kids.contains(at.parent) { try settle(at.parent) }
-                let parent = try page(at.parent)
-                guard let i = parent.children.firstIndex(of: p) else { throw PageFormatError(p, "is not listed by its parent page \(at.parent)") }
-                b = (bounds[at.parent] ?? Bounds()).child(i, of: parent)
+                let parentMoved = rewritten.contains(at.parent) || kids.contains(at.parent)
+                if parentMoved { try settle(at.parent) }
+                if !parentMoved, let known = bounds[p] {
+                    // Its parent and the parent's range are as they were: so is its range.
+                    b = known
+                } else {
+                    let parent = try page(at.parent)
+                    guard let i = parent.children.firstIndex(of: p) else { throw PageFormatError(p, "is not listed by its parent page \(at.parent)") }
+                    b = (bounds[at.parent] ?? Bounds()).child(i, of: parent)
+                }
             }
             guard rewritten.contains(p) || bounds[p] != b else { return }
             bounds[p] = b

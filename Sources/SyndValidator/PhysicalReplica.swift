@@ -30,7 +30,8 @@ public final class PhysicalReplica {
     /// - Parameter cut: which of the pages a shrinking batch cuts off need their old bytes
     ///   (a few tracked ones, not a range that could be billions long).
     @discardableResult
-    public func apply(_ batch: Batch, cut: (ClosedRange<UInt32>) -> [UInt32] = { _ in [] }) throws -> Changed {
+    /// - Parameter needsOld: which written pages' old bytes are wanted (nil: all).
+    public func apply(_ batch: Batch, needsOld: ((UInt32) -> Bool)? = nil, cut: (ClosedRange<UInt32>) -> [UInt32] = { _ in [] }) throws -> Changed {
         let size = batch.pageSize
         if !batch.pages.isEmpty || batch.pageCount > 0 {
             guard size >= 512, size <= 65536, size & (size - 1) == 0 else {
@@ -49,7 +50,7 @@ public final class PhysicalReplica {
         var changed: Changed = [:]
         changed.reserveCapacity(batch.pages.count)
         for page in batch.pages {
-            changed[page.number] = (samePageSize ? try read(page.number) : nil, page.data)
+            changed[page.number] = (samePageSize && needsOld?(page.number) != false ? try read(page.number) : nil, page.data)
         }
         if samePageSize, batch.pageCount < pageCount {
             for number in cut((batch.pageCount + 1)...pageCount) { changed[number] = (try read(number), nil) }
@@ -99,10 +100,11 @@ public final class PhysicalReplica {
     }
 
     /// A read-only connection to the replica. Not `immutable`: SQLite checks
-    /// the file's change counter at each read transaction; the validator also
-    /// drops the connection's cache after each batch it writes.
+    /// the file's change counter and size at each read transaction; the
+    /// validator also drops the connection's cache after each batch it writes.
     public func open() throws -> Connection {
-        let connection = try Connection(path: "file:\(path)?mode=ro", readOnly: true)
+        // nolock: nothing else opens the replica, and a lock per statement costs two fcntl calls.
+        let connection = try Connection(path: "file:\(path)?mode=ro&nolock=1", readOnly: true)
         connection.useStandInCollations()
         return connection
     }

@@ -117,7 +117,10 @@ public final class Validator {
         }
         let changed: PhysicalReplica.Changed
         do {
-            changed = try physical.apply(batch) { [tracker] range in tracker?.tracked(in: range) ?? [] }
+            // Old bytes only where the page map needs them: page 1 and the pages it tracks.
+            let tracker = self.tracker
+            changed = try physical.apply(
+                batch, needsOld: tracker.map { t in { $0 == 1 || t.isTracked($0) } }, cut: { range in tracker?.tracked(in: range) ?? [] })
         } catch {
             throw ValidationFailure(version: batch.version, reason: "cannot write the physical replica: \(error)")
         }

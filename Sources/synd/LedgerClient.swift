@@ -1,4 +1,5 @@
 import GRPCCore
+import GRPCProtobuf
 import GRPCNIOTransportHTTP2
 import SwiftProtobuf
 import SyndGRPC
@@ -15,6 +16,13 @@ struct LedgerClient {
     func run<T: Sendable>(
         _ body: @Sendable @escaping (Synddb_V1_Sequencer.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws -> T
     ) async throws -> T {
+        try await run { sequencer, options, _ in try await body(sequencer, options) }
+    }
+
+    /// `run`, also giving the underlying client (for calls with a deserializer of their own).
+    func run<T: Sendable>(
+        _ body: @Sendable @escaping (Synddb_V1_Sequencer.Client<HTTP2ClientTransport.Posix>, CallOptions, GRPCClient<HTTP2ClientTransport.Posix>) async throws -> T
+    ) async throws -> T {
         let endpoint = try Endpoint(url: url)
         guard !endpoint.tls else { throw CLIError("https sequencers are not supported by this command yet; use http://") }
         let transport = try HTTP2ClientTransport.Posix(
@@ -28,7 +36,7 @@ struct LedgerClient {
             // grpc-swift-nio-transport (2.9) sizes the client's response deframer
             // from maxRequestMessageBytes, so raise both.
             options.maxRequestMessageBytes = limit
-            return try await body(sequencer, options)
+            return try await body(sequencer, options, client)
         }
     }
 
@@ -78,17 +86,20 @@ struct LedgerClient {
         database: String, from: UInt64, follow: Bool = false, heartbeatMs: UInt32 = 0, fromSnapshot: Bool = false,
         _ each: @Sendable @escaping (Batch) async throws -> Bool
     ) async throws {
-        try await run { client, options in
+        try await run { _, options, client in
             var request = Synddb_V1_StreamBatchesRequest()
             request.database = database
             request.fromVersion = from
             request.follow = follow
             request.fromSnapshot = fromSnapshot
             request.heartbeatMs = heartbeatMs
-            try await client.streamBatches(request, options: options) { response in
-                for try await message in response.messages {
-                    let bytes: [UInt8] = try message.serializedBytes()
-                    guard try await each(try Batch(serializedBytes: bytes)) else { return }
+            // Batches decode straight into SyndProtocol's Batch (the one the validator takes), not through the generated type.
+            try await client.serverStreaming(
+                request: ClientRequest(message: request), descriptor: Synddb_V1_Sequencer.Method.StreamBatches.descriptor,
+                serializer: ProtobufSerializer<Synddb_V1_StreamBatchesRequest>(), deserializer: BatchDeserializer(), options: options
+            ) { response in
+                for try await batch in response.messages {
+                    guard try await each(batch) else { return }
                 }
             }
         }
@@ -98,4 +109,11 @@ struct LedgerClient {
 struct CLIError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Decodes a StreamBatches message with SyndProtocol's codec.
+struct BatchDeserializer: MessageDeserializer {
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> Batch {
+        try serializedMessageBytes.withUnsafeBytes { try Batch(serializedBytes: Array($0)) }
+    }
 }

@@ -74,25 +74,17 @@ struct ValidateCommand: AsyncParsableCommand {
             key = pinned
         }
         let limits = ReplicaLimits(statementTimeout: .seconds(statementTimeout))
-        let box = FailureBox(try Validator(directory: folder, publicKey: key, rules: ruleList, limits: limits, fullCheck: fullEveryBatch ? .everyBatch : .share(0.05), deferSignatures: true))
-        let validator = box.validator
+        let validator = try Validator(
+            directory: folder, publicKey: key, rules: ruleList, limits: limits, fullCheck: fullEveryBatch ? .everyBatch : .share(0.05),
+            deferSignatures: true)
+        let pipeline = ValidationPipeline(validator)
         let clock = ContinuousClock()
         let started = clock.now
         // Following, a heartbeat each second lets the validator settle the signatures it checks alongside.
         try await client.batches(database: db, from: 0, follow: follow, heartbeatMs: follow ? 1000 : 0, fromSnapshot: fromSnapshot) { batch in
-            if batch.snapshotLast { box.seeded = clock.now }
-            do throws(ValidationFailure) {
-                try box.validator.process(batch)
-                return true
-            } catch {
-                box.failure = error
-                return false
-            }
+            pipeline.submit(batch)
         }
-        if box.failure == nil {
-            do throws(ValidationFailure) { try validator.finish() } catch { box.failure = error }
-        }
-        if let failure = box.failure {
+        if let failure = pipeline.finish() {
             print("FAILED at \(failure)")
             throw ExitCode(1)
         }
@@ -104,7 +96,7 @@ struct ValidateCommand: AsyncParsableCommand {
         print(line)
         if stats {
             let total = (clock.now - started).seconds
-            let seeding = box.seeded.map { ($0 - started).seconds } ?? 0
+            let seeding = pipeline.seeded.map { ($0 - started).seconds } ?? 0
             let rate = Double(batches) / max(total - seeding, 1e-9)
             print(String(format: "stats: %.3f s in all, %.3f s seeding from the snapshot, %.0f batches/s after it; %d whole-table checks, %d changed-row checks",
                          total, seeding, rate, validator.fullChecks, validator.incrementalChecks))
@@ -113,14 +105,4 @@ struct ValidateCommand: AsyncParsableCommand {
             print("warning: tables without a PRIMARY KEY were changed and could not be audited row by row: \(validator.unauditedTables.sorted().joined(separator: ", "))")
         }
     }
-}
-
-/// Carries the validator into the stream handler and the first failure out.
-final class FailureBox: @unchecked Sendable {
-    // Safe: the stream handler runs one message at a time, and the command reads
-    // these only after the stream has ended.
-    let validator: Validator
-    var failure: ValidationFailure?
-    var seeded: ContinuousClock.Instant?
-    init(_ validator: Validator) { self.validator = validator }
 }

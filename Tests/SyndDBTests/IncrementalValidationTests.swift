@@ -265,4 +265,36 @@ import Testing
             try expectCaught(try Self.doctored(batches, at: last, key: key) { Self.put(nLeaf.key, renamed, into: &$0) }, at: last, "two rows under one key", "index does not lead to the row")
         }
     }
+
+    /// `synd validate` checks signatures off its path, one every 64 batches and
+    /// the last, relying on the hash chain in between; a bad one still fails
+    /// at its own version, whether or not a checkpoint lands on it.
+    @Test func signaturesCheckedAlongsideStillFailAtTheirVersion() async throws {
+        try await withEmbeddedSequencer { server in
+            let store = server.service.store
+            let name = uniqueName("signatures")
+            try LedgerTests.bankHistory(server.url, name, transactions: 150)
+            let batches = try Self.batches(store, name)
+            #expect(batches.count > 130)
+            func run(_ batches: [Batch]) throws -> ValidationFailure? {
+                let work = TemporaryDirectory()
+                let validator = try Validator(directory: work.path, publicKey: store.signingKey.publicKey, deferSignatures: true)
+                do throws(ValidationFailure) {
+                    for batch in batches { try validator.process(batch) }
+                    try validator.finish()
+                } catch {
+                    return error
+                }
+                return nil
+            }
+            #expect(try run(batches) == nil)
+            for bad in [100, 128, batches.count - 1] {
+                var forged = batches
+                forged[bad - 1].signature[7] ^= 0x20
+                let failure = try run(forged)
+                #expect(failure?.version == forged[bad - 1].version && failure?.reason.contains("signature") == true,
+                        "batch \(bad): \(failure?.description ?? "passed")")
+            }
+        }
+    }
 }
