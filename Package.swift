@@ -115,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "synd",
             dependencies: [
-                "SyndDB", "SyndSequencer", "SyndValidator", "SyndCapture", "SyndGRPC", "SyndHTTP2", "SyndLedger", "SyndSQLite", "CSQLite",
+                "SyndDB", "SyndSequencer", "SyndValidator", "SyndCapture", "SyndClient", "SyndGRPC", "SyndHTTP2", "SyndLedger", "SyndSQLite", "CSQLite",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -520,15 +520,25 @@ private final class MessageDeframer {
         self.onMessage = onMessage
     }
 
+    /// Where the next message starts in `buffer` (consumed bytes are dropped
+    /// in one move, not one per message: a read can hold hundreds of them).
+    private var start = 0
+
     func append(_ data: UnsafeRawBufferPointer) {
         buffer.append(contentsOf: data)
-        while buffer.count >= 5 {
-            let n = Int(buffer[1]) << 24 | Int(buffer[2]) << 16 | Int(buffer[3]) << 8 | Int(buffer[4])
-            guard buffer.count >= 5 + n else { return }
-            let message = Array(buffer[5..<(5 + n)])
-            buffer.removeFirst(5 + n)
-            if buffer.isEmpty { buffer = [] }
+        while buffer.count - start >= 5 {
+            let n = Int(buffer[start + 1]) << 24 | Int(buffer[start + 2]) << 16 | Int(buffer[start + 3]) << 8 | Int(buffer[start + 4])
+            guard buffer.count - start >= 5 + n else { break }
+            let message = Array(buffer[(start + 5)..<(start + 5 + n)])
+            start += 5 + n
             onMessage(message)
+        }
+        if start == buffer.count {
+            buffer = []
+            start = 0
+        } else if start > 0 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            start = 0
         }
     }
 }

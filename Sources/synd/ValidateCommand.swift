@@ -77,14 +77,36 @@ struct ValidateCommand: AsyncParsableCommand {
         let validator = try Validator(
             directory: folder, publicKey: key, rules: ruleList, limits: limits, fullCheck: fullEveryBatch ? .everyBatch : .share(0.05),
             deferSignatures: true)
-        let pipeline = ValidationPipeline(validator)
         let clock = ContinuousClock()
         let started = clock.now
+        var request = StreamBatchesRequest()
+        request.database = db
+        request.follow = follow
+        request.fromSnapshot = fromSnapshot
         // Following, a heartbeat each second lets the validator settle the signatures it checks alongside.
-        try await client.batches(database: db, from: 0, follow: follow, heartbeatMs: follow ? 1000 : 0, fromSnapshot: fromSnapshot) { batch in
-            pipeline.submit(batch)
+        request.heartbeatMs = follow ? 1000 : 0
+        let box = ValidatorBox(validator)
+        let streamRequest = request
+        let outcome: (failure: ValidationFailure?, seeded: ContinuousClock.Instant?) = try await onThread {
+            let validator = box.validator
+            var failure: ValidationFailure?
+            var seeded: ContinuousClock.Instant?
+            try BatchStream.read(url: url, request: streamRequest) { batch in
+                do throws(ValidationFailure) {
+                    try validator.process(batch)
+                    if batch.snapshotLast { seeded = clock.now }
+                    return true
+                } catch {
+                    failure = error
+                    return false
+                }
+            }
+            if failure == nil {
+                do throws(ValidationFailure) { try validator.finish() } catch { failure = error }
+            }
+            return (failure, seeded)
         }
-        if let failure = pipeline.finish() {
+        if let failure = outcome.failure {
             print("FAILED at \(failure)")
             throw ExitCode(1)
         }
@@ -96,7 +118,7 @@ struct ValidateCommand: AsyncParsableCommand {
         print(line)
         if stats {
             let total = (clock.now - started).seconds
-            let seeding = pipeline.seeded.map { ($0 - started).seconds } ?? 0
+            let seeding = outcome.seeded.map { ($0 - started).seconds } ?? 0
             let rate = Double(batches) / max(total - seeding, 1e-9)
             print(String(format: "stats: %.3f s in all, %.3f s seeding from the snapshot, %.0f batches/s after it; %d whole-table checks, %d changed-row checks",
                          total, seeding, rate, validator.fullChecks, validator.incrementalChecks))
@@ -105,4 +127,22 @@ struct ValidateCommand: AsyncParsableCommand {
             print("warning: tables without a PRIMARY KEY were changed and could not be audited row by row: \(validator.unauditedTables.sorted().joined(separator: ", "))")
         }
     }
+}
+
+/// Runs `body` on a thread of its own (it blocks on the network and the disk) and returns its result.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try body() }) }
+        thread.name = "synd.validate"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}
+
+/// Hands the validator to the thread that runs it.
+final class ValidatorBox: @unchecked Sendable {
+    // Safe: only that thread uses the validator until it finished, and the
+    // command reads its figures after the thread's result came back.
+    let validator: Validator
+    init(_ validator: Validator) { self.validator = validator }
 }

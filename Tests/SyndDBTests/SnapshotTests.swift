@@ -99,4 +99,41 @@ import Testing
         #expect(try await offPool { try runSynd(["drop", "--sequencer", url, name]) }.status == 0)
         #expect(Self.snapshotFiles(data, name).isEmpty)
     }
+
+    /// `synd validate --follow --from-snapshot` keeps up as a writer commits and
+    /// stops, non-zero, at the first batch whose changeset leaves out a change.
+    @Test func aFollowingValidatorStopsAtTheFirstLyingBatch() async throws {
+        let data = dir.path + "/follow"
+        let sequencer = try await offPool { try SequencerProcess(directory: data) }
+        let url = sequencer.url
+        let name = uniqueName("followed")
+        try await offPool {
+            try LedgerTests.bankHistory(url, name, transactions: 10)
+            #expect(try runSynd(["snapshot", "--sequencer", url, name]).status == 0)
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Products.synd)
+        process.arguments = ["validate", "--sequencer", url, "--db", name, "--from-snapshot", "--follow"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try startProcess(process)
+        let liarVersion = try await offPool { () -> UInt64 in
+            let db = try Database.open(name, sequencer: url)
+            for i in 1...40 { try db.execute("UPDATE accounts SET balance = balance + \(i) WHERE id = \(1 + i % 5)") }
+            usleep(300_000)
+            // Still following: nothing was wrong so far.
+            #expect(process.isRunning)
+            var options = DatabaseOptions()
+            options.captureChangesets = false
+            let liar = try Database.open(name, sequencer: url, options: options)
+            try liar.execute("UPDATE accounts SET owner = 'mallory' WHERE id = 4")
+            return liar.statistics.version
+        }
+        process.waitForExit(timeout: .seconds(30))
+        let output = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        #expect(!process.isRunning, "still following after the lying batch: \(output)")
+        if process.isRunning { process.terminate() } else { #expect(process.terminationStatus != 0) }
+        #expect(output.contains("FAILED at version \(liarVersion)") && output.contains("mallory"), "\(output)")
+    }
 }
