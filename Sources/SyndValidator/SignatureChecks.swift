@@ -9,14 +9,14 @@ import SyndClient
 /// verdict, and when a following stream goes idle), and a bad one fails
 /// validation at its own version.
 final class SignatureChecks: Sendable {
-    private let key: [UInt8]
+    private let key: Ed25519PublicKey?
     private let queue = DispatchQueue(label: "synd.validator.signatures")
     /// Bounds how far the checks may fall behind (each holds a hash and a signature).
     private let room = DispatchSemaphore(value: 4096)
     private let failure = Mutex<ValidationFailure?>(nil)
 
     init(publicKey: [UInt8]) {
-        key = publicKey
+        key = Ed25519PublicKey(raw: publicKey)
     }
 
     /// Queues the check of batch `version`'s signature over its hash.
@@ -25,7 +25,7 @@ final class SignatureChecks: Sendable {
         queue.async { [self] in
             defer { room.signal() }
             guard failure.withLock({ $0 == nil }) else { return }
-            if key.count != 32 || !BatchVerifier.verify(signature: signature, of: hash, key: key) {
+            if key?.isValidSignature(signature, of: hash) != true {
                 failure.withLock { $0 = ValidationFailure(version: version, reason: "signature is not valid for the sequencer's key") }
             }
         }
