@@ -39,7 +39,8 @@ public enum ValidatorBatchTarget {
         let validator: Validator
         let text: ChangesetText
         do {
-            validator = try Validator(directory: directory, publicKey: key.publicKey, limits: ReplicaLimits(statementTimeout: .seconds(2)))
+            // Whole tables only when needed: every later batch goes through the page map (and the same way every run).
+            validator = try Validator(directory: directory, publicKey: key.publicKey, limits: ReplicaLimits(statementTimeout: .seconds(2)), fullCheck: .whenNeeded)
             text = try ChangesetText()
         } catch {
             violated(name, "cannot set up a validator: \(error)")
