@@ -25,7 +25,7 @@ extension SequencerService {
         if next == 0, request.fromSnapshot,
             let snapshot = try await reads.run({ () throws(SequencerError) in try store.usableSnapshot(of: database) })
         {
-            guard await Self.send(snapshot, to: stream, reads: reads) else { return }
+            guard try await Self.send(snapshot, to: stream, reads: reads) else { return }
             next = snapshot.seal.version + 1
         }
         if next == 0 {
@@ -92,7 +92,8 @@ extension SequencerService {
 
     /// Sends a snapshot as parts of about 4 MiB of pages, the seal on the last;
     /// false when the client left.
-    private static func send(_ snapshot: SnapshotStore.Reader, to stream: some SequencerResponseStream, reads: BlockingLane) async -> Bool {
+    /// A snapshot whose pages cannot be read ends the call with that error (the client must not take a part for the whole).
+    private static func send(_ snapshot: SnapshotStore.Reader, to stream: some SequencerResponseStream, reads: BlockingLane) async throws(SequencerError) -> Bool {
         let seal = snapshot.seal
         let perPart = UInt32(max(1, (4 << 20) / max(1, Int(seal.pageSize))))
         var next: UInt32 = 1
@@ -105,7 +106,7 @@ extension SequencerService {
             part.snapshot = true
             if seal.pageCount > 0 {
                 let range = next...min(seal.pageCount, next + perPart - 1)
-                guard let pages = try? await reads.run({ () throws(SequencerError) in try snapshot.pages(range) }) else { return false }
+                let pages = try await reads.run { () throws(SequencerError) in try snapshot.pages(range) }
                 part.pages = pages
                 next = range.upperBound + 1
             }

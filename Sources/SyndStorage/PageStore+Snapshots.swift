@@ -7,6 +7,12 @@ extension PageStore {
     /// kept at that version): every page of that version, read as `ReadPages`
     /// reads them, anchored on the head batch's hash and signed.
     public func createSnapshot(_ database: String) throws(SequencerError) -> SnapshotInfo {
+        // One snapshot at a time, store-wide (a request and a periodic one of one version would share a file name).
+        try snapshotQueue.sync { Result { () throws(SequencerError) in try makeSnapshot(database) } }.get()
+    }
+
+    /// `createSnapshot`, on `snapshotQueue`.
+    func makeSnapshot(_ database: String) throws(SequencerError) -> SnapshotInfo {
         try validateName(database)
         let version = try headVersion(of: database)
         guard version > 0 else { throw SequencerError(.failedPrecondition, "'\(database)' has no commits to snapshot yet") }
@@ -94,7 +100,7 @@ extension PageStore {
         snapshotQueue.async {
             defer { self.snapshotState.withLock { _ = $0.running.remove(database) } }
             do {
-                let info = try self.createSnapshot(database)
+                let info = try self.makeSnapshot(database)
                 self.snapshotState.withLock { $0.last[database] = info.version }
             } catch {
                 self.configuration.events?("snapshot of '\(database)' failed: \(error)")

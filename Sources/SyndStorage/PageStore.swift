@@ -720,8 +720,8 @@ public final class PageStore: Sendable {
         }
         guard let version else { return response }
         try waiter.wait().get()
-        // What was dropped is gone, snapshots included.
-        snapshots.removeAll(of: request.database)
+        // What was dropped is gone, snapshots included (after any being written now).
+        snapshotQueue.sync { snapshots.removeAll(of: request.database) }
         snapshotState.withLock { $0.last[request.database] = version }
         response.version = version
         return response

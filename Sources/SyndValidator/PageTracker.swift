@@ -14,8 +14,12 @@ import SyndSQLite
 final class PageTracker {
     /// A row a batch may have changed: by rowid (looked up on the replica) or by key.
     enum RowRef: Hashable {
+        /// A row of a rowid table that is there now, by its rowid.
         case rowid(Int64)
+        /// A row that may be there or not, by its key.
         case key([Value])
+        /// A row of a WITHOUT ROWID table that is there now, by its key (a lookup must find it).
+        case present([Value])
     }
 
     /// What a batch changed, per table root; `undecided` when some row's key
@@ -154,7 +158,8 @@ final class PageTracker {
             if let now { attached.append((c, now.root, now.parent)) }
         }
         for (c, root) in detached {
-            try walk(c, parent: 0, skipping: { changed[$0] != nil }, read: oldRead) { p, _, page in
+            // Not into changed pages (their old rows are counted as such) nor pages a changed page lists now (they stay).
+            try walk(c, parent: 0, skipping: { changed[$0] != nil || kidPlacement[$0] != nil }, read: oldRead) { p, _, page in
                 placement[p] = nil
                 bounds[p] = nil
                 try collect(page, root: root, into: &removed, page: p)
@@ -197,14 +202,18 @@ final class PageTracker {
         // (SQLite overwrites a same-sized payload in place).
         var rewalk: Set<Owner> = []
         for p in changed.keys {
-            guard let owner = overflowOwner[p], let chain = chains[owner] else { continue }
-            if let row = chain.row { changes.rows[owner.root, default: []].insert(row) } else { changes.undecided.insert(owner.root) }
-            rewalk.insert(owner)
+            if let owner = overflowOwner[p], chains[owner] != nil { rewalk.insert(owner) }
         }
         for owner in released { try release(owner, read: oldRead) }
         var rewalked: [(Owner, Chain)] = []
         for owner in rewalk {
+            // Rows whose cell the batch removed were counted above; these kept their cell.
             guard let chain = chains[owner] else { continue }
+            switch chain.row {
+            case .present(let key)?: changes.rows[owner.root, default: []].insert(.key(key))  // its key before, which may have changed
+            case let row?: changes.rows[owner.root, default: []].insert(row)
+            case nil: changes.undecided.insert(owner.root)
+            }
             try release(owner, read: oldRead)
             rewalked.append((owner, chain))
         }
@@ -349,7 +358,7 @@ final class PageTracker {
         if table.withoutRowid && key.contains(.null) {
             throw PageFormatError(0, "a row of \(table.name) (WITHOUT ROWID) has NULL in its primary key")
         }
-        return .key(key)
+        return present && table.withoutRowid ? .present(key) : .key(key)
     }
 
     private func readChain(first: UInt32, payload: Int, local: Int, read: (UInt32) throws -> [UInt8]?, _ body: (ArraySlice<UInt8>) throws -> Void) throws {
@@ -462,11 +471,13 @@ final class PageTracker {
             return page
         }
         var settled: Set<UInt32> = []
+        // Pages whose range this pass changed: their children's ranges are read from them again.
+        var moved: Set<UInt32> = []
         func settle(_ p: UInt32) throws {
             guard settled.insert(p).inserted, let at = placement[p], let table = tables[at.root], !table.withoutRowid else { return }
             var b = Bounds()
             if at.parent != 0 {
-                let parentMoved = rewritten.contains(at.parent) || kids.contains(at.parent)
+                let parentMoved = rewritten.contains(at.parent) || kids.contains(at.parent) || moved.contains(at.parent)
                 if parentMoved { try settle(at.parent) }
                 if !parentMoved, let known = bounds[p] {
                     // Its parent and the parent's range are as they were: so is its range.
@@ -478,10 +489,13 @@ final class PageTracker {
                 }
             }
             guard rewritten.contains(p) || bounds[p] != b else { return }
+            if bounds[p] != b { moved.insert(p) }
             bounds[p] = b
             let content = try page(p)
             try check(content, number: p, within: b)
             for (i, child) in content.children.enumerated() where bounds[child] != b.child(i, of: content) || rewritten.contains(child) {
+                // Reached from here, its parent counts as moved (its range comes from this page's keys).
+                moved.insert(p)
                 try settle(child)
             }
         }

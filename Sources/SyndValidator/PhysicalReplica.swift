@@ -66,7 +66,7 @@ public final class PhysicalReplica {
 
     /// Empties the replica for a snapshot of `pageCount` pages of `pageSize` bytes.
     public func start(pageSize: UInt32, pageCount: UInt32) throws {
-        guard pageSize >= 512, pageSize <= 65536, pageSize & (pageSize - 1) == 0 || pageCount == 0 else {
+        guard pageCount == 0 || (pageSize >= 512 && pageSize <= 65536 && pageSize & (pageSize - 1) == 0) else {
             throw ReplicaRefusal("page size \(pageSize) is not a power of two between 512 and 65536")
         }
         try handle.truncate(atOffset: 0)

@@ -44,6 +44,9 @@ struct TableKeys {
             // (cid-order index, pk position) of the key columns.
             let keyed = info.indices.filter { (info[$0][5].int64 ?? 0) > 0 }
             guard !keyed.isEmpty else { continue }
+            // A column named rowid, oid or _rowid_ hides that name for the rowid: use one it does not.
+            let names = Set(info.compactMap { $0[1].string?.lowercased() })
+            let rowidName = ["rowid", "_rowid_", "oid"].first { !names.contains($0) }
             let pkIndex = try connection.query("PRAGMA index_list(\(quoted))").first { $0[3].string == "pk" }?[1].string
             let pkOrigin = pkIndex != nil
             var builtIn = true
@@ -68,10 +71,10 @@ struct TableKeys {
             let columns = comparedColumns(name, info)
             let whereKey = keyNames.enumerated().map { "\($0.element.quotedIdentifier) = ?\($0.offset + 1)" }.joined(separator: " AND ")
             result[UInt32(root)] = TableKeys(
-                name: name, root: UInt32(root), withoutRowid: withoutRowid, rowidKey: rowidKey, keyFields: fields, lookupByKey: builtIn, columns: columns,
+                name: name, root: UInt32(root), withoutRowid: withoutRowid, rowidKey: rowidKey, keyFields: fields, lookupByKey: builtIn && (withoutRowid || rowidName != nil), columns: columns,
                 selectByKey: "SELECT \(columns.map(\.quotedIdentifier).joined(separator: ", ")) FROM \(quoted) WHERE \(whereKey)",
-                keyByRowid: "SELECT \(keyNames.map(\.quotedIdentifier).joined(separator: ", ")) FROM \(quoted) WHERE rowid = ?1",
-                rowidsByKey: withoutRowid ? "" : "SELECT rowid FROM \(quoted) WHERE \(whereKey)", keyAffinities: affinities)
+                keyByRowid: "SELECT \(keyNames.map(\.quotedIdentifier).joined(separator: ", ")) FROM \(quoted) WHERE \(rowidName ?? "rowid") = ?1",
+                rowidsByKey: withoutRowid ? "" : "SELECT \(rowidName ?? "rowid") FROM \(quoted) WHERE \(whereKey)", keyAffinities: affinities)
         }
         return result
     }

@@ -17,7 +17,7 @@ public final class Validator {
     public let rules: [String]
     public let sentry: ReplicaGuard
     public private(set) var version: UInt64 = 0
-    public private(set) var unauditedTables: Set<String> = []
+    public internal(set) var unauditedTables: Set<String> = []
     private var previousHash = BatchSeal.genesis
     private let physical: PhysicalReplica
     private let logical: LogicalReplica
@@ -34,6 +34,8 @@ public final class Validator {
     public private(set) var snapshotVersion: UInt64 = 0
     /// A snapshot's pages so far, while its parts arrive.
     private var snapshotPages: BatchSeal.SnapshotPages?
+    /// The first part of the snapshot arriving: every later part must describe the same snapshot.
+    private var snapshotFirst: Batch?
     public private(set) var fullChecks = 0
     /// Signatures checked on a thread of their own (`deferSignatures`), else inline.
     private let signatures: SignatureChecks?
@@ -80,6 +82,18 @@ public final class Validator {
     /// there, at a database known to be empty. A drop batch later on empties
     /// both replicas (its schema is empty).
     public func process(_ batch: Batch) throws(ValidationFailure) {
+        do {
+            try take(batch)
+        } catch {
+            // A signature still being checked that is bad at an earlier version is the first failure.
+            if let signatures {
+                do throws(ValidationFailure) { try signatures.wait() } catch let bad where bad.version < error.version { throw bad } catch {}
+            }
+            throw error
+        }
+    }
+
+    private func take(_ batch: Batch) throws(ValidationFailure) {
         if let failure = signatures?.firstFailure { throw failure }
         if batch.heartbeat {
             // The stream is idle: settle the signatures still being checked.
@@ -142,6 +156,9 @@ public final class Validator {
     /// the first bad one. Call it before taking the history as verified.
     public func finish() throws(ValidationFailure) {
         try signatures?.wait()
+        if let first = snapshotFirst {
+            throw ValidationFailure(version: first.version, reason: "the stream ended in the middle of the snapshot at version \(first.version)")
+        }
     }
 
     /// The physical replica's connection, opened anew when `fresh` (a full check reloads the schema).
@@ -229,6 +246,15 @@ public final class Validator {
         guard version == 0, snapshotVersion == 0 else {
             throw ValidationFailure(version: part.version, reason: "a snapshot arrived after batches had been checked")
         }
+        if let first = snapshotFirst {
+            guard part.database == first.database, part.version == first.version, part.pageSize == first.pageSize, part.pageCount == first.pageCount else {
+                throw ValidationFailure(version: part.version, reason: "a part of the snapshot describes another snapshot than its first part")
+            }
+        } else {
+            var first = part
+            first.pages = []
+            snapshotFirst = first
+        }
         if snapshotPages == nil {
             snapshotPages = BatchSeal.SnapshotPages()
             do {
@@ -253,6 +279,7 @@ public final class Validator {
         }
         let pagesHash = snapshotPages!.finish()
         snapshotPages = nil
+        snapshotFirst = nil
         if let problem = BatchSeal.snapshotProblem(with: part, pagesHash: pagesHash, publicKey: publicKey) {
             throw ValidationFailure(version: part.version, reason: problem)
         }
@@ -378,8 +405,10 @@ public final class Validator {
         let order = (pk.isEmpty ? Array(0..<columns.count) : pk).map { String($0 + 1) }.joined(separator: ", ")
         let sql = "SELECT \(columns.map(\.quotedIdentifier).joined(separator: ", ")) FROM \(quoted) ORDER BY \(order)"
         let keyed = { (row: [Value]) in pk.allSatisfy { row[$0] != .null } }
-        let expected = try pages.query(sql).filter(keyed)
-        let actual = try logical.connection.query(sql).filter(keyed)
+        let allExpected = try pages.query(sql), allActual = try logical.connection.query(sql)
+        let expected = allExpected.filter(keyed), actual = allActual.filter(keyed)
+        // Rows with NULL in their key have no identity a changeset can carry: reported, not compared.
+        if expected.count != allExpected.count || actual.count != allActual.count { unauditedTables.insert(table) }
         guard expected != actual else { return }
         func key(_ row: [Value]) -> [Value] { pk.isEmpty ? row : pk.map { row[$0] } }
         let e = Dictionary(expected.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
@@ -394,6 +423,11 @@ public final class Validator {
                 version: version, reason: "page images and changesets disagree", table: table,
                 key: k.map(\.description).joined(separator: ", "), expected: show(e[k]), actual: show(a[k]))
         }
+        // Equal by key: the same rows, perhaps in another order (an application's collation), unless a key appears twice.
+        guard e.count != expected.count || a.count != actual.count else { return }
+        throw ValidationFailure(
+            version: version, reason: "one side holds \(expected.count) rows and the other \(actual.count): a key appears twice", table: table,
+            expected: "\(expected.count) rows", actual: "\(actual.count) rows")
     }
 }
 

@@ -92,6 +92,10 @@ struct ValidateCommand: AsyncParsableCommand {
             var failure: ValidationFailure?
             var seeded: ContinuousClock.Instant?
             try BatchStream.read(url: url, request: streamRequest) { batch in
+                guard batch.database == streamRequest.database else {
+                    failure = ValidationFailure(version: batch.version, reason: "the stream sent a batch of '\(batch.database)', not of '\(streamRequest.database)'")
+                    return false
+                }
                 do throws(ValidationFailure) {
                     try validator.process(batch)
                     if batch.snapshotLast { seeded = clock.now }

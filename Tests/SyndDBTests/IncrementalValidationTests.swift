@@ -28,6 +28,7 @@ import Testing
             CREATE TABLE k(x TEXT, y INT, z BLOB, PRIMARY KEY(y, x)) WITHOUT ROWID;
             CREATE TABLE n(code TEXT PRIMARY KEY, n INT, note TEXT);
             CREATE TABLE loose(x, y);
+            CREATE TABLE r(rowid TEXT, code TEXT PRIMARY KEY, v BLOB);
             CREATE INDEX a_v ON a(v);
             COMMIT;
             """)
@@ -53,6 +54,9 @@ import Testing
                         try db.execute("INSERT OR REPLACE INTO n VALUES ('c\(id)', \(t), printf('%.*c', \(id * 5), 'n'))")
                     case 7:
                         try db.execute("DELETE FROM n WHERE n < \(t - 30); DELETE FROM k WHERE y = \(id % 7) AND length(x) > 2000")
+                    case 8 where id % 2 == 0:
+                        // A column named rowid: the validator reads rows by _rowid_ instead.
+                        try db.execute("INSERT OR REPLACE INTO r VALUES ('shadow', 'r\(id % 50)', randomblob(\(id * 7)))")
                     default:
                         try db.execute("INSERT INTO loose VALUES (\(id), randomblob(\(id)))")
                     }

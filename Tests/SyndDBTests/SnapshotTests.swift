@@ -95,9 +95,15 @@ import Testing
         try original.write(to: URL(fileURLWithPath: file))
         let honest = try await offPool { try runSynd(["validate", "--sequencer", url, "--db", name, "--from-snapshot"]) }
         #expect(honest.status == 0, "\(honest.output) \(honest.error)")
-        // Dropping the database deletes its snapshots.
+        // Dropping the database deletes its snapshots; a snapshot of the dropped (empty) database validates.
         #expect(try await offPool { try runSynd(["drop", "--sequencer", url, name]) }.status == 0)
         #expect(Self.snapshotFiles(data, name).isEmpty)
+        let empty = try await offPool { () -> (Int32, Int32, String) in
+            let made = try runSynd(["snapshot", "--sequencer", url, name])
+            let checked = try runSynd(["validate", "--sequencer", url, "--db", name, "--from-snapshot"])
+            return (made.status, checked.status, made.output + made.error + checked.output + checked.error)
+        }
+        #expect(empty.0 == 0 && empty.1 == 0, "\(empty.2)")
     }
 
     /// `synd validate --follow --from-snapshot` keeps up as a writer commits and
