@@ -38,6 +38,11 @@ public final class SnapshotStore: Sendable {
         return versions.sorted()
     }
 
+    static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
     func path(_ database: String, _ version: UInt64) -> String {
         databaseFolder(database) + "/" + String(version) + ".snapshot"
     }
@@ -50,8 +55,22 @@ public final class SnapshotStore: Sendable {
         seal: ([UInt8]) throws(SequencerError) -> Batch
     ) throws(SequencerError) -> Batch {
         let dir = databaseFolder(database)
-        for d in [folder, dir] where mkdir(d, 0o755) != 0 && errno != EEXIST {
-            throw SequencerError(.unavailable, "snapshots: cannot create folder \(d): \(String(cString: strerror(errno)))")
+        for (d, parent) in [(folder, Self.parent(of: folder)), (dir, folder)] {
+            if mkdir(d, 0o755) == 0 {
+                try syncDirectory(parent)  // the new folder's entry survives a crash
+            } else if errno != EEXIST {
+                throw SequencerError(.unavailable, "snapshots: cannot create folder \(d): \(String(cString: strerror(errno)))")
+            }
+        }
+        // What a crash left half-written.
+        if let entries = opendir(dir) {
+            var stale: [String] = []
+            while let entry = readdir(entries) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name.hasPrefix(".tmp-") { stale.append(dir + "/" + name) }
+            }
+            closedir(entries)
+            for path in stale { unlink(path) }
         }
         let temporary = dir + "/.tmp-\(version)-\(getpid())"
         let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -65,6 +84,7 @@ public final class SnapshotStore: Sendable {
             var offset = 0
             while offset < bytes.count {
                 let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+                if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { throw SequencerError(.unavailable, "snapshots: writing \(temporary) failed: \(String(cString: strerror(errno)))") }
                 offset += n
             }
