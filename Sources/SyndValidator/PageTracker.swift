@@ -54,10 +54,16 @@ final class PageTracker {
     }
 
     /// Walks every keyed table's b-tree from its root.
-    init(tables: [UInt32: TableKeys], usableSize: Int, encoding: TextEncoding, read: (UInt32) throws -> [UInt8]?) throws {
+    /// - Parameter pointerMap: the page size, when the database has auto_vacuum's pointer map.
+    init(
+        tables: [UInt32: TableKeys], usableSize: Int, encoding: TextEncoding, pointerMap pageSize: Int? = nil, pageCount: UInt32 = .max,
+        read: (UInt32) throws -> [UInt8]?
+    ) throws {
+        self.pageCount = pageCount
         self.tables = tables
         self.usableSize = usableSize
         self.encoding = encoding
+        pointerMap = pageSize.map { (perPage: UInt32(usableSize / 5 + 1), pendingPage: UInt32(0x4000_0000 / $0 + 1)) }
         var changes = Changes()
         for root in tables.keys.sorted() {
             try attach(root: root, read: read, changes: &changes)
@@ -72,6 +78,14 @@ final class PageTracker {
     }
 
     var trackedPages: Int { placement.count + overflowOwner.count }
+
+    /// auto_vacuum's pointer map, when the database has one (pages per map page,
+    /// and the page that holds SQLite's lock byte, which is never used).
+    private let pointerMap: (perPage: UInt32, pendingPage: UInt32)?
+    /// Each tracked overflow page's next page (0 for the last of its chain).
+    private var overflowNext: [UInt32: UInt32] = [:]
+    /// The database's page count as SQLite sees it (it never guesses past it).
+    private var pageCount: UInt32
 
     /// The pages of sqlite_schema's b-tree other than page 1, and its rows' overflow pages.
     private var schemaPages: Set<UInt32> = []
@@ -101,6 +115,7 @@ final class PageTracker {
     /// page (the same before and after). Returns the rows that changed.
     /// `visible`: pages after it are not part of the database now (page 1's header says so).
     func apply(changed: [UInt32: (old: [UInt8]?, new: [UInt8]?)], visible: UInt32 = .max, read: (UInt32) throws -> [UInt8]?) throws -> Changes {
+        pageCount = visible
         let oldRead: (UInt32) throws -> [UInt8]? = { p in if let c = changed[p] { c.old } else { try read(p) } }
         let newRead: (UInt32) throws -> [UInt8]? = { p in if let c = changed[p] { c.new } else if p > visible { nil } else { try read(p) } }
         var parsedOld: [UInt32: BTreePage] = [:]
@@ -228,6 +243,7 @@ final class PageTracker {
             if let row = chain.row { changes.rows[owner.root, default: []].insert(row) } else { changes.undecided.insert(owner.root) }
             try own(owner, chain, read: newRead)
         }
+        try checkPointerMaps(changed)
         try checkBounds(rewritten: rewritten, kids: kids, parsedNew: parsedNew, read: newRead)
         return changes
     }
@@ -393,17 +409,78 @@ final class PageTracker {
         guard let chain = chains.removeValue(forKey: owner) else { return }
         for page in try chainPages(chain, read: read) where overflowOwner[page] == owner {
             overflowOwner[page] = nil
+            overflowNext[page] = nil
         }
     }
 
     private func own(_ owner: Owner, _ chain: Chain, read: (UInt32) throws -> [UInt8]?) throws {
-        for page in try chainPages(chain, read: read) {
+        let pages = try chainPages(chain, read: read)
+        for (i, page) in pages.enumerated() {
             guard overflowOwner[page] == nil, placement[page] == nil else {
                 throw PageFormatError(page, "is used twice (an overflow page of a row of \(tables[owner.root]?.name ?? "?") that is also another row's or a b-tree page)")
             }
             overflowOwner[page] = owner
+            let next = i + 1 < pages.count ? pages[i + 1] : 0
+            overflowNext[page] = next
+            if next != 0 { try checkPointerMap(after: page, next: next, read: read) }
         }
         chains[owner] = chain
+    }
+
+    // MARK: - auto_vacuum's pointer map
+
+    private func mapPage(for p: UInt32, _ m: (perPage: UInt32, pendingPage: UInt32)) -> UInt32 {
+        var page = (p - 2) / m.perPage * m.perPage + 2
+        if page == m.pendingPage { page += 1 }
+        return page
+    }
+
+    private func isMapPage(_ p: UInt32) -> Bool {
+        guard let m = pointerMap, p >= 2 else { return false }
+        return mapPage(for: p, m) == p
+    }
+
+    /// The page SQLite tries as the overflow page after `q` without reading `q`
+    /// (q + 1, past map pages and the lock-byte page): it takes it when the map
+    /// names it as q's next overflow page (SQLite's getOverflowPage).
+    private func guess(after q: UInt32) -> UInt32 {
+        var g = q + 1
+        while isMapPage(g) || g == pointerMap?.pendingPage { g += 1 }
+        return g
+    }
+
+    /// Refuses a map entry that would send SQLite to another page than the
+    /// chain's: it would read a row the validator never compares.
+    private func checkPointerMap(after q: UInt32, next: UInt32, read: (UInt32) throws -> [UInt8]?) throws {
+        guard let m = pointerMap else { return }
+        let g = guess(after: q)
+        guard g != next, g >= 3, g <= pageCount else { return }
+        let map = mapPage(for: g, m)
+        guard let data = try read(map) else { return }
+        let at = 5 * Int(g - map - 1)
+        guard at + 5 <= min(data.count, usableSize) else { return }
+        if data[at] == 4, BTreePage.uint32(data, at + 1) == q {
+            throw PageFormatError(g, "is named by the pointer map as the overflow page after \(q), where SQLite would read it instead of page \(next)")
+        }
+    }
+
+    /// Every changed map page's entries that name a tracked overflow page's next page.
+    private func checkPointerMaps(_ changed: [UInt32: (old: [UInt8]?, new: [UInt8]?)]) throws {
+        guard pointerMap != nil else { return }
+        for (p, c) in changed where isMapPage(p) {
+            guard let data = c.new else { continue }
+            var at = 0
+            while at + 5 <= min(data.count, usableSize) {
+                if data[at] == 4 {
+                    let q = BTreePage.uint32(data, at + 1)
+                    let g = p + 1 + UInt32(at / 5)
+                    if let next = overflowNext[q], next != 0, next != g, g <= pageCount, guess(after: q) == g {
+                        throw PageFormatError(g, "is named by the pointer map as the overflow page after \(q), where SQLite would read it instead of page \(next)")
+                    }
+                }
+                at += 5
+            }
+        }
     }
 
     // MARK: - Whole subtrees

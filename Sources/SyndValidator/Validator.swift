@@ -324,8 +324,12 @@ public final class Validator {
     /// The pages SQLite reads of the replica: a page count in the header that
     /// it trusts hides the pages after it (an auto_vacuum file keeps a few).
     private static func visiblePages(_ page1: [UInt8], _ batch: Batch) -> UInt32 {
+        visiblePages(page1, pageCount: batch.pageCount)
+    }
+
+    private static func visiblePages(_ page1: [UInt8], pageCount: UInt32) -> UInt32 {
         let count = BTreePage.uint32(page1, 28)
-        return count != 0 && page1[24..<28] == page1[92..<96] ? min(count, batch.pageCount) : batch.pageCount
+        return count != 0 && page1[24..<28] == page1[92..<96] ? min(count, pageCount) : pageCount
     }
 
     private static func usableSize(_ page1: [UInt8]) -> Int {
@@ -339,7 +343,11 @@ public final class Validator {
         let tables = try TableKeys.all(on: pages) { _, info in comparedColumns(info) }
         trackedStandIns = standIns.names.count
         do {
-            tracker = try PageTracker(tables: tables, usableSize: Self.usableSize(header), encoding: encoding, read: physical.read)
+            // Byte 52: the largest root page, non-zero when the file keeps auto_vacuum's pointer map.
+            let autoVacuum = BTreePage.uint32(header, 52) != 0
+            tracker = try PageTracker(
+                tables: tables, usableSize: Self.usableSize(header), encoding: encoding,
+                pointerMap: autoVacuum ? Int(physical.pageSize) : nil, pageCount: Self.visiblePages(header, pageCount: physical.pageCount), read: physical.read)
         } catch let error as PageFormatError {
             throw ValidationFailure(version: version, reason: "the page images are not a valid database: \(error)")
         }
