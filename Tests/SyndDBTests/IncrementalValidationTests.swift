@@ -88,9 +88,10 @@ import Testing
     }
 
     /// Batch `index` of `batches` with `edit` applied to its pages, the chain resealed from there on.
-    static func doctored(_ batches: [Batch], at index: Int, key: SigningKey, _ edit: (inout [Page]) throws -> Void) throws -> [Batch] {
+    static func doctored(_ batches: [Batch], at index: Int, key: SigningKey, pageCount: UInt32? = nil, _ edit: (inout [Page]) throws -> Void) throws -> [Batch] {
         var result = batches
         try edit(&result[index].pages)
+        if let pageCount { result[index].pageCount = pageCount }
         result[index].pages.sort { $0.number < $1.number }
         for i in index..<result.count {
             result[i].pagesHash = BatchSeal.pagesHash(result[i].pages)
@@ -299,6 +300,52 @@ import Testing
                 #expect(failure?.version == forged[bad - 1].version && failure?.reason.contains("signature") == true,
                         "batch \(bad): \(failure?.description ?? "passed")")
             }
+        }
+    }
+
+    /// In an auto_vacuum database SQLite skips over an overflow page by asking
+    /// the pointer map which page follows it: an overflow chain re-pointed
+    /// elsewhere while the map still names the old page would let SQLite read a
+    /// page the validator never compares (a column read alone shows it, the
+    /// whole row does not).
+    @Test func aPointerMapThatDisagreesWithAnOverflowChainIsCaught() async throws {
+        try await withEmbeddedSequencer { server in
+            let store = server.service.store
+            let name = uniqueName("ptrmap")
+            let db = try Database.open(name, sequencer: server.url)
+            try db.execute("PRAGMA page_size=1024")
+            try db.execute("PRAGMA auto_vacuum=FULL")
+            try db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, a BLOB, b TEXT)")
+            try db.execute("INSERT INTO t VALUES (1, zeroblob(3000), 'hello')")
+            try db.execute("INSERT INTO t VALUES (2, x'00', 'other')")
+            try db.execute("UPDATE t SET b = 'changed' WHERE id = 2")
+            let batches = try Self.batches(store, name)
+            let key = store.signingKey
+            #expect(try LedgerTests.validate(batches, publicKey: key.publicKey, fullCheck: .whenNeeded).failure == nil)
+            let last = batches.count - 1
+            let now = Self.pages(before: last, of: batches)
+            let leaf = try #require(now.first { $0.key != 1 && (try? BTreePage($0.value, number: $0.key, usableSize: 1024))?.cells.contains { $0.rowid == 1 } == true })
+            let q1 = try #require(try BTreePage(leaf.value, number: leaf.key, usableSize: 1024).cells.first { $0.rowid == 1 }?.firstOverflow)
+            let q2 = BTreePage.uint32(try #require(now[q1]), 0)
+            #expect(q2 == q1 + 1, "a chain laid out in order: \(q1) -> \(q2)")
+            let count = batches[last].pageCount
+            let moved = count + 1
+            let doctored = try Self.doctored(batches, at: last, key: key, pageCount: moved) { pages in
+                // q1 now leads to a copy of q2 at a new page; q2 itself says something else.
+                var first = now[q1]!
+                first.replaceSubrange(0..<4, with: withUnsafeBytes(of: moved.bigEndian) { Array($0) })
+                var second = now[q2]!
+                second[100] = 0x41
+                var one = pages.first { $0.number == 1 }?.data ?? now[1]!
+                one.replaceSubrange(28..<32, with: withUnsafeBytes(of: moved.bigEndian) { Array($0) })
+                Self.put(q1, first, into: &pages)
+                Self.put(q2, second, into: &pages)
+                Self.put(moved, now[q2]!, into: &pages)
+                Self.put(1, one, into: &pages)
+            }
+            let (failure, validator) = try LedgerTests.validate(doctored, publicKey: key.publicKey, fullCheck: .whenNeeded)
+            #expect(failure?.version == batches[last].version && failure?.description.contains("pointer map") == true,
+                    "\(failure?.description ?? "passed") \(validator.fullCheckReasons)")
         }
     }
 }
