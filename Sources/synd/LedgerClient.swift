@@ -80,20 +80,13 @@ struct LedgerClient {
         }
     }
 
-    /// Calls `each` for every batch from `from`; stops early when it returns false.
-    /// With `fromSnapshot` (and `from` 0), the stream starts with the newest usable snapshot.
-    func batches(
-        database: String, from: UInt64, follow: Bool = false, heartbeatMs: UInt32 = 0, fromSnapshot: Bool = false,
-        _ each: @Sendable @escaping (Batch) async throws -> Bool
-    ) async throws {
+    /// Calls `each` for every batch from `from` (`synd log`, `synd revert`); stops early when it returns false.
+    func batches(database: String, from: UInt64, _ each: @Sendable @escaping (Batch) async throws -> Bool) async throws {
         try await run { _, options, client in
             var request = Synddb_V1_StreamBatchesRequest()
             request.database = database
             request.fromVersion = from
-            request.follow = follow
-            request.fromSnapshot = fromSnapshot
-            request.heartbeatMs = heartbeatMs
-            // Batches decode straight into SyndProtocol's Batch (the one the validator takes), not through the generated type.
+            // Batches decode straight into SyndProtocol's Batch, not through the generated type and back.
             try await client.serverStreaming(
                 request: ClientRequest(message: request), descriptor: Synddb_V1_Sequencer.Method.StreamBatches.descriptor,
                 serializer: ProtobufSerializer<Synddb_V1_StreamBatchesRequest>(), deserializer: BatchDeserializer(), options: options
