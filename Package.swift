@@ -35,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.36.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.29.0"),
+        // The PostgreSQL store (SyndPostgres).
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
     ],
     targets: [
         // C shims.
@@ -99,6 +101,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The PostgreSQL store: several sequencers on one PostgreSQL.
+        .target(
+            name: "SyndPostgres",
+            dependencies: [
+                "SyndStorage", "SyndProtocol", "SyndLedger",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Validation: logical replicas, physical replicas, the checks between them.
         .target(name: "SyndValidator", dependencies: ["SyndSQLite", "SyndCapture", "SyndLedger", "SyndProtocol", "SyndClient"]),
         // Fuzz targets: pure entries over bytes (Fuzz/, scripts/fuzz.sh, FuzzRegressionTests).
@@ -115,7 +129,7 @@ let package = Package(
         .executableTarget(
             name: "synd",
             dependencies: [
-                "SyndDB", "SyndSequencer", "SyndValidator", "SyndCapture", "SyndClient", "SyndGRPC", "SyndHTTP2", "SyndLedger", "SyndSQLite", "CSQLite",
+                "SyndDB", "SyndSequencer", "SyndPostgres", "SyndValidator", "SyndCapture", "SyndClient", "SyndGRPC", "SyndHTTP2", "SyndLedger", "SyndSQLite", "CSQLite",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -128,7 +142,7 @@ let package = Package(
         .testTarget(
             name: "SyndDBTests",
             dependencies: [
-                "SyndDB", "SyndSequencer", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "SyndValidator", "SyndLedger",
+                "SyndDB", "SyndSequencer", "SyndPostgres", "SyndStorage", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "SyndValidator", "SyndLedger",
                 "SyndFuzzTargets", "synd", "swift-api-example",
                 // GRPCServerTests call the sequencer through grpc-swift's client.
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

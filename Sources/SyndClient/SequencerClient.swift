@@ -8,24 +8,61 @@ import Glibc
 /// A typed client of the synddb.v1.Sequencer gRPC service over one persistent
 /// HTTP/2 connection, reconnecting on failure. Blocking; safe to share between
 /// threads (requests are serialized on the connection).
+///
+/// Given several sequencers (`http://a:8433,http://b:8433`: sequencers sharing
+/// one PostgreSQL store), it talks to one at a time and moves to the next when
+/// a connection cannot be made or breaks; the usual retries and the commit's
+/// outcome resolution then go through whichever answers.
 public final class SequencerClient: Sendable {
-    public let endpoint: Endpoint
+    /// The sequencers, in the order they are tried.
+    public let endpoints: [Endpoint]
     public let options: ClientOptions
-    private let connection = Locked<Slot>(Slot())
+    private let connection: Locked<Slot>
+
+    /// The sequencer this client talks to now (the first until one fails).
+    public var endpoint: Endpoint { endpoints[connection.withLock { $0.current }] }
 
     /// The connection, and how many have been made (identifies the current one).
     private struct Slot {
         var connection: HTTP2Connection?
         var serial: UInt64 = 0
+        /// Index of the endpoint in use.
+        var current = 0
+        /// The connection to `current` broke: start the next open at the one after it.
+        var moveOn = false
 
-        /// The open connection, connecting first if there is none.
+        /// The open connection, connecting first if there is none: to the
+        /// current sequencer, else to each of the others in turn.
         mutating func open(_ client: SequencerClient, deadline: ContinuousClock.Instant) throws(TransportError) -> HTTP2Connection {
             if let connection, connection.isOpen { return connection }
+            if connection != nil { moveOn = true }
             connection = nil
-            let c = try HTTP2Connection(endpoint: client.endpoint, caFile: client.options.tlsCAFile, deadline: deadline)
-            connection = c
-            serial += 1
-            return c
+            let count = client.endpoints.count
+            let first = moveOn && count > 1 ? (current + 1) % count : current
+            moveOn = false
+            var failure: TransportError?
+            for step in 0..<count {
+                let i = (first + step) % count
+                do throws(TransportError) {
+                    let c = try HTTP2Connection(endpoint: client.endpoints[i], caFile: client.options.tlsCAFile, deadline: deadline)
+                    connection = c
+                    current = i
+                    serial += 1
+                    return c
+                } catch {
+                    // The last one tried fails the call; a deadline stops trying.
+                    failure = error
+                    if error.kind == .deadline || ContinuousClock.now >= deadline { break }
+                }
+            }
+            current = first
+            throw failure!
+        }
+
+        /// The connection broke or was given up: the next open tries another sequencer first.
+        mutating func drop() {
+            connection = nil
+            moveOn = true
         }
     }
 
@@ -35,25 +72,33 @@ public final class SequencerClient: Sendable {
         let id: Int32
     }
 
-    public init(url: String, options: ClientOptions = ClientOptions()) throws(SequencerError) {
-        do {
-            self.endpoint = try Endpoint(url: url)
-        } catch {
-            throw SequencerError(.invalidArgument, error.message)
+    /// `url`: a sequencer URL, or several separated by commas (tried in order, see above).
+    public convenience init(url: String, options: ClientOptions = ClientOptions()) throws(SequencerError) {
+        var endpoints: [Endpoint] = []
+        for part in url.split(separator: ",", omittingEmptySubsequences: false) {
+            let trimmed = String(part.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+            do {
+                endpoints.append(try Endpoint(url: trimmed))
+            } catch {
+                throw SequencerError(.invalidArgument, error.message)
+            }
         }
-        self.options = options
+        self.init(endpoints: endpoints, current: 0, options: options)
     }
 
     /// A client of the same sequencer with a connection of its own, so that its
     /// requests never wait behind this one's (a lease keeper's renewals behind
     /// another database's big commit).
     public func dedicated() -> SequencerClient {
-        SequencerClient(endpoint: endpoint, options: options)
+        SequencerClient(endpoints: endpoints, current: connection.withLock { $0.current }, options: options)
     }
 
-    private init(endpoint: Endpoint, options: ClientOptions) {
-        self.endpoint = endpoint
+    private init(endpoints: [Endpoint], current: Int, options: ClientOptions) {
+        self.endpoints = endpoints
         self.options = options
+        var slot = Slot()
+        slot.current = current
+        connection = Locked(slot)
     }
 
     // MARK: - RPCs
@@ -133,7 +178,7 @@ public final class SequencerClient: Sendable {
                 ) { end in pending.end = end }
                 pending.stream = OpenStream(connection: slot.serial, id: id)
             } catch {
-                if slot.connection?.isOpen != true { slot.connection = nil }
+                if slot.connection?.isOpen != true { slot.drop() }
                 var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
                 e.isTransport = true
                 throw e
@@ -155,7 +200,7 @@ public final class SequencerClient: Sendable {
             do throws(TransportError) {
                 try c.waitForStream(stream.id, deadline: pending.deadline)
             } catch {
-                slot.connection = nil
+                slot.drop()
                 var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
                 e.isTransport = true
                 throw e
@@ -293,7 +338,7 @@ public final class SequencerClient: Sendable {
                 }
                 return OpenStream(connection: slot.serial, id: id)
             } catch {
-                slot.connection = nil
+                slot.drop()
                 var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
                 e.isTransport = true
                 throw e
@@ -314,12 +359,12 @@ public final class SequencerClient: Sendable {
         if wait {
             connection.withLock { slot in
                 guard let c = slot.connection else { return }
-                do throws(TransportError) { try c.processPendingInput(deadline: deadline) } catch { slot.connection = nil }
+                do throws(TransportError) { try c.processPendingInput(deadline: deadline) } catch { slot.drop() }
             }
         } else {
             _ = connection.withLockIfAvailable { slot in
                 guard let c = slot.connection else { return }
-                do throws(TransportError) { try c.processPendingInput(deadline: deadline) } catch { slot.connection = nil }
+                do throws(TransportError) { try c.processPendingInput(deadline: deadline) } catch { slot.drop() }
             }
         }
     }
@@ -344,7 +389,7 @@ public final class SequencerClient: Sendable {
         connection.withLock { slot in
             guard slot.serial == stream.connection, let c = slot.connection else { return }
             c.cancelStream(stream.id, deadline: deadline)
-            if !c.isOpen { slot.connection = nil }
+            if !c.isOpen { slot.drop() }
         }
     }
 
@@ -409,7 +454,7 @@ public final class SequencerClient: Sendable {
                     body: body, deadline: deadline)
             } catch {
                 // A reset stream leaves the connection (and the calls open on it) up.
-                if slot.connection?.isOpen != true { slot.connection = nil }
+                if slot.connection?.isOpen != true { slot.drop() }
                 var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
                 e.isTransport = true
                 e.requestMayHaveBeenSent = error.requestMayHaveBeenSent

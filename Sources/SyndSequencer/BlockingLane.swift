@@ -13,8 +13,10 @@ import SyndProtocol
 struct BlockingLane: Sendable {
     private let queue: DispatchQueue
 
-    init(label: String) {
-        queue = DispatchQueue(label: label)
+    /// `concurrent`: calls run side by side (for a store that serializes
+    /// what it must itself and waits on the network for each call).
+    init(label: String, concurrent: Bool = false) {
+        queue = concurrent ? DispatchQueue(label: label, attributes: .concurrent) : DispatchQueue(label: label)
     }
 
     /// Runs `body` on the lane, then `done` with its outcome (on the lane's thread).

@@ -26,14 +26,24 @@ public final class SequencerServer: Sendable {
         tls: (certificateChain: String, privateKey: String)? = nil,
         logger: Logger = Logger(label: "synd.sequencer")
     ) async throws -> SequencerServer {
-        let context = try tls.map { try tlsContext(certificateChain: $0.certificateChain, privateKey: $0.privateKey) }
         var configuration = configuration
         if configuration.events == nil {
             configuration.events = { [logger] message in logger.warning("\(message)") }
         }
         let store = try PageStore(configuration)
+        return try await start(store: store, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls, logger: logger)
+    }
+
+    /// Starts serving `store` (the embedded store, or another `SequencerStore`
+    /// such as PostgreSQL's); returns once the port is bound.
+    public static func start(
+        store: any SequencerStore, maxBatchBytes: UInt64, host: String = "127.0.0.1", port: Int = 0,
+        tls: (certificateChain: String, privateKey: String)? = nil,
+        logger: Logger = Logger(label: "synd.sequencer")
+    ) async throws -> SequencerServer {
+        let context = try tls.map { try tlsContext(certificateChain: $0.certificateChain, privateKey: $0.privateKey) }
         let service = SequencerService(store: store, logger: logger)
-        let limit = Int(min(configuration.maxBatchBytes * 2 + (1 << 20), UInt64(Int32.max)))
+        let limit = Int(min(maxBatchBytes * 2 + (1 << 20), UInt64(Int32.max)))
         let server: GRPCHTTP2Server
         do {
             server = try await GRPCHTTP2Server.start(host: host, port: port, tls: context, service: service, requestLimit: limit)
@@ -75,6 +85,7 @@ public final class SequencerServer: Sendable {
     /// idle connections open, so it does not wait for those), then cancels.
     public func stop(grace: Duration = .milliseconds(500)) async {
         await server.stop(grace: grace)
+        service.store.shutdown()
     }
 }
 

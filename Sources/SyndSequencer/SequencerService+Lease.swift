@@ -43,6 +43,7 @@ extension SequencerService {
         // without a busy handler still gets SQLITE_BUSY almost at once.
         let busyDeadline = min(deadline, start + Self.busyHolderWait)
         var ticket: LeaseTicket?
+        let store = self.store
         defer { if let ticket { store.leaveLeaseQueue(ticket) } }
         var refusal = refused
         while true {
@@ -58,7 +59,7 @@ extension SequencerService {
                 await ticket.signal.wait(upTo: max(nap, .milliseconds(1)))
             } else {
                 // Queued now; the lease may have been released meanwhile, so try at once.
-                ticket = try store.joinLeaseQueue(database: r.database, holder: r.holder)
+                ticket = try await call { () throws(SequencerError) in try store.joinLeaseQueue(database: r.database, holder: r.holder) }
             }
             let id = ticket?.id ?? 0
             do throws(SequencerError) {
@@ -87,26 +88,27 @@ extension SequencerService {
 
     private func hold(_ request: [UInt8], _ stream: some SequencerResponseStream) async throws(SequencerError) {
         let hold: HoldLeaseRequest = try Self.decode(request)
+        let store = self.store
         var event = HoldLeaseEvent()
-        event.lease = try store.heldLease(hold)
+        event.lease = try await call { () throws(SequencerError) in try store.heldLease(hold) }
         let watch = try store.watchLease(hold.database)
         defer { store.unwatchLease(hold.database, id: watch.id) }
-        var release = ReleaseLeaseRequest()
-        release.database = hold.database
-        release.holder = hold.holder
-        release.epoch = hold.epoch
+        var releasing = ReleaseLeaseRequest()
+        releasing.database = hold.database
+        releasing.holder = hold.holder
+        releasing.epoch = hold.epoch
+        let release = releasing
         do {
             try await stream.send(event.serializedBytes())
         } catch {
             // The client is already gone (it exited right after taking the
             // lease): release it now, not after its TTL.
-            if (try? store.releaseLease(release)) == true {
+            if (try? await call({ () throws(SequencerError) in try store.releaseLease(release) })) == true {
                 logger.info("released the writer lease of '\(hold.database)' (holder '\(hold.holder)', epoch \(hold.epoch)): its holder left before its hold began")
             }
             throw SequencerError(.cancelled, "the holder of '\(hold.database)' left before its hold began: \(error)")
         }
 
-        let store = self.store
         let interval = holdCheckInterval
         var wantedEvent = HoldLeaseEvent()
         wantedEvent.wanted = true
@@ -127,7 +129,11 @@ extension SequencerService {
             group.addTask {
                 while true {
                     do { try await Task.sleep(for: interval) } catch { return .serverStopping }
-                    do throws(SequencerError) { _ = try store.heldLease(hold) } catch { return .leaseGone(error) }
+                    do throws(SequencerError) {
+                        _ = try await call { () throws(SequencerError) in try store.heldLease(hold) }
+                    } catch {
+                        return .leaseGone(error)
+                    }
                 }
             }
             let first: HoldEnd = await group.next() ?? .serverStopping
@@ -137,7 +143,7 @@ extension SequencerService {
         switch end {
         case .clientLeft:
             do throws(SequencerError) {
-                if try store.releaseLease(release) {
+                if try await call({ () throws(SequencerError) in try store.releaseLease(release) }) {
                     logger.info("released the writer lease of '\(hold.database)' (holder '\(hold.holder)', epoch \(hold.epoch)): its holder's connection closed")
                 }
             } catch {

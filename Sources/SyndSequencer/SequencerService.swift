@@ -21,26 +21,35 @@ import SyndStorage
 /// - waits (AcquireLease behind another holder, HoldLease, StreamBatches with
 ///   `follow`) as Swift tasks.
 public struct SequencerService: Sendable {
-    public let store: PageStore
+    public let store: any SequencerStore
     public let counters: RequestCounters
     let logger: Logger
     /// How often an open HoldLease call checks that its lease is still live.
     let holdCheckInterval: Duration
     /// Calls that take the store lock.
-    let writes = BlockingLane(label: "synd.sequencer.writes")
+    let writes: BlockingLane
     /// Calls served by the store's read-only connection.
-    let reads = BlockingLane(label: "synd.sequencer.reads")
+    let reads: BlockingLane
     /// CreateSnapshot, which reads a whole database (seconds for a large one).
     let snapshots = BlockingLane(label: "synd.sequencer.snapshots")
+    /// For a store whose every call may wait for the network (`callsMayBlock`):
+    /// the calls served inline for the embedded store, so that they never hold an event loop.
+    let remote: BlockingLane?
 
     public init(
-        store: PageStore, counters: RequestCounters = RequestCounters(), logger: Logger = Logger(label: "synd.sequencer"),
+        store: any SequencerStore, counters: RequestCounters = RequestCounters(), logger: Logger = Logger(label: "synd.sequencer"),
         holdCheckInterval: Duration = .milliseconds(500)
     ) {
         self.store = store
         self.counters = counters
         self.logger = logger
         self.holdCheckInterval = holdCheckInterval
+        // A remote store answers each call after a network round trip and
+        // serializes what must be serialized itself: its lanes run calls side by side.
+        let concurrent = store.callsMayBlock
+        writes = BlockingLane(label: "synd.sequencer.writes", concurrent: concurrent)
+        reads = BlockingLane(label: "synd.sequencer.reads", concurrent: concurrent)
+        remote = concurrent ? BlockingLane(label: "synd.sequencer.remote", concurrent: true) : nil
     }
 
     /// Serves one unary call: `request` is the request message's bytes, and
@@ -72,17 +81,21 @@ public struct SequencerService: Sendable {
         case .getSequencerKey:
             reply(Self.serve(request) { (_: GetSequencerKeyRequest) in store.sequencerKey })
         case .renewLease:
-            reply(Self.serve(request) { (r: RenewLeaseRequest) throws(SequencerError) in try store.renewLease(r) })
+            inline(request, reply) { (r: RenewLeaseRequest) throws(SequencerError) in try store.renewLease(r) }
         case .releaseLease:
-            reply(Self.serve(request) { (r: ReleaseLeaseRequest) throws(SequencerError) in
+            inline(request, reply) { (r: ReleaseLeaseRequest) throws(SequencerError) in
                 _ = try store.releaseLease(r)
                 return ReleaseLeaseResponse()
-            })
+            }
         case .getCommitStatus:
             // A commit still on its way to the disk is waited for without blocking the event loop.
             do throws(SequencerError) {
                 let r: GetCommitStatusRequest = try Self.decode(request)
-                store.commitStatus(r) { reply(Self.encoded($0)) }
+                if let remote {
+                    remote.run({ () throws(SequencerError) in try store.commitStatus(r) }) { reply(Self.encoded($0)) }
+                } else {
+                    store.commitStatus(r) { reply(Self.encoded($0)) }
+                }
             } catch {
                 reply(.failure(error))
             }
@@ -169,6 +182,26 @@ public struct SequencerService: Sendable {
         } catch {
             reply(.failure(error))
         }
+    }
+
+    /// Serves a call that touches only memory in the embedded store: on the
+    /// caller's thread, or on the `remote` lane for a store that may block.
+    private func inline<Req: WireMessage, Res: WireMessage>(
+        _ request: [UInt8], _ reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void,
+        _ body: @escaping @Sendable (Req) throws(SequencerError) -> Res
+    ) {
+        if let remote {
+            lane(remote, request, reply, body)
+        } else {
+            reply(Self.serve(request, body))
+        }
+    }
+
+    /// Runs a store call from a task: inline for the embedded store, on the
+    /// `remote` lane (off Swift's cooperative pool) for a store that may block.
+    func call<T: Sendable>(_ body: @escaping @Sendable () throws(SequencerError) -> T) async throws(SequencerError) -> T {
+        if let remote { return try await remote.run(body) }
+        return try body()
     }
 
     /// Decodes the request, runs `body` on `lane`, replies with its encoded answer.

@@ -5,6 +5,12 @@ public struct LeaseTicket: Sendable {
     public let database: String
     public let id: UInt64
     public let signal: LeaseSignal
+
+    public init(database: String, id: UInt64, signal: LeaseSignal) {
+        self.database = database
+        self.id = id
+        self.signal = signal
+    }
 }
 
 extension PageStore {

@@ -112,7 +112,10 @@ public final class PageStore: Sendable {
         return head.hash
     }
 
-    public var capabilities: Capabilities {
+    public var capabilities: Capabilities { Self.capabilities(configuration) }
+
+    /// What a sequencer with `configuration` offers its clients.
+    public static func capabilities(_ configuration: StoreConfiguration) -> Capabilities {
         var c = Capabilities()
         c.protocolVersion = 1
         c.pageSizes = (9...16).map { UInt32(1) << UInt32($0) }
@@ -137,12 +140,6 @@ public final class PageStore: Sendable {
     /// A database's lease cell.
     func leaseCell(_ database: String) throws(SequencerError) -> LeaseCell {
         try self.database(database).leases
-    }
-
-    /// Opens `request.name`, creating it if asked and missing.
-    public func open(_ request: OpenDatabaseRequest) throws(SequencerError) -> DatabaseInfo {
-        if let info = try openExisting(request) { return info }
-        return try create(request)
     }
 
     /// The head of `request.name` if it exists (nil if not, or if it was
@@ -259,7 +256,7 @@ public final class PageStore: Sendable {
     /// while writers that queued earlier (`joinLeaseQueue`) wait: `ticket` is
     /// the caller's place in that queue (0: not queued). A refusal tells the
     /// holder that its lease is wanted.
-    public func acquireLease(_ request: AcquireLeaseRequest, ticket: UInt64 = 0) throws(SequencerError) -> Lease {
+    public func acquireLease(_ request: AcquireLeaseRequest, ticket: UInt64) throws(SequencerError) -> Lease {
         let ttl = try leaseTTL(request.ttlMs)
         guard !request.holder.isEmpty else { throw SequencerError(.invalidArgument, "lease request has no holder id") }
         let db = try database(request.database)
@@ -579,10 +576,14 @@ public final class PageStore: Sendable {
         let waiters = db.head.withLock { h -> [@Sendable (Result<CommitResponse, SequencerError>) -> Void] in
             let waiters = h.pending.removeValue(forKey: request.txnID) ?? []
             guard case .success = result else { return waiters }
+            // A smaller page count cuts pages off: once the database grows
+            // again they read as zeros, so a reader's cached copies of them
+            // are stale although no page list names them. Say "unknown".
+            let shrank = request.pageCount < h.pageCount
             h.version = version
             h.pageSize = request.pageSize
             h.pageCount = request.pageCount
-            db.publish(h, changed: changed)
+            db.publish(h, changed: shrank ? nil : changed)
             // Every 64 versions, or more often for a short window, so that what it lets go goes soon
             // (a prune costs no fsync of its own: the log writes it with the next group).
             let pruneEvery = max(1, min(64, configuration.retainedVersions / 8))
@@ -610,13 +611,6 @@ public final class PageStore: Sendable {
                 w(answer)
             }
         }
-    }
-
-    /// The blocking form of `commit(_:completion:)`.
-    public func commit(_ request: CommitRequest) throws(SequencerError) -> CommitResponse {
-        let waiter = DurableWait<CommitResponse>()
-        commit(request) { waiter.finish($0) }
-        return try waiter.wait().get()
     }
 
     /// Whether the commit `request.txnID` was applied; one still on its way is
@@ -648,13 +642,6 @@ public final class PageStore: Sendable {
             return answer(backend.committedVersion(database: db.id, txnID: request.txnID))
         }
         if let now { completion(.success(now)) }
-    }
-
-    /// The blocking form of `commitStatus(_:completion:)`.
-    public func commitStatus(_ request: GetCommitStatusRequest) throws(SequencerError) -> GetCommitStatusResponse {
-        let waiter = DurableWait<GetCommitStatusResponse>()
-        commitStatus(request) { waiter.finish($0) }
-        return try waiter.wait().get()
     }
 
     /// Drops `request.database`: a sealed drop batch at the next version
@@ -739,7 +726,10 @@ public final class PageStore: Sendable {
 
     // MARK: - Validation
 
-    func validateName(_ name: String) throws(SequencerError) {
+    func validateName(_ name: String) throws(SequencerError) { try Self.validateName(name) }
+
+    /// Database names: 1-255 characters of A-Z a-z 0-9 . _ - /.
+    public static func validateName(_ name: String) throws(SequencerError) {
         let ok = !name.isEmpty && name.utf8.count <= 255
             && name.utf8.allSatisfy { c in
                 (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 46 || c == 45 || c == 95 || c == 47
@@ -750,6 +740,11 @@ public final class PageStore: Sendable {
     }
 
     private func leaseTTL(_ requested: UInt32) throws(SequencerError) -> UInt32 {
+        try Self.leaseTTL(requested, configuration)
+    }
+
+    /// The lease time-to-live a request asks for, within the configured bounds.
+    public static func leaseTTL(_ requested: UInt32, _ configuration: StoreConfiguration) throws(SequencerError) -> UInt32 {
         let ttl = requested == 0 ? configuration.defaultLeaseTTLMs : requested
         guard ttl >= 50, ttl <= configuration.maxLeaseTTLMs else {
             throw SequencerError(.invalidArgument, "lease ttl \(ttl) ms is outside 50...\(configuration.maxLeaseTTLMs) ms")
@@ -757,8 +752,12 @@ public final class PageStore: Sendable {
         return ttl
     }
 
-    /// What a batch must be whatever the database holds.
     private func validatePages(_ request: CommitRequest) throws(SequencerError) {
+        try Self.validatePages(request, maxBatchBytes: configuration.maxBatchBytes)
+    }
+
+    /// What a batch must be whatever the database holds.
+    public static func validatePages(_ request: CommitRequest, maxBatchBytes: UInt64) throws(SequencerError) {
         let size = request.pageSize
         guard size >= 512, size <= 65536, size & (size - 1) == 0 else {
             throw SequencerError(.invalidArgument, "page size \(size) is not a power of two between 512 and 65536")
@@ -770,8 +769,8 @@ public final class PageStore: Sendable {
             throw SequencerError(.invalidArgument, "page_count \(request.pageCount) is too large")
         }
         let bytes = UInt64(request.pages.count) * UInt64(size)
-        guard bytes <= configuration.maxBatchBytes else {
-            throw SequencerError(.resourceExhausted, "batch of \(bytes) bytes exceeds the sequencer's limit of \(configuration.maxBatchBytes) bytes")
+        guard bytes <= maxBatchBytes else {
+            throw SequencerError(.resourceExhausted, "batch of \(bytes) bytes exceeds the sequencer's limit of \(maxBatchBytes) bytes")
         }
         var seen = Set<UInt32>(minimumCapacity: request.pages.count)
         for page in request.pages {
@@ -790,29 +789,35 @@ public final class PageStore: Sendable {
         }
     }
 
-    /// What a batch must be given the database's newest sealed head.
     private func validateAgainstHead(_ request: CommitRequest, _ h: DatabaseHead) throws(SequencerError) {
-        if h.sealedPageCount > 0, request.pageSize != h.sealedPageSize, request.pages.count != Int(request.pageCount) {
+        try Self.validateAgainstHead(request, pageSize: h.sealedPageSize, pageCount: h.sealedPageCount)
+    }
+
+    /// What a batch must be given the database's newest sealed head.
+    public static func validateAgainstHead(_ request: CommitRequest, pageSize: UInt32, pageCount: UInt32) throws(SequencerError) {
+        if pageCount > 0, request.pageSize != pageSize, request.pages.count != Int(request.pageCount) {
             // A page size change (VACUUM) must rewrite the whole database.
-            throw SequencerError(.invalidArgument, "page size \(request.pageSize) differs from the database's \(h.sealedPageSize); a page size change must rewrite every page")
+            throw SequencerError(.invalidArgument, "page size \(request.pageSize) differs from the database's \(pageSize); a page size change must rewrite every page")
         }
-        if h.sealedPageCount == 0, !request.pages.contains(where: { $0.number == 1 }) {
+        if pageCount == 0, !request.pages.contains(where: { $0.number == 1 }) {
             throw SequencerError(.invalidArgument, "the first commit of a database must include page 1")
         }
     }
 }
 
 /// Waits on a thread for a store completion.
-final class DurableWait<T: Sendable>: Sendable {
+public final class DurableWait<T: Sendable>: Sendable {
     private let done = DispatchSemaphore(value: 0)
     private let result = Mutex<Result<T, SequencerError>?>(nil)
 
-    func finish(_ r: Result<T, SequencerError>) {
+    public init() {}
+
+    public func finish(_ r: Result<T, SequencerError>) {
         result.withLock { $0 = r }
         done.signal()
     }
 
-    func wait() -> Result<T, SequencerError> {
+    public func wait() -> Result<T, SequencerError> {
         done.wait()
         return result.withLock { $0! }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import SyndProtocol
 import Logging
+import SyndPostgres
 import SyndSequencer
 import SyndStorage
 
@@ -8,8 +9,16 @@ struct SequencerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sequencer", abstract: "Run a sequencer: the durable store of SyndDB databases, over gRPC/HTTP2.")
 
-    @Option(help: "Folder for the durable store (created if missing).")
+    @Option(help: "Folder for the durable store (created if missing). With --store postgresql://..., it holds only the sequencer's key (sequencer.ed25519): sequencers sharing one PostgreSQL need the same key, so copy this folder to each.")
     var data: String
+
+    @Option(help: ArgumentHelp(
+        "Where the databases live: 'embedded' (the default: a log in --data), or a PostgreSQL URL, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require|verify-full&sslrootcert=FILE], which any number of sequencers may share. The password may also come from PGPASSWORD or --store-password-file. The schema is created and migrated on start (docs/postgresql.md).",
+        valueName: "embedded|URL"))
+    var store: String = "embedded"
+
+    @Option(help: "File holding the PostgreSQL password (instead of the URL or PGPASSWORD).")
+    var storePasswordFile: String?
 
     @Option(help: "TCP port (0 picks a free one; the URL is printed).")
     var port: Int = 8433
@@ -51,7 +60,19 @@ struct SequencerCommand: AsyncParsableCommand {
         do {
             guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("give both --tls-cert and --tls-key") }
             let tls = tlsCert.flatMap { cert in tlsKey.map { (certificateChain: cert, privateKey: $0) } }
-            server = try await SequencerServer.start(store: configuration, host: host, port: port, tls: tls)
+            if store == "embedded" {
+                server = try await SequencerServer.start(store: configuration, host: host, port: port, tls: tls)
+            } else {
+                let location = try PostgresLocation(url: store, passwordFile: storePasswordFile)
+                let postgres = try await PostgresStore(location, configuration: configuration)
+                do {
+                    server = try await SequencerServer.start(
+                        store: postgres, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls)
+                } catch {
+                    postgres.shutdown()
+                    throw error
+                }
+            }
         } catch {
             throw ValidationError("cannot start the sequencer: \(error)")
         }
@@ -60,7 +81,8 @@ struct SequencerCommand: AsyncParsableCommand {
         }
         // The key, to pin in followers (sequencer_key=) and validators (--sequencer-key).
         let key = SequencerKeyText.format(server.service.store.sequencerKey.publicKey)
-        print("synd sequencer listening on \(server.url) (data: \(data); key \(key))")
+        let kept = store == "embedded" ? "data: \(data)" : "store: \(server.service.store.location); key file in \(data)"
+        print("synd sequencer listening on \(server.url) (\(kept); key \(key))")
         flushStandardOutput()
         try await server.wait()
     }

@@ -148,7 +148,7 @@ import Glibc
                     try db.execute(sql)
                 }
             }
-            let store = server.service.store
+            let store = server.service.pageStore
             let honest = try store.headVersion(of: name)
             let hostile = try Self.commitByHand(store, name, adding: SchemaObject(
                 type: "table", name: "boom", tableName: "boom",
@@ -177,7 +177,7 @@ import Glibc
                 }
             }
             // A plain CREATE INDEX, but each row's key costs ~0.4 s and ~150 MB: minutes in all.
-            let heavy = try Self.commitByHand(server.service.store, name, adding: SchemaObject(
+            let heavy = try Self.commitByHand(server.service.pageStore, name, adding: SchemaObject(
                 type: "index", name: "heavy", tableName: "h",
                 sql: "CREATE INDEX heavy ON h(length(replace(replace(printf('%.*c', 20000000 + id, 'x'), 'x', 'yy'), 'y', 'zz')))"))
 

@@ -13,14 +13,14 @@ import Testing
             try db.execute("CREATE TABLE t(v TEXT)")
             try db.execute("INSERT INTO t VALUES ('warm')")
             let versionBefore = db.statistics.version
-            let duplicatesBefore = server.service.store.duplicateCommitCount
+            let duplicatesBefore = server.service.pageStore.duplicateCommitCount
 
             proxy.arm()
             try db.execute("INSERT INTO t VALUES ('once')")  // COMMIT reports success truthfully
 
             #expect(proxy.cutCount == 1)
             // The retry under the same transaction id was answered from the record, not applied again.
-            #expect(server.service.store.duplicateCommitCount == duplicatesBefore + 1)
+            #expect(server.service.pageStore.duplicateCommitCount == duplicatesBefore + 1)
             #expect(db.statistics.version == versionBefore + 1)
             var ro = DatabaseOptions()
             ro.readOnly = true

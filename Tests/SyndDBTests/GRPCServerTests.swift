@@ -101,10 +101,10 @@ import Testing
             let name = uniqueName("grpc-unary")
             let capabilities = try await client.getCapabilities(Synddb_V1_GetCapabilitiesRequest())
             #expect(capabilities.protocolVersion == 1)
-            #expect(capabilities.maxBatchBytes == server.service.store.configuration.maxBatchBytes)
+            #expect(capabilities.maxBatchBytes == server.service.pageStore.configuration.maxBatchBytes)
             let key = try await client.getSequencerKey(Synddb_V1_GetSequencerKeyRequest())
             #expect(key.algorithm == "ed25519")
-            #expect(Array(key.publicKey) == server.service.store.signingKey.publicKey)
+            #expect(Array(key.publicKey) == server.service.pageStore.signingKey.publicKey)
 
             let info = try await Self.open(client, name)
             #expect(info.name == name)

@@ -67,7 +67,7 @@ import Testing
 
     @Test func honestHistoriesPassCheckingOnlyTheRowsEachBatchChanged() async throws {
         try await withEmbeddedSequencer { server in
-            let store = server.service.store
+            let store = server.service.pageStore
             // Default pages; then small pages in UTF-16 with auto_vacuum, which moves pages around at every commit.
             for (i, setup) in ["", "PRAGMA encoding='UTF-16le'; PRAGMA page_size=1024; PRAGMA auto_vacuum=FULL;"].enumerated() {
                 let name = uniqueName("incremental\(i)")
@@ -129,7 +129,7 @@ import Testing
 
     @Test func rowsChangedOutsideTheChangesetAreCaughtWithoutComparingWholeTables() async throws {
         try await withEmbeddedSequencer { server in
-            let store = server.service.store
+            let store = server.service.pageStore
             let name = uniqueName("hidden")
             let db = try Database.open(name, sequencer: server.url)
             try db.execute("CREATE TABLE a(id INTEGER PRIMARY KEY, v TEXT, b BLOB); CREATE TABLE c(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
@@ -209,7 +209,7 @@ import Testing
     /// a row given another row's key while the key's index still points elsewhere.
     @Test func rowsALookupWouldNotFindAreCaught() async throws {
         try await withEmbeddedSequencer { server in
-            let store = server.service.store
+            let store = server.service.pageStore
             let name = uniqueName("misplaced")
             let db = try Database.open(name, sequencer: server.url)
             try db.execute("CREATE TABLE a(id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE n(code TEXT PRIMARY KEY, v TEXT)")
@@ -276,7 +276,7 @@ import Testing
     /// at its own version, whether or not a checkpoint lands on it.
     @Test func signaturesCheckedAlongsideStillFailAtTheirVersion() async throws {
         try await withEmbeddedSequencer { server in
-            let store = server.service.store
+            let store = server.service.pageStore
             let name = uniqueName("signatures")
             try LedgerTests.bankHistory(server.url, name, transactions: 150)
             let batches = try Self.batches(store, name)
@@ -310,7 +310,7 @@ import Testing
     /// whole row does not).
     @Test func aPointerMapThatDisagreesWithAnOverflowChainIsCaught() async throws {
         try await withEmbeddedSequencer { server in
-            let store = server.service.store
+            let store = server.service.pageStore
             let name = uniqueName("ptrmap")
             let db = try Database.open(name, sequencer: server.url)
             try db.execute("PRAGMA page_size=1024")

@@ -14,13 +14,13 @@ import Testing
     /// Runs the validator over the store's batches as the stream serves them.
     /// Checks every batch twice, comparing whole tables after each and comparing
     /// only the rows each changed, and fails when the two disagree.
-    static func validate(_ store: PageStore, _ name: String, rules: [String] = []) throws -> ValidationFailure? {
+    static func validate(_ store: any SequencerStore, _ name: String, rules: [String] = []) throws -> ValidationFailure? {
         let head = try store.headVersion(of: name)
         var batches: [Batch] = []
         for version in 1...max(head, 1) {
             if let batch = try store.batch(database: name, version: version) { batches.append(batch) }
         }
-        let failure = try validate(batches, publicKey: store.signingKey.publicKey, rules: rules)
+        let failure = try validate(batches, publicKey: store.sequencerKey.publicKey, rules: rules)
         return failure ?? (batches.last?.version == head ? nil : ValidationFailure(version: head, reason: "stopped early"))
     }
 
@@ -80,7 +80,7 @@ import Testing
             let store = server.service.store
             let head = try store.headVersion(of: name)
             let batches = try (1...head).map { v in try #require(try store.batch(database: name, version: v)) }
-            let key = store.signingKey.publicKey
+            let key = store.sequencerKey.publicKey
             #expect(try Self.validate(batches, publicKey: key) == nil)
 
             /// Tampers with a copy of batch `version`, validates, expects the failure.
