@@ -1,5 +1,8 @@
 import Foundation
 import SyndDB
+import SyndPostgres
+import SyndProtocol
+import SyndStorage
 import Testing
 
 /// Several `synd sequencer --store postgresql://...` processes on one real
@@ -56,6 +59,38 @@ struct PostgresSequencerTests {
         }
     }
 
+    @Test func aRetryThroughAnotherSequencerGetsTheFirstAnswer() async throws {
+        let pg = try PostgresTestDatabase()
+        // Sequencer A refuses the first commit (a fault only A has); B would apply it.
+        var faulty = StoreConfiguration(directory: dir.path)
+        let refusedTxn = SequencerStoreConformanceTests.txn()
+        faulty.commitFault = { $0.txnID == refusedTxn ? SequencerError(.failedPrecondition, "refused by A") : nil }
+        let a = try await PostgresStore(PostgresLocation(url: pg.url), configuration: faulty)
+        let b = try await PostgresStore(PostgresLocation(url: pg.url), configuration: StoreConfiguration(directory: dir.path))
+        defer { a.shutdown(); b.shutdown() }
+        try await offPool {
+            _ = try a.open(OpenDatabaseRequest(name: "db", create: true))
+            let lease = try SequencerStoreConformanceTests.acquire(b)
+            let refused = SequencerStoreConformanceTests.request(lease, base: 0, count: 1, [SequencerStoreConformanceTests.page(1, 1)], txn: refusedTxn)
+            #expect(throws: SequencerError(.failedPrecondition, "refused by A")) { try a.commit(refused) }
+            #expect(throws: SequencerError(.failedPrecondition, "refused by A")) { try b.commit(refused) }
+            // An applied commit is a duplicate through the other one, and its status is the same on both.
+            let applied = SequencerStoreConformanceTests.request(lease, base: 0, count: 1, [SequencerStoreConformanceTests.page(1, 2)])
+            #expect(try b.commit(applied).version == 1)
+            let again = try a.commit(applied)
+            #expect(again.version == 1 && again.duplicate)
+            var status = GetCommitStatusRequest()
+            status.database = "db"
+            status.txnID = applied.txnID
+            #expect(try a.commitStatus(status).version == 1)
+            status.txnID = refusedTxn
+            #expect(try a.commitStatus(status).state == .notFound)
+            // Both see one head, one lease.
+            #expect(try a.headVersion(of: "db") == 1)
+            #expect(throws: SequencerError.self) { try SequencerStoreConformanceTests.acquire(a, holder: "other") }
+        }
+    }
+
     @Test func aSequencerWithAnotherKeyRefusesToStart() async throws {
         try await offPool {
             let pg = try PostgresTestDatabase()
@@ -93,25 +128,25 @@ struct PostgresSequencerTests {
             let pythonNames = (0..<2).map { uniqueName("pyfailover\($0)") }
             let pythons = try pythonNames.map { name in try FailoverWriter(name: name, sequencer: both, stop: stop) }
 
-            var afterKills: [[Int]] = []
+            // Three times: kill -9 A mid-load; every writer must go on through B within about a second.
+            var kills: [Double] = []
+            var carriedOn: [Duration] = []
             for _ in 0..<3 {
                 usleep(UInt32.random(in: 400_000...700_000))
-                a.kill9()
-                // Every writer must go on through B within about a second.
                 let before = loops.acked
-                let deadline = ContinuousClock.now + .seconds(5)
-                var moved = ContinuousClock.now
-                while ContinuousClock.now < deadline, zip(loops.acked, before).contains(where: { $0 <= $1 + 1 }) { usleep(20_000) }
-                moved = ContinuousClock.now
-                afterKills.append(zip(loops.acked, before).map { $0 - $1 })
-                print("failover: writers carried on \(moved) after the kill: \(afterKills.last!)")
+                kills.append(Date().timeIntervalSince1970)
+                let killed = ContinuousClock.now
+                a.kill9()
+                let deadline = killed + .seconds(10)
+                while ContinuousClock.now < deadline, zip(loops.acked, before).contains(where: { $0 < $1 + 2 }) { usleep(5_000) }
+                carriedOn.append(ContinuousClock.now - killed)
                 try a.restart()
             }
             try "".write(toFile: stop, atomically: true, encoding: .utf8)
             loops.stop()
-            for kill in afterKills {
-                #expect(kill.allSatisfy { $0 > 1 }, "a writer did not carry on through the other sequencer: \(afterKills)")
-            }
+            print("failover: this process's writers made two more commits each \(carriedOn) after each kill")
+            // A loaded 2-core machine gets some slack over "about a second".
+            #expect(carriedOn.allSatisfy { $0 < .seconds(3) }, "writers stalled after a sequencer died: \(carriedOn)")
 
             var ro = DatabaseOptions()
             ro.readOnly = true
@@ -122,9 +157,13 @@ struct PostgresSequencerTests {
                 print("failover, \(name): \(o.acked.count) acknowledged, \(o.uncertain.count) failed or unknown: \(o.errors.suffix(2))")
             }
             for p in pythons {
-                let (acked, failed) = try p.finish()
+                let (acked, failed, times) = try p.finish()
                 checks.append((p.name, acked, failed))
                 print("failover, \(p.name) (python): \(acked.count) acknowledged, \(failed.count) failed")
+                for kill in kills {
+                    let next = times.first { $0 > kill }
+                    #expect(next.map { $0 - kill < 3 } == true, "\(p.name) did not commit within 3 s of a kill (next commit: \(next.map { "\($0 - kill) s later" } ?? "none"))")
+                }
             }
             for (name, acked, uncertain) in checks {
                 #expect(acked.count > 10, "\(name): too few commits to mean anything")
@@ -143,8 +182,8 @@ struct PostgresSequencerTests {
 }
 
 /// A Python process committing through libsyndvfs.so until `stop` exists:
-/// transaction i inserts row i into tables a and b; it prints "ok i" once
-/// COMMIT returned and "fail i" when it raised.
+/// transaction i inserts row i into tables a and b; it prints "ok i TIME" once
+/// COMMIT returned (TIME: Unix time) and "fail i" when it raised.
 final class FailoverWriter: @unchecked Sendable {
     // Safe: used by one test thread.
     let name: String
@@ -168,7 +207,7 @@ final class FailoverWriter: @unchecked Sendable {
                     db.execute("INSERT INTO a VALUES (?, randomblob(500))", (i,))
                     db.execute("INSERT INTO b VALUES (?, randomblob(500))", (i,))
                     db.execute("COMMIT")
-                    print("ok", i)
+                    print("ok", i, time.time())
                 except sqlite3.Error as e:
                     print("fail", i, e)
                     try:
@@ -181,16 +220,22 @@ final class FailoverWriter: @unchecked Sendable {
         try startProcess(process)
     }
 
-    /// Waits for it to stop; its acknowledged and failed transactions.
-    func finish() throws -> (acked: Set<Int64>, failed: Set<Int64>) {
+    /// Waits for it to stop; its acknowledged and failed transactions, and when each acknowledgement came (Unix time).
+    func finish() throws -> (acked: Set<Int64>, failed: Set<Int64>, times: [Double]) {
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         var acked = Set<Int64>(), failed = Set<Int64>()
+        var times: [Double] = []
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: " ")
             guard parts.count >= 2, let i = Int64(parts[1]) else { continue }
-            if parts[0] == "ok" { acked.insert(i) } else { failed.insert(i) }
+            if parts[0] == "ok" {
+                acked.insert(i)
+                if parts.count >= 3, let t = Double(parts[2]) { times.append(t) }
+            } else {
+                failed.insert(i)
+            }
         }
-        return (acked, failed)
+        return (acked, failed, times)
     }
 }

@@ -10,6 +10,9 @@ enum PostgresTest {
     static let url = ProcessInfo.processInfo.environment["SYNDDB_TEST_POSTGRES"]
     static var available: Bool { url != nil }
     static let why: Comment = "needs a PostgreSQL: run under scripts/with-postgres.sh (scripts/test.sh does)"
+    /// SYNDDB_TEST_STORE=postgres: every sequencer the tests start keeps its
+    /// databases in PostgreSQL (a database of its own per sequencer).
+    static let storeForAllTests = ProcessInfo.processInfo.environment["SYNDDB_TEST_STORE"] == "postgres"
 }
 
 /// A PostgreSQL database of its own for one test, created on the test

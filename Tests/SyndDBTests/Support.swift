@@ -3,6 +3,7 @@ import Foundation
 import SyndDB
 import SyndSQLite
 import SyndSequencer
+import SyndPostgres
 import SyndStorage
 import Synchronization
 
@@ -80,9 +81,19 @@ final class SequencerProcess: @unchecked Sendable {
     }
 
     private let extraArguments: [String]
+    /// Its PostgreSQL database under SYNDDB_TEST_STORE=postgres (kept across restarts).
+    private let postgres: PostgresTestDatabase?
 
     init(directory: String, port: Int = 0, extraArguments: [String] = []) throws {
         self.directory = directory
+        var extraArguments = extraArguments
+        if PostgresTest.storeForAllTests, !extraArguments.contains("--store") {
+            let database = try PostgresTestDatabase()
+            postgres = database
+            extraArguments += ["--store", database.url]
+        } else {
+            postgres = nil
+        }
         self.extraArguments = extraArguments
         (process, output, self.port, announcement) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
     }
@@ -148,10 +159,21 @@ func withEmbeddedSequencer<T: Sendable>(
     let dir = TemporaryDirectory()
     var configuration = StoreConfiguration(directory: dir.path)
     configure(&configuration)
-    let server = try await SequencerServer.start(store: configuration)
+    // SYNDDB_TEST_STORE=postgres: the same tests on the PostgreSQL store (scripts/test.sh runs the core suites so).
+    var postgres: PostgresTestDatabase?
+    let server: SequencerServer
+    if PostgresTest.storeForAllTests {
+        let database = try PostgresTestDatabase()
+        postgres = database
+        let store = try await PostgresStore(PostgresLocation(url: database.url), configuration: configuration)
+        server = try await SequencerServer.start(store: store, maxBatchBytes: configuration.maxBatchBytes)
+    } else {
+        server = try await SequencerServer.start(store: configuration)
+    }
     let result = await blocking { try body(server) }
     await server.stop()
     _ = dir
+    _ = postgres
     return try result.get()
 }
 
