@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build-sqlite-tools.sh
+# Every test run has a real PostgreSQL (the PostgreSQL store's tests need one):
+# a throw-away cluster, removed afterwards.
+if [ -z "${SYNDDB_TEST_POSTGRES:-}" ]; then exec ./scripts/with-postgres.sh "$0" "$@"; fi
 if [ $# -gt 0 ]; then exec swift test "$@"; fi
 # Two groups, one after the other. The tests that time lease hand-overs,
 # renewals and TTLs (a holder must answer within lock_wait_ms, a paused writer
@@ -28,6 +31,11 @@ swift build --build-tests
 swift test --skip-build --filter "$timing_tests"
 swift test --skip-build --skip "$timing_tests" --filter "$first_half"
 swift test --skip-build --skip "$timing_tests" --skip "$first_half"
+# The core suites again with every sequencer on the PostgreSQL store (durability
+# under kill -9, exactly-once outcomes, fencing, streaming, validation, time
+# travel, drop), one test at a time: they time lease hand-overs too.
+postgres_core='^SyndDBTests\.(GroupCommitCrashTests|CommitOutcomeTests|FollowerTests|LedgerTests|TimeTravelTests|DropDatabaseTests|SQLiteThroughVFSTests|ManyWritersTests|WriterDeathTests|ReadConsistencyTests)/'
+SYNDDB_TEST_STORE=postgres swift test --skip-build --no-parallel --filter "$postgres_core"
 if [ "${SYNDDB_HARNESS:-1}" = 0 ]; then exit 0; fi
 
 step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }

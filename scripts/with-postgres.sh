@@ -40,6 +40,8 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 "${as[@]}" "$bin/initdb" -D "$dir/data" -U synd -A trust --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
 # fsync stays on: the store's durability is PostgreSQL's. Enough connections for parallel tests.

@@ -22,7 +22,7 @@ extension PostgresStore {
     public func commit(_ request: CommitRequest, completion: @escaping @Sendable (Result<CommitResponse, SequencerError>) -> Void) {
         let timeout = self.timeout
         let what = "committing to '\(request.database)'"
-        Task {
+        Task(executorPreference: executor) { [self] in
             let result: Result<CommitResponse, SequencerError>
             do {
                 result = try await Self.within(timeout, what) { [self] in try await commitOnce(request) }
@@ -164,7 +164,7 @@ extension PostgresStore {
         let txn = Self.bytes(request.txnID)
         let what = "looking up a commit of '\(name)'"
         let timeout = self.timeout
-        Task {
+        Task(executorPreference: executor) { [self] in
             do {
                 let answer = try await Self.within(timeout, what) { [self] () async throws -> GetCommitStatusResponse in
                     // Under the row lock: a commit of this id still running finishes first.
@@ -200,7 +200,7 @@ extension PostgresStore {
         let every = max(1, min(64, retained / 8))
         guard version % every == 0, retained < version else { return }
         let keep = Int64(version - retained)
-        Task {
+        Task(executorPreference: executor) { [self] in
             do {
                 try await client.withTransaction(logger: logger) { connection in
                     // Raised first: reads below it fail from now on rather than see holes.

@@ -44,6 +44,8 @@ public final class PostgresStore: SequencerStore {
     /// postgres-nio's own threads: the server's event loops may block waiting
     /// for PostgreSQL, so its answers must never need one of them.
     private let eventLoops: MultiThreadedEventLoopGroup
+    /// Where this store's tasks run (never Swift's cooperative pool).
+    let executor: PostgresExecutor
     private let background: Mutex<[Task<Void, Never>]>
     let board = LocalBoard()
 
@@ -76,12 +78,14 @@ public final class PostgresStore: SequencerStore {
         mkdir(configuration.directory, 0o755)
         signingKey = try SigningKey(path: configuration.directory + "/sequencer.ed25519", create: true)
         eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let executor = PostgresExecutor(threads: 2)
+        self.executor = executor
         client = PostgresClient(configuration: try postgres.clientConfiguration(), eventLoopGroup: eventLoops, backgroundLogger: logger)
         let client = self.client
-        background = Mutex([Task { await client.run() }])
+        background = Mutex([Task(executorPreference: executor) { await client.run() }])
         let notes: [String]
         do {
-            notes = try await Self.within(.seconds(15), "connecting to PostgreSQL at \(postgres)") { [logger, signingKey] in
+            notes = try await Self.within(.seconds(15), "connecting to PostgreSQL at \(postgres)", on: executor) { [logger, signingKey] in
                 let notes = try await PostgresSchema.migrate(client, logger: logger)
                 try await PostgresSchema.registerKey(
                     client, publicKey: SequencerKeyText.format(signingKey.publicKey), keyPath: signingKey.path, logger: logger)
@@ -90,11 +94,12 @@ public final class PostgresStore: SequencerStore {
         } catch {
             for t in background.withLock({ $0 }) { t.cancel() }
             try? await eventLoops.shutdownGracefully()
+            executor.stop()
             if let e = error as? PostgresStoreError { throw e }
             throw PostgresStoreError("cannot use the PostgreSQL store at \(postgres): \(Self.describe(error))")
         }
         recoveryNotes = notes
-        let listener = Task { [weak self] () async -> Void in await self?.listen() }
+        let listener = Task(executorPreference: executor) { [weak self] () async -> Void in await self?.listen() }
         background.withLock { $0.append(listener) }
     }
 
@@ -105,6 +110,7 @@ public final class PostgresStore: SequencerStore {
         }
         for t in tasks { t.cancel() }
         try? eventLoops.syncShutdownGracefully()
+        executor.stop()
     }
 
     // MARK: - Running PostgreSQL work
@@ -114,7 +120,7 @@ public final class PostgresStore: SequencerStore {
     func blocking<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) throws(SequencerError) -> T {
         let wait = DurableWait<T>()
         let timeout = self.timeout
-        Task {
+        Task(executorPreference: executor) {
             do {
                 wait.finish(.success(try await Self.within(timeout, what, body)))
             } catch {
@@ -125,8 +131,13 @@ public final class PostgresStore: SequencerStore {
     }
 
     /// `body`, or a timeout error once `limit` passed.
-    static func within<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
+    static func within<T: Sendable>(
+        _ limit: Duration, _ what: String, on executor: PostgresExecutor? = nil, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        if let executor {
+            return try await withTaskExecutorPreference(executor) { try await within(limit, what, body) }
+        }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await body() }
             group.addTask {
                 try await Task.sleep(for: limit)

@@ -35,7 +35,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Also write the report (Markdown) to this file.")
     var output: String?
 
-    @Option(help: "Which workloads, comma-separated: all, or any of single, dqlite, writers, databases, bulk, memory.")
+    @Option(help: "Which workloads, comma-separated: all, or any of single, dqlite, writers, databases, bulk, memory, transfer, followers, validation, postgres (PostgreSQL store: needs --postgres or SYNDDB_TEST_POSTGRES; part of all when one is given).")
     var workloads: String = "all"
 
     @Option(help: "Lease handovers between two writer processes.")
@@ -98,13 +98,19 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: .private) var workerLocal: String?
     @Option(help: .private) var workerDb: String?
 
-    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory", "transfer", "followers", "validation"]
+    static let workloadNames = ["single", "dqlite", "writers", "databases", "bulk", "memory", "transfer", "followers", "validation", "postgres"]
 
     /// The workloads asked for, in the order they run.
     var selected: Set<String> {
         let names = Set(workloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-        return names.contains("all") ? Set(Self.workloadNames) : names
+        // `all` includes the PostgreSQL workload when there is a PostgreSQL to run it on.
+        return names.contains("all") ? Set(Self.workloadNames.filter { $0 != "postgres" || postgresURL != nil }) : names
     }
+
+    @Option(help: "PostgreSQL URL for the postgres workload, whose user may create a database (the bench makes its own and drops it): e.g. what scripts/with-postgres.sh exports as SYNDDB_TEST_POSTGRES, the default.")
+    var postgres: String?
+
+    var postgresURL: String? { postgres ?? ProcessInfo.processInfo.environment["SYNDDB_TEST_POSTGRES"] }
 
     func validate() throws {
         let names = workloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -156,6 +162,10 @@ struct BenchCommand: AsyncParsableCommand {
         let (transferMb, bulkRowBytes, rounds) = (transferMb, bulkRowBytes, rounds)
         let validationSizes = validationMb.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
         let validationCommits = validationCommits
+        let postgresURL = postgresURL
+        if selected.contains("postgres"), postgresURL == nil {
+            throw ValidationError("the postgres workload needs a PostgreSQL: --postgres URL, or run under scripts/with-postgres.sh")
+        }
         let started = Date()
         let result: Result<String, any Error> = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
@@ -206,7 +216,7 @@ struct BenchCommand: AsyncParsableCommand {
                         issue10.memory = try withServer("memory") { try BenchIssue10.memory(settings, dir: dir, server: $0) }
                     }
                     var sections: [String] = []
-                    if !selected.isSubset(of: ["writers", "transfer", "followers", "validation"]) {
+                    if !selected.isSubset(of: ["writers", "transfer", "followers", "validation", "postgres"]) {
                         sections.append(BenchIssue10.report(issue10, command: command, date: started).joined(separator: "\n"))
                     }
                     if selected.contains("transfer") {
@@ -220,6 +230,11 @@ struct BenchCommand: AsyncParsableCommand {
                             try BenchFollowers.run(commits: max(50, n / 2), reads: n, dir: dir, url: server.url)
                         }
                         sections.append(BenchFollowers.report(followers, command: command, date: started).joined(separator: "\n"))
+                    }
+                    if selected.contains("postgres"), let postgresURL {
+                        let count = settings.databaseWriters.first ?? 16
+                        let results = try BenchPostgres.run(admin: postgresURL, settings: settings, processes: count, dir: dir)
+                        sections.append(BenchPostgres.report(results, settings: settings, command: command, date: started).joined(separator: "\n"))
                     }
                     if selected.contains("validation") {
                         let cases = try withServer("validation") { server in

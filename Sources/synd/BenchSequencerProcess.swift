@@ -12,16 +12,17 @@ final class BenchSequencerProcess {
     var pid: Int32 { process.processIdentifier }
 
     /// Starts the sequencer and waits (up to 60 s) for the URL it prints.
-    init(dataDirectory: String, retain: UInt64?) throws {
+    init(dataDirectory: String, retain: UInt64?, extraArguments: [String] = [], log: String? = nil) throws {
         self.dataDirectory = dataDirectory
-        self.logPath = dataDirectory + ".log"
+        let logPath = log ?? dataDirectory + ".log"
+        self.logPath = logPath
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         // Its output goes to a file, not a pipe: nobody reads a pipe after the
         // URL, and a full pipe would block the sequencer's logging.
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = URL(fileURLWithPath: BenchWriters.executablePath())
-        process.arguments = ["sequencer", "--data", dataDirectory, "--port", "0"] + (retain.map { ["--retain", String($0)] } ?? [])
+        process.arguments = ["sequencer", "--data", dataDirectory, "--port", "0"] + (retain.map { ["--retain", String($0)] } ?? []) + extraArguments
         process.standardOutput = log
         process.standardError = log
         try process.run()
