@@ -23,7 +23,8 @@ struct LedgerClient {
     func run<T: Sendable>(
         _ body: @Sendable @escaping (Synddb_V1_Sequencer.Client<HTTP2ClientTransport.Posix>, CallOptions, GRPCClient<HTTP2ClientTransport.Posix>) async throws -> T
     ) async throws -> T {
-        let endpoint = try Endpoint(url: url)
+        // A list of sequencers sharing a PostgreSQL store: this command talks to the first.
+        let endpoint = try Endpoint(url: String((url.split(separator: ",").first ?? Substring(url)).filter { $0 != " " }))
         guard !endpoint.tls else { throw CLIError("https sequencers are not supported by this command yet; use http://") }
         let transport = try HTTP2ClientTransport.Posix(
             target: .dns(host: endpoint.host, port: endpoint.port), transportSecurity: .plaintext)

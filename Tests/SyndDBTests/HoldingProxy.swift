@@ -85,8 +85,9 @@ final class HoldingProxy: Sendable {
             if !held.isEmpty && s.deliver == id {
                 Self.sendAll(upstream, held)
                 held = []
-                // Give the sequencer time to serve what arrived late.
-                if clientClosed { usleep(1_000_000); return }
+                // Give the sequencer time to serve what arrived late (a
+                // PostgreSQL-backed one answers after PostgreSQL's round trips).
+                if clientClosed { usleep(3_000_000); return }
             } else if !held.isEmpty && s.dropping && s.keep != id {
                 return
             }
