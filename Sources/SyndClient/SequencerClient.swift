@@ -43,19 +43,25 @@ public final class SequencerClient: Sendable {
             var failure: TransportError?
             for step in 0..<count {
                 let i = (first + step) % count
+                // With several, each gets a share of what is left, so one that
+                // does not answer at all (a host that is down) leaves time for the others.
+                let left = deadline - ContinuousClock.now
+                let attempt = count - step > 1 ? ContinuousClock.now + max(left / (count - step), .milliseconds(200)) : deadline
                 do throws(TransportError) {
-                    let c = try HTTP2Connection(endpoint: client.endpoints[i], caFile: client.options.tlsCAFile, deadline: deadline)
+                    let c = try HTTP2Connection(endpoint: client.endpoints[i], caFile: client.options.tlsCAFile, deadline: min(attempt, deadline))
                     connection = c
                     current = i
                     serial += 1
                     return c
                 } catch {
-                    // The last one tried fails the call; a deadline stops trying.
+                    // The last one tried fails the call; the caller's deadline stops trying.
                     failure = error
-                    if error.kind == .deadline || ContinuousClock.now >= deadline { break }
+                    if ContinuousClock.now >= deadline { break }
                 }
             }
+            // None answered: the next call starts with the one after.
             current = first
+            moveOn = true
             throw failure!
         }
 
@@ -338,7 +344,8 @@ public final class SequencerClient: Sendable {
                 }
                 return OpenStream(connection: slot.serial, id: id)
             } catch {
-                slot.drop()
+                // Given up either way; only a connection that broke sends the next one elsewhere.
+                if slot.connection?.isOpen == true { slot.connection = nil } else { slot.drop() }
                 var e = SequencerError(error.kind == .deadline ? .deadlineExceeded : .unavailable, error.message)
                 e.isTransport = true
                 throw e

@@ -63,6 +63,12 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
             configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: try tls())
         }
         configuration.options.connectTimeout = .seconds(5)
+        // Bounds on the server's side too: a statement or a lock wait the
+        // sequencer gave up on (its own 10 s timeout) does not run on for ever,
+        // nor does a transaction whose sequencer died without closing its socket.
+        configuration.options.additionalStartupParameters = [
+            ("statement_timeout", "15s"), ("lock_timeout", "15s"), ("idle_in_transaction_session_timeout", "60s"),
+        ]
         // One per concurrent commit or read, and the notification listener.
         configuration.options.maximumConnections = 32
         configuration.options.minimumConnections = 2

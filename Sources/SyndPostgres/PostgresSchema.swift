@@ -47,6 +47,9 @@ enum PostgresSchema {
         CREATE TABLE synddb_refusals (
             db bigint NOT NULL,
             txn_id bytea NOT NULL,
+            holder text NOT NULL,
+            epoch bigint NOT NULL,
+            base_version bigint NOT NULL,
             code integer NOT NULL,
             message text NOT NULL,
             refused_at timestamptz NOT NULL DEFAULT clock_timestamp(),

@@ -68,25 +68,37 @@ extension PostgresStore {
         let datas = request.pages.map { Self.bytes($0.data) }
 
         let result = try await client.withTransaction(logger: logger) { connection -> Result<CommitResponse, SequencerError> in
+            // The row lock first. The lookups come in a statement of their own:
+            // under READ COMMITTED each statement sees what committed before it
+            // began, so a commit of this id that held the lock until now is seen.
             let rows = try await connection.query("""
-                SELECT id, version, page_size, page_count, last_hash, last_committed_at_ms, \(unescaped: Self.leaseColumns),
-                    (SELECT b.version FROM synddb_batches b WHERE b.db = d.id AND b.txn_id = \(txn)),
-                    (SELECT r.code FROM synddb_refusals r WHERE r.db = d.id AND r.txn_id = \(txn)),
-                    (SELECT r.message FROM synddb_refusals r WHERE r.db = d.id AND r.txn_id = \(txn))
-                FROM synddb_databases d WHERE name = \(name) FOR UPDATE
+                SELECT id, version, page_size, page_count, last_hash, last_committed_at_ms, \(unescaped: Self.leaseColumns)
+                FROM synddb_databases WHERE name = \(name) FOR UPDATE
                 """, logger: logger)
             var head: LockedHead?
             for try await row in rows {
-                let (id, version, pageSize, pageCount, hash, at, holder, epoch, live, ms, inTxn, committed, code, message) = try row.decode(
-                    (Int64, Int64, Int32, Int64, ByteBuffer, Int64, String?, Int64, Bool, Int64, Bool, Int64?, Int32?, String?).self)
-                var h = LockedHead(
+                let (id, version, pageSize, pageCount, hash, at, holder, epoch, live, ms, inTxn) = try row.decode(
+                    (Int64, Int64, Int32, Int64, ByteBuffer, Int64, String?, Int64, Bool, Int64, Bool).self)
+                head = LockedHead(
                     id: id, version: version, pageSize: pageSize, pageCount: pageCount, lastHash: Self.array(hash), lastCommittedAtMs: at,
-                    lease: LeaseView(holder: holder, epoch: epoch, live: live, ms: ms, inTransaction: inTxn), committed: committed)
-                if let code, let message, let status = GRPCStatusCode(rawValue: Int(code)) { h.refused = SequencerError(status, message) }
-                head = h
+                    lease: LeaseView(holder: holder, epoch: epoch, live: live, ms: ms, inTransaction: inTxn))
             }
-            guard let head else { return .failure(Self.missing(name)) }
-            // A retry of an applied (or refused) commit gets the first outcome, whatever happened since.
+            guard var head else { return .failure(Self.missing(name)) }
+            let holder = request.holder, epoch = Int64(request.leaseEpoch), base = Int64(request.baseVersion)
+            let outcomes = try await connection.query("""
+                SELECT (SELECT b.version FROM synddb_batches b WHERE b.db = \(head.id) AND b.txn_id = \(txn)),
+                    (SELECT r.code FROM synddb_refusals r WHERE r.db = \(head.id) AND r.txn_id = \(txn)
+                        AND r.holder = \(holder) AND r.epoch = \(epoch) AND r.base_version = \(base)),
+                    (SELECT r.message FROM synddb_refusals r WHERE r.db = \(head.id) AND r.txn_id = \(txn)
+                        AND r.holder = \(holder) AND r.epoch = \(epoch) AND r.base_version = \(base))
+                """, logger: logger)
+            for try await (committed, code, message) in outcomes.decode((Int64?, Int32?, String?).self) {
+                head.committed = committed
+                if let code, let message, let status = GRPCStatusCode(rawValue: Int(code)) { head.refused = SequencerError(status, message) }
+            }
+            // A retry of an applied commit gets the first outcome, whatever happened since;
+            // the same request refused before gets the same refusal (a re-sent one, with a new
+            // lease or base, is decided afresh).
             if let version = head.committed {
                 var r = CommitResponse()
                 r.version = UInt64(version)
@@ -111,11 +123,16 @@ extension PostgresStore {
                 refusal = error
             }
             if let refusal {
-                let code = Int32(refusal.code.rawValue)
-                try await connection.query("""
-                    INSERT INTO synddb_refusals (db, txn_id, code, message) VALUES (\(head.id), \(txn), \(code), \(refusal.message))
-                    ON CONFLICT DO NOTHING
-                    """, logger: logger)
+                // Only refusals that prove nothing was applied are final; others (a fault) may go another way next time.
+                if refusal.provesNotApplied {
+                    let code = Int32(refusal.code.rawValue)
+                    try await connection.query("""
+                        INSERT INTO synddb_refusals (db, txn_id, holder, epoch, base_version, code, message)
+                        VALUES (\(head.id), \(txn), \(holder), \(epoch), \(base), \(code), \(refusal.message))
+                        ON CONFLICT (db, txn_id) DO UPDATE SET holder = EXCLUDED.holder, epoch = EXCLUDED.epoch,
+                            base_version = EXCLUDED.base_version, code = EXCLUDED.code, message = EXCLUDED.message, refused_at = clock_timestamp()
+                        """, logger: logger)
+                }
                 return .failure(refusal)
             }
 
@@ -169,21 +186,22 @@ extension PostgresStore {
                 let answer = try await Self.within(timeout, what) { [self] () async throws -> GetCommitStatusResponse in
                     // Under the row lock: a commit of this id still running finishes first.
                     try await client.withTransaction(logger: logger) { connection in
-                        let rows = try await connection.query("""
-                            SELECT (SELECT b.version FROM synddb_batches b WHERE b.db = d.id AND b.txn_id = \(txn))
-                            FROM synddb_databases d WHERE name = \(name) FOR SHARE
-                            """, logger: logger)
-                        var found = false
+                        var id: Int64?
+                        for try await i in try await connection.query(
+                            "SELECT id FROM synddb_databases WHERE name = \(name) FOR SHARE", logger: logger
+                        ).decode(Int64.self) {
+                            id = i
+                        }
+                        guard let id else { throw Self.missing(name) }
+                        // After the lock, in a statement of its own: it sees a commit that held the lock until now.
                         var r = GetCommitStatusResponse()
                         r.state = .notFound
-                        for try await version in rows.decode(Int64?.self) {
-                            found = true
-                            if let version {
-                                r.state = .committed
-                                r.version = UInt64(version)
-                            }
+                        for try await version in try await connection.query(
+                            "SELECT version FROM synddb_batches WHERE db = \(id) AND txn_id = \(txn)", logger: logger
+                        ).decode(Int64.self) {
+                            r.state = .committed
+                            r.version = UInt64(version)
                         }
-                        guard found else { throw Self.missing(name) }
                         return r
                     }
                 }
@@ -202,8 +220,14 @@ extension PostgresStore {
         let keep = Int64(version - retained)
         Task(executorPreference: executor) { [self] in
             do {
-                try await client.withTransaction(logger: logger) { connection in
-                    // Raised first: reads below it fail from now on rather than see holes.
+                try await client.withConnection { connection in
+                    // Refusals are kept an hour: long enough for any retry.
+                    try await connection.query("""
+                        DELETE FROM synddb_refusals WHERE db = (SELECT id FROM synddb_databases WHERE name = \(name))
+                            AND refused_at < clock_timestamp() - interval '1 hour'
+                        """, logger: logger)
+                    // Raised first, on its own (a short row lock): reads below it fail from now on
+                    // rather than see holes; a read already running keeps its snapshot.
                     let rows = try await connection.query("""
                         UPDATE synddb_databases SET oldest_version = \(keep) WHERE name = \(name) AND oldest_version < \(keep) RETURNING id
                         """, logger: logger)
@@ -216,8 +240,6 @@ extension PostgresStore {
                         DELETE FROM synddb_pages p WHERE p.db = \(id) AND p.version < \(keep) AND EXISTS (
                             SELECT 1 FROM synddb_pages q WHERE q.db = \(id) AND q.number = p.number AND q.version > p.version AND q.version <= \(keep))
                         """, logger: logger)
-                    try await connection.query(
-                        "DELETE FROM synddb_refusals WHERE db = \(id) AND refused_at < clock_timestamp() - interval '1 hour'", logger: logger)
                 }
             } catch {
                 logger.warning("pruning '\(name)' below version \(keep) failed (it is tried again later): \(Self.describe(error))")

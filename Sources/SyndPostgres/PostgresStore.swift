@@ -130,24 +130,30 @@ public final class PostgresStore: SequencerStore {
         return try wait.wait().get()
     }
 
-    /// `body`, or a timeout error once `limit` passed.
+    /// `body`, or a timeout error once `limit` passed. The answer does not wait
+    /// for `body` to end: a query that ignores cancellation (postgres-nio's
+    /// do) goes on in the background, bounded by the session's
+    /// `statement_timeout` (see `PostgresLocation`).
     static func within<T: Sendable>(
         _ limit: Duration, _ what: String, on executor: PostgresExecutor? = nil, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        if let executor {
-            return try await withTaskExecutorPreference(executor) { try await within(limit, what, body) }
-        }
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                return nil
+        let once = Once<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            once.set(continuation)
+            let work = Task(executorPreference: executor) {
+                do {
+                    once.finish(.success(try await body()))
+                } catch {
+                    once.finish(.failure(error))
+                }
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw SequencerError(.unavailable, "PostgreSQL did not answer within \(limit) while \(what); is it running and reachable?")
+            let timer = Task(executorPreference: executor) {
+                try? await Task.sleep(for: limit)
+                if Task.isCancelled { return }
+                once.finish(.failure(SequencerError(.unavailable, "PostgreSQL did not answer within \(limit) while \(what); is it running and reachable?")))
+                work.cancel()
             }
-            return value
+            once.onFinish { timer.cancel() }
         }
     }
 
@@ -182,6 +188,50 @@ public final class PostgresStore: SequencerStore {
 
     static func bytes(_ array: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: array) }
     static func array(_ buffer: ByteBuffer) -> [UInt8] { Array(buffer.readableBytesView) }
+}
+
+/// Resumes a continuation once: with the first of a result and a timeout.
+final class Once<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, any Error>?
+        var early: Result<T, any Error>?
+        var done = false
+        var after: (@Sendable () -> Void)?
+    }
+    private let state = Mutex(State())
+
+    func set(_ continuation: CheckedContinuation<T, any Error>) {
+        let early = state.withLock { s -> Result<T, any Error>? in
+            if let e = s.early { return e }
+            s.continuation = continuation
+            return nil
+        }
+        if let early { continuation.resume(with: early) }
+    }
+
+    func finish(_ result: Result<T, any Error>) {
+        let (continuation, after) = state.withLock { s -> (CheckedContinuation<T, any Error>?, (@Sendable () -> Void)?) in
+            guard !s.done else { return (nil, nil) }
+            s.done = true
+            guard let c = s.continuation else {
+                s.early = result
+                return (nil, s.after)
+            }
+            s.continuation = nil
+            return (c, s.after)
+        }
+        continuation?.resume(with: result)
+        after?()
+    }
+
+    func onFinish(_ body: @escaping @Sendable () -> Void) {
+        let now = state.withLock { s -> Bool in
+            if s.done { return true }
+            s.after = body
+            return false
+        }
+        if now { body() }
+    }
 }
 
 /// What each sequencer keeps in memory of its databases: the writers waiting

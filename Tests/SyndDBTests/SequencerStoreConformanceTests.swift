@@ -186,6 +186,22 @@ import Testing
             #expect(found.state == .committed && found.version == 1)
             status.txnID = Self.txn()
             #expect(try store.commitStatus(status).state == .notFound)
+
+            // A commit refused because its lease lapsed, sent again with the same
+            // id under a new lease (what the VFS does), is decided afresh and applied;
+            // the very same request again gets the same refusal.
+            let short = try Self.acquire(store, holder: "other", ttl: 60)
+            _ = short
+            usleep(150_000)
+            let mine = try Self.acquire(store, holder: "late", ttl: 60)
+            usleep(150_000)
+            let again2 = Self.request(mine, base: 2, count: 1, [Self.page(1, 7)])
+            #expect(Self.code { try store.commit(again2) } == .failedPrecondition)
+            #expect(Self.code { try store.commit(again2) } == .failedPrecondition)
+            var renewed = again2
+            renewed.leaseEpoch = try Self.acquire(store, holder: "late").epoch
+            let applied = try store.commit(renewed)
+            #expect(applied.version == 3 && !applied.duplicate)
         }
     }
 
