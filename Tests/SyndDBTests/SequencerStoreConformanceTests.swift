@@ -137,7 +137,8 @@ import Testing
             renew.database = "db"
             renew.holder = "b"
             renew.epoch = second.epoch
-            renew.ttlMs = 60
+            // Long enough for the checks below on a loaded machine, short enough to wait out.
+            renew.ttlMs = 1000
             #expect(try store.renewLease(renew).epoch == second.epoch)
             var hold = HoldLeaseRequest()
             hold.database = "db"
@@ -145,7 +146,7 @@ import Testing
             hold.epoch = second.epoch
             #expect(try store.heldLease(hold).epoch == second.epoch)
             // Lapsed: commit, renewal and hold check are refused, and another holder may take it.
-            usleep(150_000)
+            usleep(1_300_000)
             #expect(Self.code { try store.commit(Self.request(second, base: 1, count: 1, [Self.page(1, 2)])) } == .failedPrecondition)
             #expect(Self.code { try store.renewLease(renew) } == .failedPrecondition)
             #expect(Self.code { try store.heldLease(hold) } == .failedPrecondition)
@@ -190,11 +191,10 @@ import Testing
             // A commit refused because its lease lapsed, sent again with the same
             // id under a new lease (what the VFS does), is decided afresh and applied;
             // the very same request again gets the same refusal.
-            let short = try Self.acquire(store, holder: "other", ttl: 60)
-            _ = short
-            usleep(150_000)
+            _ = try Self.acquire(store, holder: "other", ttl: 60)
+            usleep(200_000)
             let mine = try Self.acquire(store, holder: "late", ttl: 60)
-            usleep(150_000)
+            usleep(200_000)
             let again2 = Self.request(mine, base: 2, count: 1, [Self.page(1, 7)])
             #expect(Self.code { try store.commit(again2) } == .failedPrecondition)
             #expect(Self.code { try store.commit(again2) } == .failedPrecondition)
