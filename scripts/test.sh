@@ -38,7 +38,14 @@ swift test --skip-build --skip "$timing_tests" --skip "$first_half"
 # under kill -9, exactly-once outcomes, fencing, streaming, validation, time
 # travel, drop), one test at a time: they time lease hand-overs too.
 postgres_core='^SyndDBTests\.(GroupCommitCrashTests|CommitOutcomeTests|FollowerTests|LedgerTests|TimeTravelTests|DropDatabaseTests|SQLiteThroughVFSTests|ManyWritersTests|WriterDeathTests|ReadConsistencyTests)/'
-SYNDDB_TEST_STORE=postgres swift test --skip-build --no-parallel --filter "$postgres_core"
+# Left out there: aLateArrivalAfterTheWriterReadAgainIsFencedOff, whose proxy
+# delivers a late request together with the client's own reset of it. The
+# embedded store answers before it reads the reset; PostgreSQL's answer comes
+# after it, on a stream the client already reset, so the proxy sees no answer
+# although the sequencer refused the request. Late arrivals on PostgreSQL are
+# checked by aLateArrivalAfterAnUnknownOutcomeIsSeenAndWritesGoOn, and fencing
+# of old epochs by SequencerStoreConformanceTests.
+SYNDDB_TEST_STORE=postgres swift test --skip-build --no-parallel --filter "$postgres_core" --skip 'aLateArrivalAfterTheWriterReadAgainIsFencedOff'
 if [ "${SYNDDB_HARNESS:-1}" = 0 ]; then exit 0; fi
 
 step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }
