@@ -98,14 +98,30 @@ extension PageStore {
         }
         guard due else { return }
         snapshotQueue.async {
-            defer { self.snapshotState.withLock { _ = $0.running.remove(database) } }
-            do {
-                let info = try self.makeSnapshot(database)
-                self.snapshotState.withLock { $0.last[database] = info.version }
-            } catch {
-                self.configuration.events?("snapshot of '\(database)' failed: \(error)")
-                // Not again before another interval.
-                self.snapshotState.withLock { $0.last[database] = version }
+            // Commits that came while a snapshot ran were not given one: if the head
+            // is already `every` past it, the next is made now, not at the next
+            // commit (which may never come). `running` is cleared before the head is
+            // read, so a commit either sees it clear or is seen here.
+            while true {
+                let made: UInt64
+                do {
+                    made = try self.makeSnapshot(database).version
+                } catch {
+                    self.configuration.events?("snapshot of '\(database)' failed: \(error)")
+                    // Not again before another interval.
+                    self.snapshotState.withLock { s in
+                        s.last[database] = version
+                        s.running.remove(database)
+                    }
+                    return
+                }
+                self.snapshotState.withLock { s in
+                    s.last[database] = made
+                    s.running.remove(database)
+                }
+                guard let head = try? self.headVersion(of: database), head >= made + every else { return }
+                let again = self.snapshotState.withLock { s in s.running.insert(database).inserted }
+                guard again else { return }
             }
         }
     }

@@ -115,7 +115,7 @@ struct ValidateCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let batches = validator.version - validator.snapshotVersion
-        var line = "ok: \(batches) batches of '\(db)' verified"
+        var line = "ok: \(batches) \(batches == 1 ? "batch" : "batches") of '\(db)' verified"
         if validator.snapshotVersion > 0 { line += " after the snapshot at version \(validator.snapshotVersion) (signed by the sequencer)" }
         line += " (Ed25519 signatures, hash chain, page images = changesets"
         line += ruleList.isEmpty ? ")" : ", \(ruleList.count) rules)"

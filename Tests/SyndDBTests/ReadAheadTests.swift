@@ -89,6 +89,10 @@ import Testing
 
             let reader = try Self.connect(name, server.url, "cache_mb=64", readOnly: false)
             try reader.execute("PRAGMA cache_size=10")
+            // Its write below takes the lease from `writer`: wait for the handover as
+            // any second writer should (a loaded machine can take longer than the
+            // sequencer's 500 ms grace for an idle holder).
+            try reader.execute("PRAGMA busy_timeout=10000")
             func stats() -> [Int64] {
                 var values = [Int64](repeating: 0, count: 8)
                 _ = values.withUnsafeMutableBufferPointer { sqlite3_file_control(reader.handle, "main", 0x5359_4E01, $0.baseAddress) }

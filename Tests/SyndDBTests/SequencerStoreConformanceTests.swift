@@ -36,7 +36,7 @@ import Testing
         return r
     }
 
-    static func acquire(_ store: any SequencerStore, holder: String = "w", ttl: UInt32 = 0, db: String = "db") throws -> Lease {
+    static func acquire(_ store: any SequencerStore, holder: String = "w", ttl: UInt32 = 120_000, db: String = "db") throws -> Lease {
         var a = AcquireLeaseRequest()
         a.database = db
         a.holder = holder

@@ -257,7 +257,7 @@ def check(events, final, validations, unexpected, bank_total, accounts=8):
     for name, r in validations.items():
         if r["code"] != 0:
             anomaly("validate", name, f"synd validate exited {r['code']}: {r['output']}")
-        elif name in final and not r["output"].startswith(f"ok: {final[name]['version']} batches"):
+        elif name in final and not r["output"].startswith(f"ok: {final[name]['version']} batch{'' if final[name]['version'] == 1 else 'es'} "):
             # The final state was read through the VFS; the validator streams the batches itself.
             anomaly("validate", name, f"the final read saw version {final[name]['version']}, synd validate: {r['output']}")
     for u in unexpected:
