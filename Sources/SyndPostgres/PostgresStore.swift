@@ -108,7 +108,16 @@ public final class PostgresStore: SequencerStore {
             defer { t = [] }
             return t
         }
-        for t in tasks { t.cancel() }
+        // The client closes its connections on its event loop after `run()` is
+        // cancelled: the loop stops only after that (bounded, so a stuck close
+        // cannot hold up the process).
+        let ended = DispatchSemaphore(value: 0)
+        Task(executorPreference: executor) {
+            for t in tasks { t.cancel() }
+            for t in tasks { await t.value }
+            ended.signal()
+        }
+        _ = ended.wait(timeout: .now() + .seconds(5))
         try? eventLoops.syncShutdownGracefully()
         executor.stop()
     }
