@@ -58,7 +58,7 @@ public enum GRPCFraming {
 }
 
 /// The gRPC method paths of synddb.v1.Sequencer.
-public enum SequencerMethod: String, Sendable {
+public enum SequencerMethod: String, Sendable, CaseIterable {
     case getCapabilities = "/synddb.v1.Sequencer/GetCapabilities"
     case openDatabase = "/synddb.v1.Sequencer/OpenDatabase"
     case acquireLease = "/synddb.v1.Sequencer/AcquireLease"

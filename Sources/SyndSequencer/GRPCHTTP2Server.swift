@@ -79,6 +79,8 @@ final class GRPCHTTP2Server: Sendable {
                     }
                     try pipeline.addHandler(manager)
                     connections.insert(channel)
+                    service.metrics.connectionOpened()
+                    channel.closeFuture.whenComplete { _ in service.metrics.connectionClosed() }
                 }
             }
         let listener: any Channel

@@ -30,19 +30,24 @@ public final class SequencerServer: Sendable {
         if configuration.events == nil {
             configuration.events = { [logger] message in logger.warning("\(message)") }
         }
+        let metrics = SequencerMetrics()
+        if configuration.syncTimes == nil {
+            configuration.syncTimes = { metrics.fsynced($0) }
+        }
         let store = try PageStore(configuration)
-        return try await start(store: store, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls, logger: logger)
+        return try await start(
+            store: store, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls, metrics: metrics, logger: logger)
     }
 
     /// Starts serving `store` (the embedded store, or another `SequencerStore`
     /// such as PostgreSQL's); returns once the port is bound.
     public static func start(
         store: any SequencerStore, maxBatchBytes: UInt64, host: String = "127.0.0.1", port: Int = 0,
-        tls: (certificateChain: String, privateKey: String)? = nil,
+        tls: (certificateChain: String, privateKey: String)? = nil, metrics: SequencerMetrics = SequencerMetrics(),
         logger: Logger = Logger(label: "synd.sequencer")
     ) async throws -> SequencerServer {
         let context = try tls.map { try tlsContext(certificateChain: $0.certificateChain, privateKey: $0.privateKey) }
-        let service = SequencerService(store: store, logger: logger)
+        let service = SequencerService(store: store, metrics: metrics, logger: logger)
         let limit = Int(min(maxBatchBytes * 2 + (1 << 20), UInt64(Int32.max)))
         let server: GRPCHTTP2Server
         do {

@@ -8,11 +8,11 @@ extension SequencerService {
     /// is read on the `reads` lane and sent once the transport took the one
     /// before, so a slow client slows the stream down instead of filling memory.
     public func streamBatches(request: [UInt8], stream: some SequencerResponseStream) async throws(SequencerError) {
-        counters.count(.streamBatches)
+        count(.streamBatches)
         do throws(SequencerError) {
             try await batches(request, stream)
         } catch {
-            Self.log(error, of: .streamBatches, logger)
+            failed(error, of: .streamBatches)
             throw error
         }
     }
@@ -36,6 +36,9 @@ extension SequencerService {
         let signal = LeaseSignal()
         let watch = request.follow ? try store.watchVersions(of: database, signal: signal) : nil
         defer { if let watch { store.stopWatching(database, id: watch) } }
+        // Its lag behind the head, for the metrics.
+        let followID = request.follow ? metrics.followStarted(database, sent: next > 0 ? next - 1 : 0) : nil
+        defer { if let followID { metrics.followEnded(followID) } }
         let heartbeat: Duration? = request.heartbeatMs > 0 ? .milliseconds(max(Self.minimumHeartbeatMs, Int(request.heartbeatMs))) : nil
         // Heartbeats come every `heartbeat`, batches or not: a follower behind a
         // busy writer must still learn how far the head is, and when.
@@ -67,6 +70,7 @@ extension SequencerService {
                     return  // the client left: nobody to answer
                 }
                 next = after
+                if let followID { metrics.followSent(followID, upTo: after - 1) }
             }
             guard request.follow else { return }
             if let heartbeat, ContinuousClock.now - lastBeat >= heartbeat {

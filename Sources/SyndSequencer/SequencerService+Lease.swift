@@ -19,18 +19,29 @@ extension SequencerService {
         let store = self.store
         writes.run({ () throws(SequencerError) in try store.acquireLease(r, ticket: 0) }) { [self] first in
             guard case .failure(let refusal) = first, refusal.code == .failedPrecondition, r.waitMs > 0 else {
+                if case .success(let lease) = first { granted(r, lease, waited: false, start) }
                 reply(first)
                 return
             }
             let waiting = Task {
                 do throws(SequencerError) {
-                    reply(.success(try await acquireWaiting(r, start: start, refused: refusal)))
+                    let lease = try await acquireWaiting(r, start: start, refused: refusal)
+                    granted(r, lease, waited: true, start)
+                    reply(.success(lease))
                 } catch {
                     reply(.failure(error))
                 }
             }
             departure?.whenClosed { waiting.cancel() }
         }
+    }
+
+    private func granted(_ r: AcquireLeaseRequest, _ lease: Lease, waited: Bool, _ start: ContinuousClock.Instant) {
+        metrics.leaseGranted(afterWaiting: waited)
+        logger.info("lease granted", metadata: [
+            "database": "\(r.database)", "holder": "\(r.holder)", "epoch": "\(lease.epoch)", "ttl_ms": "\(lease.ttlMs)",
+            "waited_ms": "\((ContinuousClock.now - start).components.seconds * 1000 + (ContinuousClock.now - start).components.attoseconds / 1_000_000_000_000_000)",
+        ])
     }
 
     /// The waiting part of `acquireLease`, after a first refusal. Waits off
@@ -77,11 +88,11 @@ extension SequencerService {
     /// once the lease lapsed or moved. Renews nothing. A cancelled task means
     /// the server is stopping: the lease is left as it is.
     public func holdLease(request: [UInt8], stream: some SequencerResponseStream) async throws(SequencerError) {
-        counters.count(.holdLease)
+        count(.holdLease)
         do throws(SequencerError) {
             try await hold(request, stream)
         } catch {
-            Self.log(error, of: .holdLease, logger)
+            failed(error, of: .holdLease)
             throw error
         }
     }
@@ -144,12 +155,16 @@ extension SequencerService {
         case .clientLeft:
             do throws(SequencerError) {
                 if try await call({ () throws(SequencerError) in try store.releaseLease(release) }) {
-                    logger.info("released the writer lease of '\(hold.database)' (holder '\(hold.holder)', epoch \(hold.epoch)): its holder's connection closed")
+                    metrics.leaseReclaimed()
+                    logger.info("released the writer lease of '\(hold.database)' (holder '\(hold.holder)', epoch \(hold.epoch)): its holder's connection closed",
+                                metadata: ["database": "\(hold.database)", "holder": "\(hold.holder)", "epoch": "\(hold.epoch)"])
                 }
             } catch {
                 logger.error("releasing the lease of '\(hold.database)' after its holder left failed: \(error.message)")
             }
         case .leaseGone(let error):
+            metrics.leaseLost()
+            logger.info("lease lost: \(error.message)", metadata: ["database": "\(hold.database)", "holder": "\(hold.holder)", "epoch": "\(hold.epoch)"])
             throw error
         case .serverStopping:
             return

@@ -23,6 +23,8 @@ import SyndStorage
 public struct SequencerService: Sendable {
     public let store: any SequencerStore
     public let counters: RequestCounters
+    /// What `/metrics` shows (`synd sequencer --metrics-port`).
+    public let metrics: SequencerMetrics
     let logger: Logger
     /// How often an open HoldLease call checks that its lease is still live.
     let holdCheckInterval: Duration
@@ -37,11 +39,12 @@ public struct SequencerService: Sendable {
     let remote: BlockingLane?
 
     public init(
-        store: any SequencerStore, counters: RequestCounters = RequestCounters(), logger: Logger = Logger(label: "synd.sequencer"),
-        holdCheckInterval: Duration = .milliseconds(500)
+        store: any SequencerStore, counters: RequestCounters = RequestCounters(), metrics: SequencerMetrics = SequencerMetrics(),
+        logger: Logger = Logger(label: "synd.sequencer"), holdCheckInterval: Duration = .milliseconds(500)
     ) {
         self.store = store
         self.counters = counters
+        self.metrics = metrics
         self.logger = logger
         self.holdCheckInterval = holdCheckInterval
         // A remote store answers each call after a network round trip and
@@ -68,10 +71,11 @@ public struct SequencerService: Sendable {
         _ method: SequencerMethod, request: consuming [UInt8], departure: Latch?,
         reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void
     ) {
-        counters.count(method)
-        let logger = self.logger
-        let reply: @Sendable (Result<[UInt8], SequencerError>) -> Void = { result in
-            if case .failure(let error) = result { Self.log(error, of: method, logger) }
+        count(method)
+        // Commit logs its refusals itself, with what it was asked.
+        let outer = reply
+        let reply: @Sendable (Result<[UInt8], SequencerError>) -> Void = { [self] result in
+            if case .failure(let error) = result { failed(error, of: method) }
             reply(result)
         }
         let store = self.store
@@ -83,8 +87,10 @@ public struct SequencerService: Sendable {
         case .renewLease:
             inline(request, reply) { (r: RenewLeaseRequest) throws(SequencerError) in try store.renewLease(r) }
         case .releaseLease:
-            inline(request, reply) { (r: ReleaseLeaseRequest) throws(SequencerError) in
-                _ = try store.releaseLease(r)
+            inline(request, reply) { [logger] (r: ReleaseLeaseRequest) throws(SequencerError) in
+                if try store.releaseLease(r) {
+                    logger.info("lease released", metadata: ["database": "\(r.database)", "holder": "\(r.holder)", "epoch": "\(r.epoch)"])
+                }
                 return ReleaseLeaseResponse()
             }
         case .getCommitStatus:
@@ -110,12 +116,25 @@ public struct SequencerService: Sendable {
             // The request's bytes go before the store makes its copies of a
             // large batch: the decoded request holds all it needs.
             _ = consume request
-            store.commit(r) { result in
-                if case .success(let response) = result { store.snapshotIfDue(r.database, version: response.version) }
-                reply(Self.encoded(result))
+            let started = ContinuousClock.now
+            store.commit(r) { [self] result in
+                switch result {
+                case .success(let response):
+                    metrics.committed(r, duplicate: response.duplicate, took: .now - started)
+                    logCommitted(r, response, took: .now - started)
+                    store.snapshotIfDue(r.database, version: response.version)
+                    outer(.success(response.serializedBytes()))
+                case .failure(let error):
+                    failed(error, of: .commit, Self.fields(r))
+                    outer(.failure(error))
+                }
             }
         case .readPages:
-            lane(reads, request, reply) { (r: ReadPagesRequest) throws(SequencerError) in try store.readPages(r) }
+            lane(reads, request, reply) { [metrics] (r: ReadPagesRequest) throws(SequencerError) in
+                let answer = try store.readPages(r)
+                metrics.pagesServed(answer.pages.count)
+                return answer
+            }
         case .openDatabase:
             do throws(SequencerError) {
                 let r: OpenDatabaseRequest = try Self.decode(request)
@@ -132,7 +151,9 @@ public struct SequencerService: Sendable {
         case .dropDatabase:
             lane(writes, request, reply) { (r: DropDatabaseRequest) throws(SequencerError) in
                 let response = try store.drop(r)
-                if response.version > 0 { logger.info("dropped '\(r.database)' at version \(response.version)") }
+                if response.version > 0 {
+                    logger.notice("dropped '\(r.database)' at version \(response.version)", metadata: ["database": "\(r.database)", "version": "\(response.version)"])
+                }
                 return response
             }
         case .acquireLease:
@@ -144,7 +165,8 @@ public struct SequencerService: Sendable {
         case .createSnapshot:
             lane(snapshots, request, reply) { (r: CreateSnapshotRequest) throws(SequencerError) in
                 let info = try store.createSnapshot(r.database)
-                logger.info("snapshot of '\(r.database)' at version \(info.version) (\(info.pageCount) pages)")
+                logger.notice("snapshot of '\(r.database)' at version \(info.version) (\(info.pageCount) pages)",
+                              metadata: ["database": "\(r.database)", "version": "\(info.version)"])
                 return info
             }
         case .holdLease, .streamBatches:
@@ -155,14 +177,20 @@ public struct SequencerService: Sendable {
     /// Serves a Commit call whose request the transport decoded as it arrived
     /// (see `GRPCRequestReader`): what `unary(.commit, ...)` does after decoding.
     func commit(_ request: CommitRequest, reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void) {
-        counters.count(.commit)
-        let logger = self.logger
+        count(.commit)
         let store = self.store
-        store.commit(request) { result in
-            if case .success(let response) = result { store.snapshotIfDue(request.database, version: response.version) }
-            let encoded = Self.encoded(result)
-            if case .failure(let error) = encoded { Self.log(error, of: .commit, logger) }
-            reply(encoded)
+        let started = ContinuousClock.now
+        store.commit(request) { [self] result in
+            switch result {
+            case .success(let response):
+                metrics.committed(request, duplicate: response.duplicate, took: .now - started)
+                logCommitted(request, response, took: .now - started)
+                store.snapshotIfDue(request.database, version: response.version)
+                reply(.success(response.serializedBytes()))
+            case .failure(let error):
+                failed(error, of: .commit, Self.fields(request))
+                reply(.failure(error))
+            }
         }
     }
 
@@ -170,16 +198,20 @@ public struct SequencerService: Sendable {
     /// `allocator` (see `ReadPagesResponse.framed`): what `unary(.readPages, ...)`
     /// does, without copying megabytes of read-ahead three more times.
     func readPages(request: [UInt8], allocator: ByteBufferAllocator, reply: @escaping @Sendable (Result<ByteBuffer, SequencerError>) -> Void) {
-        counters.count(.readPages)
-        let logger = self.logger
+        count(.readPages)
         let store = self.store
         do throws(SequencerError) {
             let r: ReadPagesRequest = try Self.decode(request)
-            reads.run({ () throws(SequencerError) in try store.readPages(r).framed(allocator: allocator) }) { result in
-                if case .failure(let error) = result { Self.log(error, of: .readPages, logger) }
+            reads.run({ [metrics] () throws(SequencerError) in
+                let answer = try store.readPages(r)
+                metrics.pagesServed(answer.pages.count)
+                return answer.framed(allocator: allocator)
+            }) { [self] result in
+                if case .failure(let error) = result { failed(error, of: .readPages) }
                 reply(result)
             }
         } catch {
+            failed(error, of: .readPages)
             reply(.failure(error))
         }
     }
@@ -236,11 +268,56 @@ public struct SequencerService: Sendable {
         result.map { $0.serializedBytes() }
     }
 
-    /// Failures on the sequencer's side are worth an operator's look; refusals are not.
-    static func log(_ error: SequencerError, of method: SequencerMethod, _ logger: Logger) {
+    /// A call served, for the tests' counters and the metrics.
+    func count(_ method: SequencerMethod) {
+        counters.count(method)
+        metrics.request(method)
+    }
+
+    /// A call answered with an error: counted by reason, and logged, one
+    /// line each. Failures on the sequencer's side are errors; refusals are
+    /// the clients' business, logged at info.
+    func failed(_ error: SequencerError, of method: SequencerMethod, _ metadata: Logger.Metadata = [:]) {
+        metrics.refused(method, error)
+        var fields = metadata
+        fields["method"] = "\(method.name)"
+        fields["code"] = "\(error.code)"
+        fields["reason"] = "\(SequencerMetrics.reason(error))"
         if error.code == .internal || error.code == .unavailable || error.code == .dataLoss {
-            logger.error("\(method.rawValue) failed: \(error.message)")
+            logger.error("\(method.name) failed: \(error.message)", metadata: fields)
+        } else {
+            logger.info("refused \(method.name): \(error.message)", metadata: fields)
         }
+    }
+
+    /// What a log line says of a commit.
+    static func fields(_ r: CommitRequest) -> Logger.Metadata {
+        [
+            "database": "\(r.database)", "txn": "\(hex(r.txnID))", "holder": "\(r.holder)", "epoch": "\(r.leaseEpoch)",
+            "base": "\(r.baseVersion)",
+        ]
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// One line per commit at debug level.
+    func logCommitted(_ r: CommitRequest, _ response: CommitResponse, took: Duration) {
+        guard logger.logLevel <= .debug else { return }
+        var fields = Self.fields(r)
+        fields["version"] = "\(response.version)"
+        fields["pages"] = "\(r.pages.count)"
+        fields["duplicate"] = "\(response.duplicate)"
+        fields["micros"] = "\(took.components.seconds * 1_000_000 + took.components.attoseconds / 1_000_000_000_000)"
+        logger.debug("committed", metadata: fields)
     }
 }
 
@@ -254,6 +331,9 @@ public final class RequestCounters: Sendable {
 }
 
 extension SequencerMethod {
+    /// "Commit", "ReadPages", ... (the last part of the path).
+    public var name: Substring { rawValue.split(separator: "/").last ?? Substring(rawValue) }
+
     /// HoldLease and StreamBatches answer with a stream of messages; the others with one.
     public var isServerStreaming: Bool { self == .holdLease || self == .streamBatches }
 }

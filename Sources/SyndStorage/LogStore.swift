@@ -103,7 +103,7 @@ public final class LogStore: StorageBackend {
         pagesOwners = Mutex(replay.pagesOwners)
         activeSegment = Atomic(active!.number)
         appender = LogAppender(directory: directory, active: active!, size: replay.activeSize, groups: replay.groups,
-                               segmentLimit: options.segmentLimit)
+                               segmentLimit: options.segmentLimit, syncTimes: options.syncTimes)
         queue = Mutex(AppendQueue())
         scheduleCompaction()
     }
@@ -448,6 +448,8 @@ public struct LogStoreOptions: Sendable {
     /// Told what an operator should know of compaction: a rewrite that failed
     /// (its segments stay as they were, and the next pass tries again).
     public var events: (@Sendable (String) -> Void)?
+    /// Told how long each group's fsync took (the sequencer's metrics).
+    public var syncTimes: (@Sendable (Duration) -> Void)?
     /// Test hook: a compaction stops where this returns true, as a crash there would stop it.
     public var compactionStop: (@Sendable (CompactionStep) -> Bool)?
 
@@ -507,10 +509,13 @@ final class LogAppender: @unchecked Sendable {
     static let zeroingGroupLimit = 64 << 10
 
     private let segmentLimit: Int
+    private let syncTimes: (@Sendable (Duration) -> Void)?
 
-    init(directory: String, active: LogSegment, size: Int, groups: UInt64, segmentLimit: Int) {
+    init(directory: String, active: LogSegment, size: Int, groups: UInt64, segmentLimit: Int,
+         syncTimes: (@Sendable (Duration) -> Void)? = nil) {
         self.directory = directory
         self.segmentLimit = segmentLimit
+        self.syncTimes = syncTimes
         self.active = active
         self.size = size
         self.groups = groups
@@ -597,7 +602,13 @@ final class LogAppender: @unchecked Sendable {
             }
             try active.write(end, at: offset)
         }
-        try active.sync()
+        if let syncTimes {
+            let before = ContinuousClock.now
+            try active.sync()
+            syncTimes(.now - before)
+        } else {
+            try active.sync()
+        }
         size += total
         written.store(size, ordering: .releasing)
         groupsWritten.add(1, ordering: .relaxed)

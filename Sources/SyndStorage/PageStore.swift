@@ -74,6 +74,7 @@ public final class PageStore: Sendable {
         var logOptions = LogStoreOptions()
         logOptions.segmentLimit = configuration.segmentBytes
         logOptions.events = configuration.events
+        logOptions.syncTimes = configuration.syncTimes
         let backend = try LogStore(directory: logDirectory, options: logOptions)
         self.backend = backend
         let hasHistory = backend.recovered.contains { $0.version > 0 }
@@ -129,6 +130,11 @@ public final class PageStore: Sendable {
     }
 
     // MARK: - Databases
+
+    /// Every database the catalog holds (dropped ones included).
+    func catalogSnapshot() -> [DatabaseState] {
+        catalog.withLock { Array($0.databases.values) }
+    }
 
     private func database(_ name: String) throws(SequencerError) -> DatabaseState {
         guard let db = catalog.withLock({ $0.databases[name] }) else {

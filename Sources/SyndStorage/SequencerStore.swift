@@ -82,6 +82,13 @@ public protocol SequencerStore: AnyObject, Sendable {
     func usableSnapshot(of database: String) throws(SequencerError) -> SnapshotStore.Reader?
     func snapshotIfDue(_ database: String, version: UInt64)
 
+    // MARK: Status
+
+    /// Every database that exists (dropped ones aside), by name.
+    func databaseStatuses() throws(SequencerError) -> [DatabaseStatus]
+    /// Bytes the store takes where it keeps its data (files, or PostgreSQL tables), history included.
+    func storedBytes() throws(SequencerError) -> Int64
+
     /// Ends background work and closes connections (the service is stopping).
     func shutdown()
 }

@@ -15,6 +15,8 @@ public struct StoreConfiguration: Sendable {
     public var segmentBytes = 64 << 20
     /// Told what an operator should know of the store's background work (a compaction that failed).
     public var events: (@Sendable (String) -> Void)?
+    /// Told how long each fsync of the log took (a group of commits; the sequencer's metrics).
+    public var syncTimes: (@Sendable (Duration) -> Void)?
     /// Largest batch, in bytes of page data.
     public var maxBatchBytes: UInt64 = 256 << 20
     /// Most pages one read may ask for.

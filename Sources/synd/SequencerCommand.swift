@@ -47,6 +47,14 @@ struct SequencerCommand: AsyncParsableCommand {
     @Option(help: "PEM private key of --tls-cert.")
     var tlsKey: String?
 
+    @Option(help: "Serve Prometheus metrics at http://METRICS-HOST:PORT/metrics (0 picks a free port; the URL is printed). Off unless given.")
+    var metricsPort: Int?
+
+    @Option(help: "Address the metrics endpoint listens on.")
+    var metricsHost: String = "127.0.0.1"
+
+    @OptionGroup var log: LogOptions
+
     func run() async throws {
         var configuration = StoreConfiguration(directory: data)
         configuration.retainedVersions = retain
@@ -56,18 +64,19 @@ struct SequencerCommand: AsyncParsableCommand {
         configuration.snapshotsKept = snapshotsKept
         guard segmentMB >= 1, segmentMB <= 1024 else { throw ValidationError("--segment-mb must be between 1 and 1024") }
         configuration.segmentBytes = segmentMB << 20
+        let logger = log.logger("synd.sequencer")
         let server: SequencerServer
         do {
             guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("give both --tls-cert and --tls-key") }
             let tls = tlsCert.flatMap { cert in tlsKey.map { (certificateChain: cert, privateKey: $0) } }
             if store == "embedded" {
-                server = try await SequencerServer.start(store: configuration, host: host, port: port, tls: tls)
+                server = try await SequencerServer.start(store: configuration, host: host, port: port, tls: tls, logger: logger)
             } else {
                 let location = try PostgresLocation(url: store, passwordFile: storePasswordFile)
-                let postgres = try await PostgresStore(location, configuration: configuration)
+                let postgres = try await PostgresStore(location, configuration: configuration, logger: log.logger("synd.postgres"))
                 do {
                     server = try await SequencerServer.start(
-                        store: postgres, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls)
+                        store: postgres, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls, logger: logger)
                 } catch {
                     postgres.shutdown()
                     throw error
@@ -76,14 +85,25 @@ struct SequencerCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("cannot start the sequencer: \(error)")
         }
+        var metricsServer: MetricsServer?
+        if let metricsPort {
+            do {
+                metricsServer = try await MetricsServer.start(host: metricsHost, port: metricsPort, service: server.service)
+            } catch {
+                await server.stop()
+                throw ValidationError("cannot start the sequencer: \(error)")
+            }
+        }
         for note in server.service.store.recoveryNotes {
             printError("synd sequencer: \(note)")
         }
         // The key, to pin in followers (sequencer_key=) and validators (--sequencer-key).
         let key = SequencerKeyText.format(server.service.store.sequencerKey.publicKey)
         let kept = store == "embedded" ? "data: \(data)" : "store: \(server.service.store.location); key file in \(data)"
-        print("synd sequencer listening on \(server.url) (\(kept); key \(key))")
+        let scraped = metricsServer.map { "; metrics \($0.url)" } ?? ""
+        print("synd sequencer listening on \(server.url) (\(kept); key \(key)\(scraped))")
         flushStandardOutput()
         try await server.wait()
+        await metricsServer?.stop()
     }
 }

@@ -231,6 +231,31 @@ import Testing
         }
     }
 
+    @Test(arguments: kinds) func theStatusListsEveryDatabaseWithItsHeadAndLease(_ kind: StoreKind) async throws {
+        let (store, keep) = try await kind.make(dir.path)
+        defer { store.shutdown(); withExtendedLifetime(keep) {} }
+        try await offPool {
+            _ = try store.open(OpenDatabaseRequest(name: "db", create: true))
+            _ = try store.open(OpenDatabaseRequest(name: "other", create: true))
+            let lease = try Self.acquire(store)
+            _ = try store.commit(Self.request(lease, base: 0, count: 2, [Self.page(1, 1), Self.page(2, 1)]))
+            let statuses = try store.databaseStatuses()
+            #expect(statuses.map(\.name) == ["db", "other"])
+            let db = try #require(statuses.first)
+            #expect(db.version == 1 && db.pageCount == 2 && db.pageSize == 1024 && db.oldestVersion == 1)
+            #expect(db.lease?.holder == "w" && db.lease?.epoch == lease.epoch && (db.lease?.msLeft ?? 0) > 60_000)
+            #expect(statuses.last?.version == 0 && statuses.last?.lease == nil)
+            #expect(try store.storedBytes() > 0)
+            // A dropped database is not listed.
+            var drop = DropDatabaseRequest()
+            drop.database = "db"
+            drop.holder = lease.holder
+            drop.epoch = lease.epoch
+            _ = try store.drop(drop)
+            #expect(try store.databaseStatuses().map(\.name) == ["other"])
+        }
+    }
+
     @Test(arguments: kinds) func versionsPastTheRetentionWindowAreLetGo(_ kind: StoreKind) async throws {
         let (store, keep) = try await kind.make(dir.path) { $0.retainedVersions = 16 }
         defer { store.shutdown(); withExtendedLifetime(keep) {} }

@@ -81,11 +81,14 @@ final class SequencerProcess: @unchecked Sendable {
     }
 
     private let extraArguments: [String]
+    /// Where its standard error goes (nil: this process's).
+    private let errorLog: String?
     /// Its PostgreSQL database under SYNDDB_TEST_STORE=postgres (kept across restarts).
     private let postgres: PostgresTestDatabase?
 
-    init(directory: String, port: Int = 0, extraArguments: [String] = []) throws {
+    init(directory: String, port: Int = 0, extraArguments: [String] = [], errorLog: String? = nil) throws {
         self.directory = directory
+        self.errorLog = errorLog
         var extraArguments = extraArguments
         if PostgresTest.storeForAllTests, !extraArguments.contains("--store") {
             let database = try PostgresTestDatabase()
@@ -95,15 +98,19 @@ final class SequencerProcess: @unchecked Sendable {
             postgres = nil
         }
         self.extraArguments = extraArguments
-        (process, output, self.port, announcement) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
+        (process, output, self.port, announcement) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments, errorLog: errorLog)
     }
 
-    private static func launch(directory: String, port: Int, extraArguments: [String] = []) throws -> (Process, Pipe, Int, String) {
+    private static func launch(directory: String, port: Int, extraArguments: [String] = [], errorLog: String? = nil) throws -> (Process, Pipe, Int, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Products.synd)
         process.arguments = ["sequencer", "--data", directory, "--port", String(port)] + extraArguments
         let pipe = Pipe()
         process.standardOutput = pipe
+        if let errorLog {
+            FileManager.default.createFile(atPath: errorLog, contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: errorLog)
+        }
         try startProcess(process)
         // First line: "synd sequencer listening on http://127.0.0.1:PORT ..."
         var line = Data()
@@ -134,7 +141,7 @@ final class SequencerProcess: @unchecked Sendable {
         var lastError: (any Error)?
         for _ in 0..<50 {
             do {
-                (process, output, port, announcement) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments)
+                (process, output, port, announcement) = try Self.launch(directory: directory, port: port, extraArguments: extraArguments, errorLog: errorLog)
                 return
             } catch {
                 lastError = error
