@@ -154,6 +154,13 @@ public final class SequencerClient: Sendable {
 
     /// Drops a database (DropDatabase): with the caller's lease in `request`
     /// if it holds one. Safe to retry: a second drop finds it dropped.
+    /// Every database (or `database`) as the sequencer holds it now (`synd status`).
+    public func status(database: String = "") throws(SequencerError) -> GetStatusResponse {
+        var request = GetStatusRequest()
+        request.database = database
+        return try call(.getStatus, request)
+    }
+
     public func drop(_ request: DropDatabaseRequest) throws(SequencerError) -> DropDatabaseResponse {
         try call(.dropDatabase, request)
     }

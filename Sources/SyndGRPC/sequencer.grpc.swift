@@ -206,6 +206,19 @@ public enum Synddb_V1_Sequencer: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetStatus" metadata.
+        public enum GetStatus: Sendable {
+            /// Request type for "GetStatus".
+            public typealias Input = Synddb_V1_GetStatusRequest
+            /// Response type for "GetStatus".
+            public typealias Output = Synddb_V1_GetStatusResponse
+            /// Descriptor for "GetStatus".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "synddb.v1.Sequencer"),
+                method: "GetStatus",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "synddb.v1.Sequencer" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             GetCapabilities.descriptor,
@@ -220,7 +233,8 @@ public enum Synddb_V1_Sequencer: Sendable {
             DropDatabase.descriptor,
             GetSequencerKey.descriptor,
             StreamBatches.descriptor,
-            CreateSnapshot.descriptor
+            CreateSnapshot.descriptor,
+            GetStatus.descriptor
         ]
     }
 }
@@ -447,7 +461,8 @@ extension Synddb_V1_Sequencer {
         /// > (page_count 0) takes the next version, so the hash chain, the version
         /// > numbers and the lease epochs of the name never restart. Fails with
         /// > FAILED_PRECONDITION while a live lease is held by another holder or at
-        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > another epoch (pass the caller's own lease, or none when it holds none),
+        /// > unless `force`.
         /// > Afterwards the database is NOT_FOUND until opened with create = true.
         ///
         /// - Parameters:
@@ -517,6 +532,25 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.StreamingServerRequest<Synddb_V1_CreateSnapshotRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_SnapshotInfo>
+
+        /// Handle the "GetStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the sequencer holds now (`synd status`): every database, or one,
+        /// > with its head, oldest readable version, size, live lease and followers.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Synddb_V1_GetStatusRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Synddb_V1_GetStatusResponse` messages.
+        func getStatus(
+            request: GRPCCore.StreamingServerRequest<Synddb_V1_GetStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_GetStatusResponse>
     }
 
     /// Service protocol for the "synddb.v1.Sequencer" service.
@@ -727,7 +761,8 @@ extension Synddb_V1_Sequencer {
         /// > (page_count 0) takes the next version, so the hash chain, the version
         /// > numbers and the lease epochs of the name never restart. Fails with
         /// > FAILED_PRECONDITION while a live lease is held by another holder or at
-        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > another epoch (pass the caller's own lease, or none when it holds none),
+        /// > unless `force`.
         /// > Afterwards the database is NOT_FOUND until opened with create = true.
         ///
         /// - Parameters:
@@ -797,6 +832,25 @@ extension Synddb_V1_Sequencer {
             request: GRPCCore.ServerRequest<Synddb_V1_CreateSnapshotRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Synddb_V1_SnapshotInfo>
+
+        /// Handle the "GetStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the sequencer holds now (`synd status`): every database, or one,
+        /// > with its head, oldest readable version, size, live lease and followers.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_GetStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Synddb_V1_GetStatusResponse` message.
+        func getStatus(
+            request: GRPCCore.ServerRequest<Synddb_V1_GetStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Synddb_V1_GetStatusResponse>
     }
 
     /// Simple service protocol for the "synddb.v1.Sequencer" service.
@@ -1006,7 +1060,8 @@ extension Synddb_V1_Sequencer {
         /// > (page_count 0) takes the next version, so the hash chain, the version
         /// > numbers and the lease epochs of the name never restart. Fails with
         /// > FAILED_PRECONDITION while a live lease is held by another holder or at
-        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > another epoch (pass the caller's own lease, or none when it holds none),
+        /// > unless `force`.
         /// > Afterwards the database is NOT_FOUND until opened with create = true.
         ///
         /// - Parameters:
@@ -1077,6 +1132,25 @@ extension Synddb_V1_Sequencer {
             request: Synddb_V1_CreateSnapshotRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Synddb_V1_SnapshotInfo
+
+        /// Handle the "GetStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the sequencer holds now (`synd status`): every database, or one,
+        /// > with its head, oldest readable version, size, live lease and followers.
+        ///
+        /// - Parameters:
+        ///   - request: A `Synddb_V1_GetStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Synddb_V1_GetStatusResponse` to respond with.
+        func getStatus(
+            request: Synddb_V1_GetStatusRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Synddb_V1_GetStatusResponse
     }
 }
 
@@ -1227,6 +1301,17 @@ extension Synddb_V1_Sequencer.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Synddb_V1_Sequencer.Method.GetStatus.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_GetStatusRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_GetStatusResponse>(),
+            handler: { request, context in
+                try await self.getStatus(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1370,6 +1455,17 @@ extension Synddb_V1_Sequencer.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_SnapshotInfo> {
         let response = try await self.createSnapshot(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getStatus(
+        request: GRPCCore.StreamingServerRequest<Synddb_V1_GetStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Synddb_V1_GetStatusResponse> {
+        let response = try await self.getStatus(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1550,6 +1646,19 @@ extension Synddb_V1_Sequencer.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Synddb_V1_SnapshotInfo> {
         return GRPCCore.ServerResponse<Synddb_V1_SnapshotInfo>(
             message: try await self.createSnapshot(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getStatus(
+        request: GRPCCore.ServerRequest<Synddb_V1_GetStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Synddb_V1_GetStatusResponse> {
+        return GRPCCore.ServerResponse<Synddb_V1_GetStatusResponse>(
+            message: try await self.getStatus(
                 request: request.message,
                 context: context
             ),
@@ -1812,7 +1921,8 @@ extension Synddb_V1_Sequencer {
         /// > (page_count 0) takes the next version, so the hash chain, the version
         /// > numbers and the lease epochs of the name never restart. Fails with
         /// > FAILED_PRECONDITION while a live lease is held by another holder or at
-        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > another epoch (pass the caller's own lease, or none when it holds none),
+        /// > unless `force`.
         /// > Afterwards the database is NOT_FOUND until opened with create = true.
         ///
         /// - Parameters:
@@ -1901,6 +2011,30 @@ extension Synddb_V1_Sequencer {
             deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_SnapshotInfo>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_SnapshotInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the sequencer holds now (`synd status`): every database, or one,
+        /// > with its head, oldest readable version, size, live lease and followers.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_GetStatusRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_GetStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_GetStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getStatus<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_GetStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_GetStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_GetStatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_GetStatusResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2262,7 +2396,8 @@ extension Synddb_V1_Sequencer {
         /// > (page_count 0) takes the next version, so the hash chain, the version
         /// > numbers and the lease epochs of the name never restart. Fails with
         /// > FAILED_PRECONDITION while a live lease is held by another holder or at
-        /// > another epoch (pass the caller's own lease, or none when it holds none).
+        /// > another epoch (pass the caller's own lease, or none when it holds none),
+        /// > unless `force`.
         /// > Afterwards the database is NOT_FOUND until opened with create = true.
         ///
         /// - Parameters:
@@ -2388,6 +2523,41 @@ extension Synddb_V1_Sequencer {
             try await self.client.unary(
                 request: request,
                 descriptor: Synddb_V1_Sequencer.Method.CreateSnapshot.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the sequencer holds now (`synd status`): every database, or one,
+        /// > with its head, oldest readable version, size, live lease and followers.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Synddb_V1_GetStatusRequest` message.
+        ///   - serializer: A serializer for `Synddb_V1_GetStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Synddb_V1_GetStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getStatus<Result>(
+            request: GRPCCore.ClientRequest<Synddb_V1_GetStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Synddb_V1_GetStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Synddb_V1_GetStatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_GetStatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Synddb_V1_Sequencer.Method.GetStatus.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2691,7 +2861,8 @@ extension Synddb_V1_Sequencer.ClientProtocol {
     /// > (page_count 0) takes the next version, so the hash chain, the version
     /// > numbers and the lease epochs of the name never restart. Fails with
     /// > FAILED_PRECONDITION while a live lease is held by another holder or at
-    /// > another epoch (pass the caller's own lease, or none when it holds none).
+    /// > another epoch (pass the caller's own lease, or none when it holds none),
+    /// > unless `force`.
     /// > Afterwards the database is NOT_FOUND until opened with create = true.
     ///
     /// - Parameters:
@@ -2799,6 +2970,36 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_CreateSnapshotRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_SnapshotInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStatus" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What the sequencer holds now (`synd status`): every database, or one,
+    /// > with its head, oldest readable version, size, live lease and followers.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Synddb_V1_GetStatusRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStatus<Result>(
+        request: GRPCCore.ClientRequest<Synddb_V1_GetStatusRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_GetStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getStatus(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Synddb_V1_GetStatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Synddb_V1_GetStatusResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3135,7 +3336,8 @@ extension Synddb_V1_Sequencer.ClientProtocol {
     /// > (page_count 0) takes the next version, so the hash chain, the version
     /// > numbers and the lease epochs of the name never restart. Fails with
     /// > FAILED_PRECONDITION while a live lease is held by another holder or at
-    /// > another epoch (pass the caller's own lease, or none when it holds none).
+    /// > another epoch (pass the caller's own lease, or none when it holds none),
+    /// > unless `force`.
     /// > Afterwards the database is NOT_FOUND until opened with create = true.
     ///
     /// - Parameters:
@@ -3258,6 +3460,40 @@ extension Synddb_V1_Sequencer.ClientProtocol {
             metadata: metadata
         )
         return try await self.createSnapshot(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStatus" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What the sequencer holds now (`synd status`): every database, or one,
+    /// > with its head, oldest readable version, size, live lease and followers.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStatus<Result>(
+        _ message: Synddb_V1_GetStatusRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Synddb_V1_GetStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Synddb_V1_GetStatusRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getStatus(
             request: request,
             options: options,
             onResponse: handleResponse

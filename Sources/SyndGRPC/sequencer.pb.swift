@@ -542,6 +542,10 @@ public nonisolated struct Synddb_V1_DropDatabaseRequest: Sendable {
 
   public var epoch: UInt64 = 0
 
+  /// Drop even while another writer's lease is live (`synd drop --force`):
+  /// the lease ends with the database, and that writer's next commit fails.
+  public var force: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -554,6 +558,74 @@ public nonisolated struct Synddb_V1_DropDatabaseResponse: Sendable {
 
   /// The version of the drop batch; 0 if the database did not exist.
   public var version: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Synddb_V1_GetStatusRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only this database ("": every one). NOT_FOUND if it does not exist.
+  public var database: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Synddb_V1_DatabaseStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// The newest committed version (0: none yet).
+  public var version: UInt64 = 0
+
+  /// The oldest version still readable.
+  public var oldestVersion: UInt64 = 0
+
+  public var pageSize: UInt32 = 0
+
+  public var pageCount: UInt32 = 0
+
+  /// The live writer lease ("" and 0 when none).
+  public var leaseHolder: String = String()
+
+  public var leaseEpoch: UInt64 = 0
+
+  public var leaseMsLeft: UInt64 = 0
+
+  /// Follow streams open on this sequencer, and how far the furthest behind is from the head.
+  public var followStreams: UInt32 = 0
+
+  public var followerLagVersions: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Synddb_V1_GetStatusResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var databases: [Synddb_V1_DatabaseStatus] = []
+
+  /// Where the store keeps its data: a folder, or a PostgreSQL URL without its password.
+  public var store: String = String()
+
+  /// Bytes the store takes, history included.
+  public var storeBytes: UInt64 = 0
+
+  /// Client connections open on this sequencer.
+  public var connections: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1643,7 +1715,7 @@ nonisolated extension Synddb_V1_GetCommitStatusResponse.State: SwiftProtobuf._Pr
 
 nonisolated extension Synddb_V1_DropDatabaseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DropDatabaseRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}holder\0\u{1}epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0\u{1}holder\0\u{1}epoch\0\u{1}force\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1654,6 +1726,7 @@ nonisolated extension Synddb_V1_DropDatabaseRequest: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.holder) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.force) }()
       default: break
       }
     }
@@ -1669,6 +1742,9 @@ nonisolated extension Synddb_V1_DropDatabaseRequest: SwiftProtobuf.Message, Swif
     if self.epoch != 0 {
       try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 3)
     }
+    if self.force != false {
+      try visitor.visitSingularBoolField(value: self.force, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1676,6 +1752,7 @@ nonisolated extension Synddb_V1_DropDatabaseRequest: SwiftProtobuf.Message, Swif
     if lhs.database != rhs.database {return false}
     if lhs.holder != rhs.holder {return false}
     if lhs.epoch != rhs.epoch {return false}
+    if lhs.force != rhs.force {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1706,6 +1783,156 @@ nonisolated extension Synddb_V1_DropDatabaseResponse: SwiftProtobuf.Message, Swi
 
   public static func ==(lhs: Synddb_V1_DropDatabaseResponse, rhs: Synddb_V1_DropDatabaseResponse) -> Bool {
     if lhs.version != rhs.version {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_GetStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetStatusRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}database\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.database) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.database.isEmpty {
+      try visitor.visitSingularStringField(value: self.database, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_GetStatusRequest, rhs: Synddb_V1_GetStatusRequest) -> Bool {
+    if lhs.database != rhs.database {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_DatabaseStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DatabaseStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}oldest_version\0\u{3}page_size\0\u{3}page_count\0\u{3}lease_holder\0\u{3}lease_epoch\0\u{3}lease_ms_left\0\u{3}follow_streams\0\u{3}follower_lag_versions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.oldestVersion) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.pageCount) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.leaseHolder) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.leaseEpoch) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.leaseMsLeft) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.followStreams) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.followerLagVersions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    if self.oldestVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.oldestVersion, fieldNumber: 3)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
+    }
+    if self.pageCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageCount, fieldNumber: 5)
+    }
+    if !self.leaseHolder.isEmpty {
+      try visitor.visitSingularStringField(value: self.leaseHolder, fieldNumber: 6)
+    }
+    if self.leaseEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.leaseEpoch, fieldNumber: 7)
+    }
+    if self.leaseMsLeft != 0 {
+      try visitor.visitSingularUInt64Field(value: self.leaseMsLeft, fieldNumber: 8)
+    }
+    if self.followStreams != 0 {
+      try visitor.visitSingularUInt32Field(value: self.followStreams, fieldNumber: 9)
+    }
+    if self.followerLagVersions != 0 {
+      try visitor.visitSingularUInt64Field(value: self.followerLagVersions, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_DatabaseStatus, rhs: Synddb_V1_DatabaseStatus) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.oldestVersion != rhs.oldestVersion {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageCount != rhs.pageCount {return false}
+    if lhs.leaseHolder != rhs.leaseHolder {return false}
+    if lhs.leaseEpoch != rhs.leaseEpoch {return false}
+    if lhs.leaseMsLeft != rhs.leaseMsLeft {return false}
+    if lhs.followStreams != rhs.followStreams {return false}
+    if lhs.followerLagVersions != rhs.followerLagVersions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Synddb_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetStatusResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}databases\0\u{1}store\0\u{3}store_bytes\0\u{1}connections\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.databases) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.store) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.storeBytes) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.connections) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.databases.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.databases, fieldNumber: 1)
+    }
+    if !self.store.isEmpty {
+      try visitor.visitSingularStringField(value: self.store, fieldNumber: 2)
+    }
+    if self.storeBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.storeBytes, fieldNumber: 3)
+    }
+    if self.connections != 0 {
+      try visitor.visitSingularUInt32Field(value: self.connections, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Synddb_V1_GetStatusResponse, rhs: Synddb_V1_GetStatusResponse) -> Bool {
+    if lhs.databases != rhs.databases {return false}
+    if lhs.store != rhs.store {return false}
+    if lhs.storeBytes != rhs.storeBytes {return false}
+    if lhs.connections != rhs.connections {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

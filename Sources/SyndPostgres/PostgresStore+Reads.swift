@@ -123,7 +123,7 @@ extension PostgresStore {
 
     public func drop(_ request: DropDatabaseRequest) throws(SequencerError) -> DropDatabaseResponse {
         try PageStore.validateName(request.database)
-        let name = request.database, holder = request.holder, epoch = request.epoch
+        let name = request.database, holder = request.holder, epoch = request.epoch, force = request.force
         return try blocking("dropping '\(name)'") { [self] () async throws -> DropDatabaseResponse in
             try await client.withTransaction(logger: logger) { connection -> DropDatabaseResponse in
                 var response = DropDatabaseResponse()
@@ -138,10 +138,10 @@ extension PostgresStore {
                     found = (id, version, pageCount, Self.array(hash), at, LeaseView(holder: h, epoch: e, live: live, ms: ms, inTransaction: inTxn))
                 }
                 guard let d = found, !(d.version > 0 && d.pageCount == 0) else { return response }
-                if d.lease.live, let current = d.lease.holder, current != holder || UInt64(d.lease.epoch) != epoch {
+                if !force, d.lease.live, let current = d.lease.holder, current != holder || UInt64(d.lease.epoch) != epoch {
                     throw SequencerError(
                         .failedPrecondition,
-                        "database '\(name)' has a live writer (holder '\(current)', epoch \(d.lease.epoch), \(d.lease.ms) ms left); it can be dropped once that writer closes")
+                        "database '\(name)' has a live writer (holder '\(current)', epoch \(d.lease.epoch), \(d.lease.ms) ms left); it can be dropped once that writer closes, or now with force (synd drop --force)")
                 }
                 var batch = Batch()
                 batch.database = name

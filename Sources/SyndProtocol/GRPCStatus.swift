@@ -69,6 +69,7 @@ public enum SequencerMethod: String, Sendable, CaseIterable {
     case commit = "/synddb.v1.Sequencer/Commit"
     case getCommitStatus = "/synddb.v1.Sequencer/GetCommitStatus"
     case dropDatabase = "/synddb.v1.Sequencer/DropDatabase"
+    case getStatus = "/synddb.v1.Sequencer/GetStatus"
     case getSequencerKey = "/synddb.v1.Sequencer/GetSequencerKey"
     case streamBatches = "/synddb.v1.Sequencer/StreamBatches"
     case createSnapshot = "/synddb.v1.Sequencer/CreateSnapshot"

@@ -579,17 +579,21 @@ public struct DropDatabaseRequest: WireMessage {
     public var database = ""
     public var holder = ""
     public var epoch: UInt64 = 0
+    /// Drop even while another writer's lease is live; the lease ends with it.
+    public var force = false
     public init() {}
     public func encode(to w: inout ProtoWriter) {
         w.string(1, database)
         w.string(2, holder)
         w.uint64(3, epoch)
+        w.bool(4, force)
     }
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
         case 1: database = try r.string()
         case 2: holder = try r.string()
         case 3: epoch = try r.varint()
+        case 4: force = try r.varint() != 0
         default: try r.skip(wire)
         }
     }
@@ -605,6 +609,88 @@ public struct DropDatabaseResponse: WireMessage {
     public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
         switch field {
         case 1: version = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+/// GetStatus: every database (or `database`) as the sequencer holds it now.
+public struct GetStatusRequest: WireMessage {
+    public var database = ""
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, database)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: database = try r.string()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+/// One database in a `GetStatusResponse`.
+public struct DatabaseStatusMessage: WireMessage, Equatable {
+    public var name = ""
+    public var version: UInt64 = 0
+    public var oldestVersion: UInt64 = 0
+    public var pageSize: UInt32 = 0
+    public var pageCount: UInt32 = 0
+    /// The live writer lease ("" and 0 when none).
+    public var leaseHolder = ""
+    public var leaseEpoch: UInt64 = 0
+    public var leaseMsLeft: UInt64 = 0
+    public var followStreams: UInt32 = 0
+    public var followerLagVersions: UInt64 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        w.string(1, name)
+        w.uint64(2, version)
+        w.uint64(3, oldestVersion)
+        w.uint32(4, pageSize)
+        w.uint32(5, pageCount)
+        w.string(6, leaseHolder)
+        w.uint64(7, leaseEpoch)
+        w.uint64(8, leaseMsLeft)
+        w.uint32(9, followStreams)
+        w.uint64(10, followerLagVersions)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: name = try r.string()
+        case 2: version = try r.varint()
+        case 3: oldestVersion = try r.varint()
+        case 4: pageSize = try r.uint32()
+        case 5: pageCount = try r.uint32()
+        case 6: leaseHolder = try r.string()
+        case 7: leaseEpoch = try r.varint()
+        case 8: leaseMsLeft = try r.varint()
+        case 9: followStreams = try r.uint32()
+        case 10: followerLagVersions = try r.varint()
+        default: try r.skip(wire)
+        }
+    }
+}
+
+/// What GetStatus answers.
+public struct GetStatusResponse: WireMessage {
+    public var databases: [DatabaseStatusMessage] = []
+    public var store = ""
+    public var storeBytes: UInt64 = 0
+    public var connections: UInt32 = 0
+    public init() {}
+    public func encode(to w: inout ProtoWriter) {
+        for d in databases { w.message(1, d) }
+        w.string(2, store)
+        w.uint64(3, storeBytes)
+        w.uint32(4, connections)
+    }
+    public mutating func decode(field: Int, wire: WireType, from r: inout ProtoReader) throws {
+        switch field {
+        case 1: databases.append(try r.message(DatabaseStatusMessage.self))
+        case 2: store = try r.string()
+        case 3: storeBytes = try r.varint()
+        case 4: connections = try r.uint32()
         default: try r.skip(wire)
         }
     }

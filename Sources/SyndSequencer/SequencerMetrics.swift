@@ -161,6 +161,24 @@ public final class SequencerMetrics: Sendable {
         }
     }
 
+    /// Client connections open now.
+    public var connectionsOpen: Int { openConnections.load(ordering: .relaxed) }
+
+    /// Per database: its follow streams open now, and how far the furthest
+    /// behind is from the head in `statuses`.
+    func followers(of statuses: [DatabaseStatus]) -> [String: (streams: Int, lag: UInt64)] {
+        let heads = Dictionary(statuses.map { ($0.name, $0.version) }, uniquingKeysWith: { a, _ in a })
+        let open = follows.withLock { $0.open.values.map { $0 } }
+        var out: [String: (streams: Int, lag: UInt64)] = [:]
+        for (database, version) in open {
+            let head = heads[database] ?? version
+            let behind = head > version ? head - version : 0
+            let before = out[database] ?? (0, 0)
+            out[database] = (before.streams + 1, max(before.lag, behind))
+        }
+        return out
+    }
+
     // MARK: - Scraping
 
     /// The metrics in Prometheus' text format, with the gauges that are read
@@ -176,15 +194,7 @@ public final class SequencerMetrics: Sendable {
         if let bytes = try? store.storedBytes() { storeSize.record(bytes) }
         // A store that cannot answer now (PostgreSQL away) leaves the gauges as they were.
         guard let statuses = try? store.databaseStatuses() else { return }
-        let heads = Dictionary(statuses.map { ($0.name, $0.version) }, uniquingKeysWith: { a, _ in a })
-        let open = follows.withLock { $0.open.values.map { $0 } }
-        var lag: [String: UInt64] = [:]
-        var streams: [String: Int] = [:]
-        for (database, version) in open {
-            streams[database, default: 0] += 1
-            let behind = (heads[database] ?? version) > version ? heads[database]! - version : 0
-            lag[database] = max(lag[database] ?? 0, behind)
-        }
+        let followers = followers(of: statuses)
         perDatabase.withLock { gauges in
             for status in statuses {
                 let g = gauges[status.name] ?? DatabaseGauges(status.name, factory)
@@ -192,8 +202,8 @@ public final class SequencerMetrics: Sendable {
                 g.version.record(Int64(clamping: status.version))
                 g.oldest.record(Int64(clamping: status.oldestVersion))
                 g.bytes.record(Int64(status.pageCount) * Int64(status.pageSize))
-                g.followers.record(streams[status.name] ?? 0)
-                g.lag.record(Int64(clamping: lag[status.name] ?? 0))
+                g.followers.record(followers[status.name]?.streams ?? 0)
+                g.lag.record(Int64(clamping: followers[status.name]?.lag ?? 0))
             }
             // A dropped database's gauges go with it.
             let names = Set(statuses.map(\.name))

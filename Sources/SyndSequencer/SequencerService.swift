@@ -152,7 +152,8 @@ public struct SequencerService: Sendable {
             lane(writes, request, reply) { (r: DropDatabaseRequest) throws(SequencerError) in
                 let response = try store.drop(r)
                 if response.version > 0 {
-                    logger.notice("dropped '\(r.database)' at version \(response.version)", metadata: ["database": "\(r.database)", "version": "\(response.version)"])
+                    logger.notice("dropped '\(r.database)' at version \(response.version)\(r.force ? " (forced)" : "")",
+                                  metadata: ["database": "\(r.database)", "version": "\(response.version)", "force": "\(r.force)"])
                 }
                 return response
             }
@@ -169,6 +170,8 @@ public struct SequencerService: Sendable {
                               metadata: ["database": "\(r.database)", "version": "\(info.version)"])
                 return info
             }
+        case .getStatus:
+            lane(reads, request, reply) { [self] (r: GetStatusRequest) throws(SequencerError) in try status(r) }
         case .holdLease, .streamBatches:
             reply(.failure(SequencerError(.unimplemented, "\(method.rawValue) is a server-streaming method, not a unary one")))
         }

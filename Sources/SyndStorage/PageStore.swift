@@ -666,12 +666,12 @@ public final class PageStore: Sendable {
             guard !h.isDropped, !h.dropPending else { return nil }
             try db.leases.withLock { l throws(SequencerError) in
                 let now = ContinuousClock.now
-                guard let lease = l.lease, lease.expires > now,
+                guard !request.force, let lease = l.lease, lease.expires > now,
                     lease.holder != request.holder || lease.epoch != request.epoch
                 else { return }
                 throw SequencerError(
                     .failedPrecondition,
-                    "database '\(request.database)' has a live writer (holder '\(lease.holder)', epoch \(lease.epoch), \((lease.expires - now).milliseconds) ms left); it can be dropped once that writer closes")
+                    "database '\(request.database)' has a live writer (holder '\(lease.holder)', epoch \(lease.epoch), \((lease.expires - now).milliseconds) ms left); it can be dropped once that writer closes, or now with force (synd drop --force)")
             }
             var batch = Batch()
             batch.database = db.name

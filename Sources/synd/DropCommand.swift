@@ -7,7 +7,7 @@ struct DropCommand: AsyncParsableCommand {
         commandName: "drop",
         abstract: "Delete a database: its pages and history are deleted on the sequencer.",
         discussion: """
-            Refused while a writer holds the database's lease. What remains is one sealed drop batch, \
+            Refused while a writer holds the database's lease, unless --force. What remains is one sealed drop batch, \
             so versions and the hash chain go on if the name is used again; until then, opening the \
             database without creating it fails. Deleting a database from SQLite (the VFS's xDelete, \
             e.g. `file delete` in SQLite's TCL tests) does the same.
@@ -19,11 +19,14 @@ struct DropCommand: AsyncParsableCommand {
     @Argument(help: "Database name.")
     var db: String
 
+    @Flag(help: "Drop it even while a writer holds its lease: that writer's next commit fails.")
+    var force = false
+
     func run() async throws {
         let url = try sequencerURL(sequencer)
         let version: UInt64
         do {
-            version = try await LedgerClient(url: url).drop(database: db)
+            version = try await LedgerClient(url: url).drop(database: db, force: force)
         } catch let error as RPCError {
             throw CLIError("cannot drop '\(db)': \(error.message)")
         }

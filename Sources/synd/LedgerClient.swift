@@ -73,10 +73,11 @@ struct LedgerClient {
     }
 
     /// Drops `database`; returns the drop batch's version (0: there was no such database).
-    func drop(database: String) async throws -> UInt64 {
+    func drop(database: String, force: Bool = false) async throws -> UInt64 {
         try await run { client, options in
             var request = Synddb_V1_DropDatabaseRequest()
             request.database = database
+            request.force = force
             return try await client.dropDatabase(request, options: options).version
         }
     }
