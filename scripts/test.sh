@@ -23,7 +23,7 @@ if [ $# -gt 0 ]; then exec swift test "$@"; fi
 # EdgeCaseLedgerTests is among them: it times how soon a validator's statement
 # timeout stops a definition that would run for minutes (30.2 s against its 30 s
 # bound once, with the first half's tests sharing the cores).
-timing_tests='ManyWritersTests|CommitPathTests|WriterDeathTests|CommitOutcomeTests|ReadConsistencyTests|DatabaseIndependenceTests|EdgeCaseLedgerTests'
+timing_tests='ManyWritersTests|CommitPathTests|WriterDeathTests|CommitOutcomeTests|ReadConsistencyTests|DatabaseIndependenceTests|EdgeCaseLedgerTests|ResourceLimitTests'
 # The rest runs in two halves (suites A-L, then M-Z): all of it at once held
 # 1,300-1,500 file descriptors early on (an event loop group and connections per
 # embedded sequencer, pipes per child), past the count at which Foundation's

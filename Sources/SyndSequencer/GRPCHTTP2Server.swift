@@ -27,7 +27,7 @@ final class GRPCHTTP2Server: Sendable {
 
     /// Binds `host:port` and starts serving; returns once the port is bound.
     static func start(
-        host: String, port: Int, tls: NIOSSLContext?, service: SequencerService, requestLimit: Int
+        host: String, port: Int, tls: NIOSSLContext?, service: SequencerService, requestLimit: Int, limits: ServerLimits = ServerLimits()
     ) async throws -> GRPCHTTP2Server {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let connections = ConnectionSet()
@@ -64,8 +64,15 @@ final class GRPCHTTP2Server: Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 << 10, maximum: 1 << 20))
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Over the limit: closed at once, counted, and said once in a while.
+                guard connections.reserve(limit: limits.maxConnections) else {
+                    service.connectionRefused(open: limits.maxConnections)
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in connections.release() }
+                return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(HandshakeDeadline(timeout: limits.handshakeTimeout) { service.metrics.connectionTimedOut() })
                     if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
                     let manager = NIOHTTP2ServerConnectionManagementHandler(eventLoop: channel.eventLoop, configuration: management)
                     _ = try pipeline.configureHTTP2Pipeline(

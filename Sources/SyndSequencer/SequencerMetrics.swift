@@ -32,6 +32,10 @@ public final class SequencerMetrics: Sendable {
     private let leasesLost: CoreMetrics.Counter
     private let leasesReclaimed: CoreMetrics.Counter
     private let connections: CoreMetrics.Gauge
+    private let connectionsRefused: CoreMetrics.Counter
+    private let connectionsTimedOut: CoreMetrics.Counter
+    /// When a refused connection was last logged (they are logged at most every 10 s).
+    private let lastRefusalLogged = Mutex<ContinuousClock.Instant?>(nil)
     private let storeSize: CoreMetrics.Gauge
     private let openConnections = Atomic<Int>(0)
     private let follows = Mutex<FollowStreams>(FollowStreams())
@@ -70,6 +74,8 @@ public final class SequencerMetrics: Sendable {
         leasesLost = CoreMetrics.Counter(label: "synddb_leases_lost_total", factory: factory)
         leasesReclaimed = CoreMetrics.Counter(label: "synddb_leases_reclaimed_total", factory: factory)
         connections = CoreMetrics.Gauge(label: "synddb_connections", factory: factory)
+        connectionsRefused = CoreMetrics.Counter(label: "synddb_connections_refused_total", factory: factory)
+        connectionsTimedOut = CoreMetrics.Counter(label: "synddb_connections_timed_out_total", factory: factory)
         storeSize = CoreMetrics.Gauge(label: "synddb_store_size_bytes", factory: factory)
     }
 
@@ -119,6 +125,21 @@ public final class SequencerMetrics: Sendable {
 
     /// The sequencer released a lease because its holder's connection closed.
     func leaseReclaimed() { leasesReclaimed.increment() }
+
+    /// A connection closed at once: `--max-connections` were open. True when
+    /// it should be logged (the first in 10 s).
+    func connectionRefused() -> Bool {
+        connectionsRefused.increment()
+        return lastRefusalLogged.withLock { last in
+            let now = ContinuousClock.now
+            if let last, now - last < .seconds(10) { return false }
+            last = now
+            return true
+        }
+    }
+
+    /// A connection closed because it sent no HTTP/2 preface in time.
+    func connectionTimedOut() { connectionsTimedOut.increment() }
 
     func connectionOpened() { connections.record(openConnections.add(1, ordering: .relaxed).newValue) }
     func connectionClosed() { connections.record(openConnections.subtract(1, ordering: .relaxed).newValue) }

@@ -23,7 +23,7 @@ public final class SequencerServer: Sendable {
     /// - Parameter tls: PEM certificate chain and private key files; serves https (h2 over TLS) when set.
     public static func start(
         store configuration: StoreConfiguration, host: String = "127.0.0.1", port: Int = 0,
-        tls: (certificateChain: String, privateKey: String)? = nil,
+        tls: (certificateChain: String, privateKey: String)? = nil, limits: ServerLimits = ServerLimits(),
         logger: Logger = Logger(label: "synd.sequencer")
     ) async throws -> SequencerServer {
         var configuration = configuration
@@ -36,22 +36,23 @@ public final class SequencerServer: Sendable {
         }
         let store = try PageStore(configuration)
         return try await start(
-            store: store, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls, metrics: metrics, logger: logger)
+            store: store, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls, limits: limits, metrics: metrics,
+            logger: logger)
     }
 
     /// Starts serving `store` (the embedded store, or another `SequencerStore`
     /// such as PostgreSQL's); returns once the port is bound.
     public static func start(
         store: any SequencerStore, maxBatchBytes: UInt64, host: String = "127.0.0.1", port: Int = 0,
-        tls: (certificateChain: String, privateKey: String)? = nil, metrics: SequencerMetrics = SequencerMetrics(),
-        logger: Logger = Logger(label: "synd.sequencer")
+        tls: (certificateChain: String, privateKey: String)? = nil, limits: ServerLimits = ServerLimits(),
+        metrics: SequencerMetrics = SequencerMetrics(), logger: Logger = Logger(label: "synd.sequencer")
     ) async throws -> SequencerServer {
         let context = try tls.map { try tlsContext(certificateChain: $0.certificateChain, privateKey: $0.privateKey) }
         let service = SequencerService(store: store, metrics: metrics, logger: logger)
         let limit = Int(min(maxBatchBytes * 2 + (1 << 20), UInt64(Int32.max)))
         let server: GRPCHTTP2Server
         do {
-            server = try await GRPCHTTP2Server.start(host: host, port: port, tls: context, service: service, requestLimit: limit)
+            server = try await GRPCHTTP2Server.start(host: host, port: port, tls: context, service: service, requestLimit: limit, limits: limits)
         } catch let error as SequencerStartError {
             throw error
         } catch {

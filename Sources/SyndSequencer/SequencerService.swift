@@ -293,6 +293,14 @@ public struct SequencerService: Sendable {
         }
     }
 
+    /// A connection closed as soon as accepted: `open` connections are the most.
+    func connectionRefused(open: Int) {
+        if metrics.connectionRefused() {
+            logger.warning("refusing connections: \(open) are open, the most this sequencer accepts (--max-connections)",
+                           metadata: ["max_connections": "\(open)"])
+        }
+    }
+
     /// What a log line says of a commit.
     static func fields(_ r: CommitRequest) -> Logger.Metadata {
         [

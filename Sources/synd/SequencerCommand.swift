@@ -1,4 +1,7 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 import SyndProtocol
 import Logging
 import SyndPostgres
@@ -53,6 +56,12 @@ struct SequencerCommand: AsyncParsableCommand {
     @Option(help: "Address the metrics endpoint listens on.")
     var metricsHost: String = "127.0.0.1"
 
+    @Option(help: "Client connections open at once; more are closed as soon as accepted (and counted in synddb_connections_refused_total). The sequencer raises its open-file limit to fit.")
+    var maxConnections: Int = 4096
+
+    @Option(help: "Seconds a new connection has to send the HTTP/2 preface (or its TLS handshake) before it is closed.")
+    var handshakeTimeout: Double = 10
+
     @OptionGroup var log: LogOptions
 
     func run() async throws {
@@ -65,18 +74,25 @@ struct SequencerCommand: AsyncParsableCommand {
         guard segmentMB >= 1, segmentMB <= 1024 else { throw ValidationError("--segment-mb must be between 1 and 1024") }
         configuration.segmentBytes = segmentMB << 20
         let logger = log.logger("synd.sequencer")
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard handshakeTimeout > 0, handshakeTimeout <= 3600 else { throw ValidationError("--handshake-timeout must be between 0 and 3600 seconds") }
+        var limits = ServerLimits()
+        limits.maxConnections = maxConnections
+        limits.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
+        // Each connection is a file descriptor, and the store needs some of its own.
+        if let note = Self.raiseOpenFileLimit(to: maxConnections + 256) { logger.warning("\(note)") }
         let server: SequencerServer
         do {
             guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("give both --tls-cert and --tls-key") }
             let tls = tlsCert.flatMap { cert in tlsKey.map { (certificateChain: cert, privateKey: $0) } }
             if store == "embedded" {
-                server = try await SequencerServer.start(store: configuration, host: host, port: port, tls: tls, logger: logger)
+                server = try await SequencerServer.start(store: configuration, host: host, port: port, tls: tls, limits: limits, logger: logger)
             } else {
                 let location = try PostgresLocation(url: store, passwordFile: storePasswordFile)
                 let postgres = try await PostgresStore(location, configuration: configuration, logger: log.logger("synd.postgres"))
                 do {
                     server = try await SequencerServer.start(
-                        store: postgres, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls, logger: logger)
+                        store: postgres, maxBatchBytes: configuration.maxBatchBytes, host: host, port: port, tls: tls, limits: limits, logger: logger)
                 } catch {
                     postgres.shutdown()
                     throw error
@@ -105,5 +121,18 @@ struct SequencerCommand: AsyncParsableCommand {
         flushStandardOutput()
         try await server.wait()
         await metricsServer?.stop()
+    }
+
+    /// Raises the soft open-file limit to `wanted` (at most the hard limit);
+    /// what to tell the operator if it stays below.
+    static func raiseOpenFileLimit(to wanted: Int) -> String? {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        let goal = rlim_t(wanted)
+        if limit.rlim_cur >= goal { return nil }
+        limit.rlim_cur = min(goal, limit.rlim_max)
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < goal else { return nil }
+        return "the open-file limit is \(limit.rlim_cur) (hard limit \(limit.rlim_max)), below the \(wanted) that --max-connections needs: raise it (ulimit -n, LimitNOFILE=) or lower --max-connections"
     }
 }
