@@ -72,7 +72,7 @@ public struct SequencerService: Sendable {
         reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void
     ) {
         count(method)
-        // Commit logs its refusals itself, with what it was asked.
+        // Commit logs its refusals itself (`serveCommit`), with what it was asked.
         let outer = reply
         let reply: @Sendable (Result<[UInt8], SequencerError>) -> Void = { [self] result in
             if case .failure(let error) = result { failed(error, of: method) }
@@ -116,19 +116,7 @@ public struct SequencerService: Sendable {
             // The request's bytes go before the store makes its copies of a
             // large batch: the decoded request holds all it needs.
             _ = consume request
-            let started = ContinuousClock.now
-            store.commit(r) { [self] result in
-                switch result {
-                case .success(let response):
-                    metrics.committed(r, duplicate: response.duplicate, took: .now - started)
-                    logCommitted(r, response, took: .now - started)
-                    store.snapshotIfDue(r.database, version: response.version)
-                    outer(.success(response.serializedBytes()))
-                case .failure(let error):
-                    failed(error, of: .commit, Self.fields(r))
-                    outer(.failure(error))
-                }
-            }
+            serveCommit(r, reply: outer)
         case .readPages:
             lane(reads, request, reply) { [metrics] (r: ReadPagesRequest) throws(SequencerError) in
                 let answer = try store.readPages(r)
@@ -181,6 +169,12 @@ public struct SequencerService: Sendable {
     /// (see `GRPCRequestReader`): what `unary(.commit, ...)` does after decoding.
     func commit(_ request: CommitRequest, reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void) {
         count(.commit)
+        serveCommit(request, reply: reply)
+    }
+
+    /// Applies a decoded commit, then counts it (or its refusal), logs it and
+    /// starts a snapshot if one is due.
+    private func serveCommit(_ request: CommitRequest, reply: @escaping @Sendable (Result<[UInt8], SequencerError>) -> Void) {
         let store = self.store
         let started = ContinuousClock.now
         store.commit(request) { [self] result in

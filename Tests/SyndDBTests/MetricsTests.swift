@@ -111,16 +111,7 @@ import Glibc
             acquire.database = c
             acquire.holder = "metrics-test"
             let lease = try client.acquireLease(acquire)
-            var good = CommitRequest()
-            good.database = c
-            good.leaseEpoch = lease.epoch
-            good.holder = "metrics-test"
-            good.txnID = Array("metrics-1".utf8)
-            good.pageSize = 4096
-            good.pageCount = 1
-            var header = [UInt8](repeating: 0, count: 4096)
-            header[16] = 0x10
-            good.pages = [Page(number: 1, data: header)]
+            let good = onePageCommit(c, lease: lease, holder: "metrics-test", txn: Array("metrics-1".utf8))
             #expect(try client.commit(good).version == 1)
             #expect(try client.commit(good).duplicate)
             func refused(_ edit: (inout CommitRequest) -> Void) -> GRPCStatusCode? {

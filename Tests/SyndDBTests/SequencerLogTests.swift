@@ -29,17 +29,7 @@ import Testing
             acquire.database = name
             acquire.holder = "log-test"
             let lease = try client.acquireLease(acquire)
-            var stale = CommitRequest()
-            stale.database = name
-            stale.leaseEpoch = lease.epoch
-            stale.holder = "log-test"
-            stale.txnID = Array("log-test-1".utf8)
-            stale.pageSize = 4096
-            stale.pageCount = 1
-            stale.baseVersion = 7
-            var header = [UInt8](repeating: 0, count: 4096)
-            header[16] = 0x10
-            stale.pages = [Page(number: 1, data: header)]
+            var stale = onePageCommit(name, lease: lease, holder: "log-test", txn: Array("log-test-1".utf8), base: 7)
             #expect(throws: SequencerError.self) { try client.commit(stale) }
             stale.baseVersion = 0
             #expect(try client.commit(stale).version == 1)

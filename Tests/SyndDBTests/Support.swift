@@ -4,6 +4,7 @@ import SyndDB
 import SyndSQLite
 import SyndSequencer
 import SyndPostgres
+import SyndProtocol
 import SyndStorage
 import Synchronization
 
@@ -309,4 +310,21 @@ func runProgram(
     let err = stderr.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+}
+
+/// A commit of page 1 alone (a 4 KiB page with SQLite's page-size bytes set),
+/// sent by hand under `lease`: what tests of the sequencer's answers send.
+func onePageCommit(_ database: String, lease: Lease, holder: String, txn: [UInt8], base: UInt64 = 0) -> CommitRequest {
+    var r = CommitRequest()
+    r.database = database
+    r.leaseEpoch = lease.epoch
+    r.holder = holder
+    r.txnID = txn
+    r.baseVersion = base
+    r.pageSize = 4096
+    r.pageCount = 1
+    var header = [UInt8](repeating: 0, count: 4096)
+    header[16] = 0x10
+    r.pages = [Page(number: 1, data: header)]
+    return r
 }
