@@ -1,3 +1,4 @@
+import Logging
 import SyndProtocol
 import SyndStorage
 
@@ -89,16 +90,19 @@ extension SequencerService {
     /// the server is stopping: the lease is left as it is.
     public func holdLease(request: [UInt8], stream: some SequencerResponseStream) async throws(SequencerError) {
         count(.holdLease)
+        var fields: Logger.Metadata = [:]
         do throws(SequencerError) {
-            try await hold(request, stream)
+            let hold: HoldLeaseRequest = try Self.decode(request)
+            fields = ["database": "\(hold.database)", "holder": "\(hold.holder)", "epoch": "\(hold.epoch)"]
+            try await self.hold(hold, stream)
         } catch {
-            failed(error, of: .holdLease)
+            // One line, with the lease: also when the lease lapsed or moved on under an open hold.
+            failed(error, of: .holdLease, fields)
             throw error
         }
     }
 
-    private func hold(_ request: [UInt8], _ stream: some SequencerResponseStream) async throws(SequencerError) {
-        let hold: HoldLeaseRequest = try Self.decode(request)
+    private func hold(_ hold: HoldLeaseRequest, _ stream: some SequencerResponseStream) async throws(SequencerError) {
         let store = self.store
         var event = HoldLeaseEvent()
         event.lease = try await call { () throws(SequencerError) in try store.heldLease(hold) }
@@ -164,7 +168,6 @@ extension SequencerService {
             }
         case .leaseGone(let error):
             metrics.leaseLost()
-            logger.info("lease lost: \(error.message)", metadata: ["database": "\(hold.database)", "holder": "\(hold.holder)", "epoch": "\(hold.epoch)"])
             throw error
         case .serverStopping:
             return
