@@ -40,6 +40,8 @@ let package = Package(
         // The sequencer's metrics (`synd sequencer --metrics-port`).
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+        // examples/grdb: GRDB on SyndDB.
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
     ],
     targets: [
         // C shims.
@@ -145,11 +147,13 @@ let package = Package(
         ),
         // examples/swift-api: the Swift API in a small program (run by the tests).
         .executableTarget(name: "swift-api-example", dependencies: ["SyndDB", "SyndSQLite"], path: "examples/swift-api"),
+        // examples/grdb: GRDB's DatabaseQueue, migrations and records on SyndDB (run by the tests).
+        .executableTarget(name: "grdb-example", dependencies: ["SyndDB", .product(name: "GRDB", package: "GRDB.swift")], path: "examples/grdb"),
         .testTarget(
             name: "SyndDBTests",
             dependencies: [
                 "SyndDB", "SyndSequencer", "SyndPostgres", "SyndStorage", "SyndGRPC", "SyndClient", "SyndProtocol", "SyndSQLite", "SyndValidator", "SyndLedger",
-                "SyndFuzzTargets", "synd", "swift-api-example",
+                "SyndFuzzTargets", "synd", "swift-api-example", "grdb-example",
                 // GRPCServerTests call the sequencer through grpc-swift's client.
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

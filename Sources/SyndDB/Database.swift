@@ -23,13 +23,35 @@ public final class Database {
     /// is inside a write transaction, writes get `SQLITE_BUSY` with the reason
     /// (set `DatabaseOptions.busyTimeoutMs` to wait, as with a local file).
     public static func open(_ name: String, sequencer: String, options: DatabaseOptions = DatabaseOptions()) throws -> Database {
+        registerVFS()
+        let uri = uri(name, sequencer: sequencer, options: options)
+        let readOnly = isReadOnly(options)
+        let connection = try Connection(path: uri, readOnly: readOnly, vfs: SyndVFS.name)
+        if options.busyTimeoutMs > 0 { sqlite3_busy_timeout(connection.handle, Int32(options.busyTimeoutMs)) }
+        if !readOnly {
+            try connection.execute("PRAGMA journal_mode=\(options.journalMode)")
+            if let size = options.pageSize { try connection.execute("PRAGMA page_size=\(size)") }
+        }
+        return Database(connection: connection, name: name)
+    }
+
+    /// Registers the `synddb` VFS with this process's SQLite, for code that
+    /// opens connections itself (GRDB, SQLite.swift, plain `sqlite3_open_v2`):
+    /// it then opens `uri(...)`. Safe to call more than once.
+    public static func registerVFS() {
         sqlite3_initialize()
         SyndVFS.register(api: synd_linked_sqlite_api())
-        var uri = "file:\(name)?sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
+    }
+
+    /// The `file:` URI that opens database `name` on `sequencer` through the
+    /// `synddb` VFS with `options` (busy timeout, journal mode and page size
+    /// aside: those are the opener's to set). Open it with SQLITE_OPEN_URI, or
+    /// with an SQLite built with URI filenames on (Debian's is).
+    public static func uri(_ name: String, sequencer: String, options: DatabaseOptions = DatabaseOptions()) -> String {
+        var uri = "file:\(name)?vfs=\(SyndVFS.name)&sequencer=\(sequencer)&lease_ttl_ms=\(options.leaseTTLMs)"
         uri += "&lease_renew=\(options.renewLease ? 1 : 0)&timeout_ms=\(options.timeoutMs)&cache_mb=\(options.cacheMB)"
         uri += "&lock_wait_ms=\(options.lockWaitMs)&spill_mb=\(options.spillMB)"
-        let follows = options.follow || options.maxLagMs != nil || options.minVersion != nil
-        let readOnly = options.readOnly || options.asOf != nil || follows
+        let readOnly = isReadOnly(options)
         if options.follow { uri += "&follow=1" }
         if let lag = options.maxLagMs { uri += "&max_lag_ms=\(lag)" }
         if let v = options.minVersion { uri += "&min_version=\(v)" }
@@ -42,13 +64,12 @@ public final class Database {
         }
         if !options.captureChangesets { uri += "&capture=0" }
         if let ca = options.tlsCAFile { uri += "&tls_ca=\(ca)" }
-        let connection = try Connection(path: uri, readOnly: readOnly, vfs: SyndVFS.name)
-        if options.busyTimeoutMs > 0 { sqlite3_busy_timeout(connection.handle, Int32(options.busyTimeoutMs)) }
-        if !readOnly {
-            try connection.execute("PRAGMA journal_mode=\(options.journalMode)")
-            if let size = options.pageSize { try connection.execute("PRAGMA page_size=\(size)") }
-        }
-        return Database(connection: connection, name: name)
+        return uri
+    }
+
+    /// A past state or a follower is read-only, whatever `readOnly` says.
+    private static func isReadOnly(_ options: DatabaseOptions) -> Bool {
+        options.readOnly || options.asOf != nil || options.follow || options.maxLagMs != nil || options.minVersion != nil
     }
 
     init(connection: Connection, name: String) {

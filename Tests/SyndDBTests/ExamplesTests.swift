@@ -33,4 +33,41 @@ import Testing
             #expect(try run().contains("apple\t6\npear\t10\n"))
         }
     }
+
+    /// examples/grdb: GRDB's DatabaseQueue on SyndDB. Migrations run once (a
+    /// second run finds them applied), records insert and update in one
+    /// transaction, a failed transaction leaves nothing, and every commit
+    /// validates (page images agree with the changesets GRDB's writes made).
+    @Test func grdbExampleRunsTwiceAndItsCommitsValidate() async throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path
+        try await offPool {
+            let sequencer = try SequencerProcess(directory: path + "/seq")
+            let name = uniqueName("grdb-library")
+            let example = Products.directory.appendingPathComponent("grdb-example").path
+            func run() throws -> String {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: example)
+                p.arguments = [sequencer.url, name]
+                let out = Pipe(), err = Pipe()
+                p.standardOutput = out
+                p.standardError = err
+                try startProcess(p)
+                let data = out.fileHandleForReading.readDataToEndOfFile()
+                let problem = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                p.waitUntilExit()
+                #expect(p.terminationStatus == 0, "\(problem)")
+                return String(decoding: data, as: UTF8.self)
+            }
+            let first = try run()
+            #expect(first.contains("Dune\tFrank Herbert\t3\nSolaris\tStanisław Lem\t1\n"), "\(first)")
+            #expect(first.contains("migrations: v1: books, v2: copies") && !first.contains("Ghost"), "\(first)")
+            let second = try run()
+            #expect(second.contains("Dune\tFrank Herbert\t3\nDune\tFrank Herbert\t3\nSolaris\tStanisław Lem\t1\nSolaris\tStanisław Lem\t1\n"), "\(second)")
+            let check = try runSynd(["validate", "--sequencer", sequencer.url, "--db", name])
+            #expect(check.status == 0 && check.output.hasPrefix("ok: "), "\(check.output) \(check.error)")
+            let sql = try runSynd(["sql", "--sequencer", sequencer.url, "--read-only", name, "SELECT count(*) FROM grdb_migrations"])
+            #expect(sql.output.trimmingCharacters(in: .whitespacesAndNewlines) == "2", "\(sql.output) \(sql.error)")
+        }
+    }
 }
