@@ -49,17 +49,8 @@ import Glibc
 
     /// GET over a plain TCP connection (HTTP/1.1, Connection: close): status and body.
     static func get(port: Int, path: String) throws -> (status: Int, body: String) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
+        let fd = try ResourceLimitTests.connectTCP(port)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw TestFailure("connect to the metrics port \(port): \(errno)") }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
         guard write(fd, request, request.count) == request.count else { throw TestFailure("write: \(errno)") }
         var response: [UInt8] = []
@@ -114,6 +105,12 @@ import Glibc
             let good = onePageCommit(c, lease: lease, holder: "metrics-test", txn: Array("metrics-1".utf8))
             #expect(try client.commit(good).version == 1)
             #expect(try client.commit(good).duplicate)
+            // One page read by hand (the VFS writers may have read more).
+            var read = ReadPagesRequest()
+            read.database = c
+            read.version = 1
+            read.pageNumbers = [1]
+            #expect(try client.readPages(read).pages.count == 1)
             func refused(_ edit: (inout CommitRequest) -> Void) -> GRPCStatusCode? {
                 var r = good
                 r.txnID = (0..<16).map { _ in UInt8.random(in: 0...255) }
@@ -157,7 +154,8 @@ import Glibc
         #expect((scrape.value("synddb_leases_granted_total") ?? 0) >= 3)
         #expect((scrape.value("synddb_connections") ?? 0) >= 1)
         #expect((scrape.value("synddb_store_size_bytes") ?? 0) > 0)
-        #expect((scrape.value("synddb_pages_read_total") ?? 0) >= 0)
+        #expect((scrape.value("synddb_pages_read_total") ?? 0) >= 1)
+        #expect((scrape.value("synddb_requests_total", ["method": "ReadPages"]) ?? 0) >= 1)
         if !PostgresTest.storeForAllTests {
             // Group commit: at most one fsync per commit, at least one in all.
             let fsyncs = scrape.value("synddb_fsync_duration_seconds_count") ?? 0
